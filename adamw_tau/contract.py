@@ -1,0 +1,140 @@
+"""The numeric contract shared by every backend (docs/numerics.md is its prose form).
+
+Host side: the per-step scalars are computed here, in Python float64, and rounded to
+fp32 exactly once. Device side: each backend reads them from one fp32 tensor laid out
+as ``SCALAR_SLOTS`` and applies the per-element update in the order that
+``reference.py`` writes down.
+
+Stochastic rounding draws its random bits from ``sr_bits(seed, step, param_id, index)``,
+a counter-based hash: the bits of an element do not depend on how tensors are grouped
+into launches, on block sizes, or on the backend.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# Order of the fp32 scalars in the tensor every kernel reads (slot 8 holds the step's int32 bits).
+SCALAR_SLOTS = (
+    "step_size",        # lr_t / (1 - beta1^t)
+    "bc2_sqrt",         # sqrt(1 - beta2^t)
+    "decay",            # d: 1 - (lr_t / lr_peak) / tau_iter, 1 - lr_t * lambda, or 1
+    "beta1",
+    "one_minus_beta1",
+    "beta2",
+    "one_minus_beta2",
+    "eps",
+    "step_bits",        # the step t as int32 bits; seeds stochastic rounding
+)
+NUM_SCALARS = len(SCALAR_SLOTS)
+
+DECAY_MODES = ("tau", "lambda", "none")
+
+
+def f32(x: float) -> float:
+    """Round a Python float (float64) to the nearest fp32, ties to even."""
+    return float(np.float32(x))
+
+
+@dataclass(frozen=True)
+class StepScalars:
+    step_size: float
+    bc2_sqrt: float
+    decay: float
+    beta1: float
+    one_minus_beta1: float
+    beta2: float
+    one_minus_beta2: float
+    eps: float
+    step: int
+
+    def as_tensor(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The scalars as the fp32 tensor kernels read; copied without a host sync."""
+        vals = np.array([getattr(self, n) for n in SCALAR_SLOTS[:-1]] + [0.0], dtype=np.float32)
+        vals[-1:] = np.array([self.step], dtype=np.int32).view(np.float32)
+        t = torch.from_numpy(vals)
+        device = torch.device(device)
+        if device.type == "cpu":
+            return t
+        return t.pin_memory().to(device, non_blocking=True)
+
+
+def decay_factor(mode: str, lr: float, lr_peak: float, tau_iters: float | None,
+                 weight_decay: float | None) -> float:
+    """The per-step multiplier d of the parameters, in float64.
+
+    tau:    d = 1 - (lr_t / lr_peak) / tau_iter   (the schedule shapes the decay, the lr's size does not)
+    lambda: d = 1 - lr_t * lambda                  (torch.optim.AdamW)
+    none:   d = 1
+    """
+    if mode == "tau":
+        d = 1.0 - (lr / lr_peak) / tau_iters
+    elif mode == "lambda":
+        d = 1.0 - lr * weight_decay
+    elif mode == "none":
+        return 1.0
+    else:
+        raise ValueError(f"decay mode must be one of {DECAY_MODES}, got {mode!r}")
+    if not (0.0 <= d <= 1.0):
+        raise ValueError(
+            f"the per-step decay factor is {d!r}, outside [0, 1] (mode {mode!r}, lr {lr!r}): "
+            "the learning rate is too large for this tau / weight_decay; lower lr or raise tau")
+    return d
+
+
+def host_scalars(*, lr: float, lr_peak: float, beta1: float, beta2: float, eps: float,
+                 step: int, decay_mode: str, tau_iters: float | None = None,
+                 weight_decay: float | None = None) -> StepScalars:
+    """Every per-step scalar, computed in float64 and rounded once to fp32.
+
+    step is t >= 1, the count after this step. Python's float ``**`` and math.sqrt are used.
+    """
+    bc1 = 1.0 - beta1 ** step
+    bc2 = 1.0 - beta2 ** step
+    return StepScalars(
+        step_size=f32(lr / bc1),
+        bc2_sqrt=f32(math.sqrt(bc2)),
+        decay=f32(decay_factor(decay_mode, lr, lr_peak, tau_iters, weight_decay)),
+        beta1=f32(beta1),
+        one_minus_beta1=f32(1.0 - beta1),
+        beta2=f32(beta2),
+        one_minus_beta2=f32(1.0 - beta2),
+        eps=f32(eps),
+        step=int(step),
+    )
+
+
+# --- counter-based random bits for stochastic rounding -------------------------------------
+# lowbias32 (C. Wellons' hash-prospector): a bijective 32-bit mixer. All arithmetic is
+# modulo 2^32; the same few lines appear in triton_kernels/ and csrc/adamw_math.h.
+MIX_MUL1 = 0x7FEB352D
+MIX_MUL2 = 0x846CA68B
+MASK32 = 0xFFFFFFFF
+
+
+def mix32(x):
+    """lowbias32 on Python ints or int64 tensors that hold uint32 values."""
+    x = x ^ (x >> 16)
+    x = (x * MIX_MUL1) & MASK32
+    x = x ^ (x >> 15)
+    x = (x * MIX_MUL2) & MASK32
+    return x ^ (x >> 16)
+
+
+def sr_key(seed: int, step: int, param_id: int) -> int:
+    """The per-(seed, step, parameter) key; kernels compute it once per tensor."""
+    seed &= 0xFFFFFFFFFFFFFFFF
+    k = mix32(param_id & MASK32)
+    k = mix32((step & MASK32) ^ k)
+    k = mix32(((seed >> 32) & MASK32) ^ k)
+    return mix32((seed & MASK32) ^ k)
+
+
+def sr_bits(key: int, index: torch.Tensor) -> torch.Tensor:
+    """32 random bits (as int64 holding uint32) for element indices (int64 tensor)."""
+    hi = (index >> 32) & MASK32
+    lo = index & MASK32
+    return mix32(mix32(hi ^ key) ^ lo)

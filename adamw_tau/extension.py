@@ -1,0 +1,3 @@
+"""Placeholder replaced below."""
+def unavailable_reason(cuda: bool):
+    return "the C++ extension is not built yet"

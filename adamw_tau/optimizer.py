@@ -1,0 +1,281 @@
+"""AdamWTau: torch.optim.AdamW with its weight decay set by the EMA timescale tau.
+
+Decay is given exactly one way, for the optimizer and, overriding it, per group:
+  tau_epochs + iters_per_epoch   per-step decay d = 1 - (lr_t / lr_peak) / (tau_epochs * M)
+  tau_iters                      d = 1 - (lr_t / lr_peak) / tau_iters
+  weight_decay (lambda)          d = 1 - lr_t * lambda        (torch.optim.AdamW's form)
+  none of them                   d = 1                        (torch.optim.AdamW defaults to 0.01)
+lr_peak is each group's lr at construction, kept in the group: LR schedulers change
+``lr`` and the tau form follows lr_t / lr_peak, so the decay's shape follows the
+schedule while the lr's size leaves it alone.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+
+from . import backends
+from .contract import host_scalars
+from .timescale import tau_epoch_from_tau_iter, tau_iter_from_tau_epoch
+
+_DECAY_KEYS = ("tau_epochs", "iters_per_epoch", "tau_iters", "weight_decay")
+_PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_STATE_DTYPES = (None, torch.float32, torch.bfloat16)
+
+
+def _finite(name: str, value, *, minimum: float = 0.0, strict: bool = False) -> float:
+    if isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a Python number, got a tensor; pass float({name})")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or v < minimum or (strict and v == minimum):
+        bound = f"> {minimum}" if strict else f">= {minimum}"
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+    return v
+
+
+def _decay_spec(src: dict, where: str) -> dict | None:
+    """The decay form ``src`` names, normalised, or None if it names none."""
+    given = {k: src[k] for k in _DECAY_KEYS if src.get(k) is not None}
+    if not given:
+        return None
+    forms = [f for f, keys in (("tau_epochs", ("tau_epochs", "iters_per_epoch")),
+                                ("tau_iters", ("tau_iters",)),
+                                ("weight_decay", ("weight_decay",))) if any(k in given for k in keys)]
+    if len(forms) > 1:
+        raise ValueError(f"{where}: decay is given as {' and '.join(forms)} at once; give exactly one of "
+                         "tau_epochs (with iters_per_epoch), tau_iters, or weight_decay")
+    spec = {"decay": "none", "tau_iters": None, "tau_epochs": None, "iters_per_epoch": None, "weight_decay": 0.0}
+    if forms[0] == "tau_epochs":
+        if "tau_epochs" not in given:
+            raise ValueError(f"{where}: iters_per_epoch is given without tau_epochs; add tau_epochs=... "
+                             "or drop iters_per_epoch")
+        if "iters_per_epoch" not in given:
+            raise ValueError(f"{where}: tau_epochs needs iters_per_epoch (dataset size / batch size) to become "
+                             "a timescale in iterations; pass iters_per_epoch=..., or give tau_iters instead")
+        tau_e = _finite(f"{where}: tau_epochs", given["tau_epochs"], strict=True)
+        m = _finite(f"{where}: iters_per_epoch", given["iters_per_epoch"], strict=True)
+        spec.update(decay="tau", tau_epochs=tau_e, iters_per_epoch=m, tau_iters=tau_iter_from_tau_epoch(tau_e, m))
+    elif forms[0] == "tau_iters":
+        spec.update(decay="tau", tau_iters=_finite(f"{where}: tau_iters", given["tau_iters"], strict=True))
+    else:
+        wd = _finite(f"{where}: weight_decay", given["weight_decay"])
+        spec.update(decay="lambda" if wd > 0 else "none", weight_decay=wd)
+    return spec
+
+
+class AdamWTau(torch.optim.Optimizer):
+    """Fused AdamW, bitwise equal to ``adamw_tau.reference`` on every backend.
+
+    Args:
+        params: parameters or param groups (a group may override any argument below,
+            and name its own decay form).
+        lr, betas, eps, amsgrad, maximize: as torch.optim.AdamW.
+        tau_epochs, iters_per_epoch, tau_iters, weight_decay: the decay, one way (module doc).
+        backend: "auto" (the fastest available per device) or "reference", "triton",
+            "cuda", "cpu"; a named backend that cannot run raises and says why.
+        master_weights: keep an fp32 copy of bf16/fp16 params; the param is its
+            round-to-nearest-even image.
+        stochastic_rounding: bf16/fp16 params without master weights are rounded
+            stochastically, from bits keyed by (seed, step, parameter index, element index).
+        state_dtype: dtype of exp_avg / exp_avg_sq (/ max_exp_avg_sq): torch.float32,
+            torch.bfloat16, or None for torch's choice (the param's dtype; fp32 with master weights).
+        seed: the stochastic rounding seed.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, *,
+                 tau_epochs: float | None = None, iters_per_epoch: float | None = None,
+                 tau_iters: float | None = None, weight_decay: float | None = None,
+                 amsgrad: bool = False, maximize: bool = False, backend: str = "auto",
+                 master_weights: bool = False, stochastic_rounding: bool = False,
+                 state_dtype: torch.dtype | None = None, seed: int = 0):
+        if backend != "auto" and backend not in backends.BACKENDS:
+            raise ValueError(f"backend must be 'auto' or one of {backends.BACKENDS}, got {backend!r}")
+        if not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self._backend = backend
+        self._seed = seed
+        self._default_decay = _decay_spec(
+            dict(tau_epochs=tau_epochs, iters_per_epoch=iters_per_epoch, tau_iters=tau_iters,
+                 weight_decay=weight_decay), "AdamWTau") or _decay_spec({"weight_decay": 0.0}, "AdamWTau")
+        defaults = dict(lr=lr, betas=betas, eps=eps, amsgrad=amsgrad, maximize=maximize,
+                        master_weights=master_weights, stochastic_rounding=stochastic_rounding,
+                        state_dtype=state_dtype)
+        self._check_hyper(defaults, "AdamWTau")
+        self._resolved: dict[torch.device, str] = {}
+        super().__init__(params, defaults)
+
+    # --- construction and validation -------------------------------------------------------
+    @staticmethod
+    def _check_hyper(group: dict, where: str) -> None:
+        _finite(f"{where}: lr", group["lr"])
+        _finite(f"{where}: eps", group["eps"])
+        betas = group["betas"]
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"{where}: betas must be a pair (beta1, beta2), got {betas!r}")
+        for i, b in enumerate(betas):
+            if _finite(f"{where}: betas[{i}]", b) >= 1.0:
+                raise ValueError(f"{where}: betas[{i}] must be in [0, 1), got {b!r}")
+        if group["state_dtype"] not in _STATE_DTYPES:
+            raise TypeError(f"{where}: state_dtype must be None, torch.float32 or torch.bfloat16, "
+                            f"got {group['state_dtype']!r}")
+        if "lr_peak" in group:
+            _finite(f"{where}: lr_peak", group["lr_peak"], strict=True)
+
+    def add_param_group(self, param_group: dict) -> None:
+        where = f"param group {len(self.param_groups)}"
+        group = dict(param_group)
+        spec = _decay_spec(group, where) or self._default_decay
+        for k in _DECAY_KEYS:
+            group.pop(k, None)
+        params = group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        for i, p in enumerate(params):
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(f"{where}: params[{i}] is a {type(p).__name__}, not a tensor")
+            if p.is_complex():
+                raise TypeError(f"{where}: params[{i}] is complex ({p.dtype}); AdamWTau updates real "
+                                "tensors: register torch.view_as_real(p) as the parameter instead")
+            if p.dtype not in _PARAM_DTYPES:
+                raise TypeError(f"{where}: params[{i}] has dtype {p.dtype}; AdamWTau updates float32, "
+                                "bfloat16 and float16 parameters (use torch.optim.AdamW for others)")
+            if p.is_sparse:
+                raise TypeError(f"{where}: params[{i}] is sparse; AdamWTau updates dense tensors")
+        merged = {**self.defaults, **group}
+        self._check_hyper(merged, where)
+        for device in {p.device for p in params}:
+            self._backend_for(device)
+        group.update(spec)
+        group["params"] = params
+        super().add_param_group(group)
+        group = self.param_groups[-1]
+        group.setdefault("lr_peak", group["lr"])
+        if spec["decay"] == "tau":
+            group["weight_decay"] = 1.0 / (group["lr_peak"] * group["tau_iters"]) if group["lr_peak"] > 0 else 0.0
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            # groups saved by torch.optim.AdamW carry only weight_decay (lambda form)
+            group.setdefault("tau_iters", None)
+            group.setdefault("tau_epochs", None)
+            group.setdefault("iters_per_epoch", None)
+            group.setdefault("decay", "tau" if group["tau_iters"] is not None
+                             else ("lambda" if group.get("weight_decay", 0.0) > 0 else "none"))
+            group.setdefault("lr_peak", group["lr"])
+            for k in ("master_weights", "stochastic_rounding", "state_dtype", "amsgrad", "maximize"):
+                group.setdefault(k, self.defaults.get(k, False))
+
+    def _backend_for(self, device: torch.device) -> str:
+        name = self._resolved.get(device)
+        if name is None:
+            name = self._resolved[device] = backends.resolve(self._backend, device)
+        return name
+
+    def backend_for(self, device) -> str:
+        """The backend that steps parameters on ``device``."""
+        return self._backend_for(torch.device(device))
+
+    # --- reporting -------------------------------------------------------------------------
+    def timescales(self) -> list[dict]:
+        """Each group's decay: its form, effective tau_iter and tau_epoch, and torch-equivalent lambda.
+
+        tau_iter = 1 / (lr_peak * lambda) for the lambda form; inf with no decay. tau_epoch
+        needs iters_per_epoch (given with tau_epochs); None otherwise.
+        """
+        out = []
+        for group in self.param_groups:
+            mode = group["decay"]
+            if mode == "tau":
+                tau_iter = group["tau_iters"]
+            elif mode == "lambda":
+                tau_iter = 1.0 / (group["lr_peak"] * group["weight_decay"]) if group["lr_peak"] > 0 else math.inf
+            else:
+                tau_iter = math.inf
+            m = group.get("iters_per_epoch")
+            out.append(dict(
+                decay=mode, tau_iters=tau_iter,
+                tau_epochs=(tau_epoch_from_tau_iter(tau_iter, m) if m and math.isfinite(tau_iter) else None),
+                weight_decay=(0.0 if math.isinf(tau_iter) else 1.0 / (group["lr_peak"] * tau_iter)),
+                lr=group["lr"], lr_peak=group["lr_peak"]))
+        return out
+
+    # --- the step --------------------------------------------------------------------------
+    def _state_dtype(self, group: dict, p: torch.Tensor, master: bool) -> torch.dtype:
+        if group["state_dtype"] is not None:
+            return group["state_dtype"]
+        return torch.float32 if master else p.dtype
+
+    def _plan(self):
+        """Validate everything and bucket the work; touches no tensor."""
+        buckets = defaultdict(lambda: dict(params=[], grads=[], ids=[]))
+        pid = -1
+        for gi, group in enumerate(self.param_groups):
+            where = f"param group {gi}"
+            lr = _finite(f"{where}: lr", group["lr"])
+            self._check_hyper(group, where)
+            for p in group["params"]:
+                pid += 1
+                g = p.grad
+                if g is None:
+                    continue
+                if g.is_sparse:
+                    raise RuntimeError(f"{where}: params[{pid}] has a sparse gradient; AdamWTau does not "
+                                       "support sparse gradients (use torch.optim.SparseAdam)")
+                if g.shape != p.shape or g.device != p.device:
+                    raise RuntimeError(f"{where}: params[{pid}] has a gradient of shape {tuple(g.shape)} on "
+                                       f"{g.device}, but the parameter is {tuple(p.shape)} on {p.device}")
+                if g.dtype not in _PARAM_DTYPES:
+                    raise TypeError(f"{where}: params[{pid}] has a gradient of dtype {g.dtype}")
+                state = self.state.get(p, {})
+                master = bool(group["master_weights"]) and p.dtype != torch.float32
+                t = int(state["step"]) + 1 if "step" in state else 1
+                key = (gi, p.device, p.dtype, g.dtype, master, self._state_dtype(group, p, master), t)
+                b = buckets[key]
+                b["params"].append(p)
+                b["grads"].append(g)
+                b["ids"].append(pid)
+        plans = []
+        for (gi, device, _, _, master, sdtype, t), b in buckets.items():
+            group = self.param_groups[gi]
+            scalars = host_scalars(
+                lr=group["lr"], lr_peak=group["lr_peak"], beta1=group["betas"][0], beta2=group["betas"][1],
+                eps=group["eps"], step=t, decay_mode=group["decay"], tau_iters=group["tau_iters"],
+                weight_decay=group["weight_decay"])
+            plans.append((group, device, master, sdtype, scalars, b))
+        return plans
+
+    def _init_state(self, group: dict, p: torch.Tensor, master: bool, sdtype: torch.dtype) -> dict:
+        state = self.state[p]
+        if "step" not in state:
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        for key in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ()):
+            if key not in state:
+                state[key] = torch.zeros_like(p, dtype=sdtype, memory_format=torch.preserve_format)
+        if master and "master_param" not in state:
+            state["master_param"] = p.detach().to(torch.float32, copy=True)
+        return state
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        plans = self._plan()
+        for group, device, master, sdtype, scalars, b in plans:
+            states = [self._init_state(group, p, master, sdtype) for p in b["params"]]
+            amsgrad = bool(group["amsgrad"])
+            fn = backends.step_function(self._backend_for(device))
+            fn(b["params"], b["grads"],
+               [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+               [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
+               [s["master_param"] for s in states] if master else [],
+               scalars.as_tensor(device), b["ids"], self._seed, amsgrad, bool(group["maximize"]),
+               bool(group["stochastic_rounding"]) and not master)
+            torch._foreach_add_([s["step"] for s in states], 1.0)
+        return loss

@@ -1,0 +1,215 @@
+"""Multi-tensor, one-pass fused AdamW in Triton, bitwise equal to ``adamw_tau.reference``.
+
+One launch steps every tensor of a bucket: a device table holds each tensor's pointers,
+and a block table maps each program to (tensor, first element). Each element of p, g,
+m, v (and master, max_exp_avg_sq) is read once and written once.
+
+[note: bitwise]
+The contract asks for correctly rounded fp32 ops in a fixed order with no FMA.
+``enable_fp_fusion=False`` stops the backend from contracting a*b+c; ``div_rn`` and
+``sqrt_rn`` are the IEEE ops (plain ``/`` and ``tl.sqrt`` are approximate on NVIDIA).
+Under TRITON_INTERPRET=1 the same kernel runs on CPU through NumPy, where every fp32
+op is IEEE: CI checks the kernel's math there.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+# Columns of the per-tensor table (int64).
+P, G, M, V, VMAX, MASTER, NUMEL, PARAM_ID = range(8)
+TABLE_COLS = 8
+BLOCK = 2048
+NUM_WARPS = 8
+
+
+@triton.jit
+def _mix32(x):
+    # lowbias32, modulo 2^32 (contract.mix32)
+    x = x ^ (x >> 16)
+    x = x * tl.full((), 0x7FEB352D, tl.uint32)
+    x = x ^ (x >> 15)
+    x = x * tl.full((), 0x846CA68B, tl.uint32)
+    return x ^ (x >> 16)
+
+
+@triton.jit
+def _round(x, OUT_DTYPE: tl.constexpr):
+    """fp32 -> OUT_DTYPE, to nearest even. bf16 is done on the bits (NaN -> 0x7FC0, as torch):
+    the interpreter's own bf16 cast does not round to nearest even."""
+    if OUT_DTYPE == tl.bfloat16:
+        u = x.to(tl.uint32, bitcast=True)
+        r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+        r = tl.where(x != x, 0x7FC0, r)
+        return r.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        return x.to(OUT_DTYPE)
+
+
+@triton.jit
+def _widen(x):
+    """bf16/fp16/fp32 -> fp32, exact. bf16 goes through its bits: the interpreter's cast
+    mangles bf16 subnormals."""
+    if x.dtype == tl.bfloat16:
+        return (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    else:
+        return x.to(tl.float32)
+
+
+@triton.jit
+def _stochastic_round(w, bits, OUT_DTYPE: tl.constexpr):
+    u = w.to(tl.uint32, bitcast=True)
+    if OUT_DTYPE == tl.bfloat16:
+        mask = tl.full(w.shape, 0xFFFF, tl.uint32)
+    else:
+        e = ((u >> 23) & 0xFF).to(tl.int32)
+        shift = 13 + tl.minimum(tl.maximum(113 - e, 0), 10)
+        mask = ((tl.full(w.shape, 1, tl.uint32) << shift.to(tl.uint32)) - 1).to(tl.uint32)
+    y = _round(((u + (bits & mask)) & ~mask).to(tl.float32, bitcast=True), OUT_DTYPE)
+    if OUT_DTYPE == tl.float16:
+        ax = tl.abs(w)
+        q = ax * 16777216.0
+        r24 = (bits & 0xFFFFFF).to(tl.float32) * 5.9604644775390625e-08
+        up = tl.where(r24 < q, 5.9604644775390625e-08, 0.0).to(tl.uint32, bitcast=True)
+        up = (up | (u & 0x80000000)).to(tl.float32, bitcast=True)
+        y = tl.where(ax < 5.9604644775390625e-08, _round(up, OUT_DTYPE), y)
+    finite = tl.abs(w) < float("inf")
+    return tl.where(finite, y, _round(w, OUT_DTYPE))
+
+
+@triton.jit
+def adamw_fused_kernel(
+    table_ptr, blocks_ptr, scalars_ptr, grad_scale_ptr, found_inf_ptr, seed_lo, seed_hi,
+    P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr,
+    AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, HAS_MASTER: tl.constexpr, SR: tl.constexpr,
+    HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    row = tl.load(blocks_ptr + 2 * pid)
+    start = tl.load(blocks_ptr + 2 * pid + 1)
+    meta = table_ptr + row * 8
+    numel = tl.load(meta + 6)
+    idx = start + tl.arange(0, BLOCK).to(tl.int64)
+    mask = idx < numel
+    if HAS_FOUND_INF:
+        mask = mask & (tl.load(found_inf_ptr) == 0.0)
+
+    step_size = tl.load(scalars_ptr + 0)
+    bc2_sqrt = tl.load(scalars_ptr + 1)
+    decay = tl.load(scalars_ptr + 2)
+    beta1 = tl.load(scalars_ptr + 3)
+    omb1 = tl.load(scalars_ptr + 4)
+    beta2 = tl.load(scalars_ptr + 5)
+    omb2 = tl.load(scalars_ptr + 6)
+    eps = tl.load(scalars_ptr + 7)
+
+    p_ptr = tl.load(meta + 0).to(tl.pointer_type(P_DTYPE))
+    g_ptr = tl.load(meta + 1).to(tl.pointer_type(G_DTYPE))
+    m_ptr = tl.load(meta + 2).to(tl.pointer_type(S_DTYPE))
+    v_ptr = tl.load(meta + 3).to(tl.pointer_type(S_DTYPE))
+
+    g = _widen(tl.load(g_ptr + idx, mask=mask, other=0.0))
+    m = _widen(tl.load(m_ptr + idx, mask=mask, other=0.0))
+    v = _widen(tl.load(v_ptr + idx, mask=mask, other=0.0))
+    if HAS_MASTER:
+        w_ptr = tl.load(meta + 5).to(tl.pointer_type(tl.float32))
+        w = tl.load(w_ptr + idx, mask=mask, other=0.0)
+    else:
+        w = _widen(tl.load(p_ptr + idx, mask=mask, other=0.0))
+
+    if HAS_SCALE:
+        g = tl.math.div_rn(g, tl.load(grad_scale_ptr))
+    if MAXIMIZE:
+        g = -g
+    w = w * decay
+    m = beta1 * m + omb1 * g
+    v = beta2 * v + omb2 * (g * g)
+    if AMSGRAD:
+        vmax_ptr = tl.load(meta + 4).to(tl.pointer_type(S_DTYPE))
+        vmax = tl.maximum(_widen(tl.load(vmax_ptr + idx, mask=mask, other=0.0)), v)
+        tl.store(vmax_ptr + idx, _round(vmax, S_DTYPE), mask=mask)
+        v_use = vmax
+    else:
+        v_use = v
+    denom = tl.math.div_rn(tl.math.sqrt_rn(v_use), bc2_sqrt) + eps
+    w = w - step_size * tl.math.div_rn(m, denom)
+
+    tl.store(m_ptr + idx, _round(m, S_DTYPE), mask=mask)
+    tl.store(v_ptr + idx, _round(v, S_DTYPE), mask=mask)
+    if HAS_MASTER:
+        tl.store(w_ptr + idx, w, mask=mask)
+        tl.store(p_ptr + idx, _round(w, P_DTYPE), mask=mask)
+    elif SR:
+        step = tl.load(scalars_ptr + 8).to(tl.uint32, bitcast=True)
+        k = _mix32(tl.load(meta + 7).to(tl.uint32))
+        k = _mix32(step ^ k)
+        k = _mix32(seed_hi.to(tl.uint32) ^ k)
+        k = _mix32(seed_lo.to(tl.uint32) ^ k)
+        bits = _mix32(_mix32((idx >> 32).to(tl.uint32) ^ k) ^ (idx & 0xFFFFFFFF).to(tl.uint32))
+        tl.store(p_ptr + idx, _stochastic_round(w, bits, P_DTYPE), mask=mask)
+    else:
+        tl.store(p_ptr + idx, _round(w, P_DTYPE), mask=mask)
+
+
+# --- launcher ---------------------------------------------------------------------------------
+import torch  # noqa: E402
+
+_TL_DTYPE = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
+_PLANS: dict = {}
+_MAX_PLANS = 16
+
+
+def _plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids):
+    """Device tables for this set of storages: built once, reused while the pointers hold.
+
+    Host work per call is collecting pointers; the tables go to the device with a
+    non-blocking copy from pinned memory, so no step waits on the device.
+    """
+    n = len(params)
+    cols = [[t.data_ptr() for t in ts] if ts else [0] * n
+            for ts in (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters)]
+    numels = [p.numel() for p in params]
+    key = (params[0].device, *map(tuple, cols), tuple(numels), tuple(param_ids))
+    plan = _PLANS.get(key)
+    if plan is not None:
+        return plan
+    rows = [list(r) for r in zip(*cols, numels, param_ids)]
+    blocks = [(i, s) for i, ne in enumerate(numels) for s in range(0, ne, BLOCK)]
+    table = torch.tensor(rows, dtype=torch.int64).reshape(-1, TABLE_COLS)
+    block_table = torch.tensor(blocks, dtype=torch.int64).reshape(-1, 2)
+    device = params[0].device
+    if device.type != "cpu":
+        table = table.pin_memory().to(device, non_blocking=True)
+        block_table = block_table.pin_memory().to(device, non_blocking=True)
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.pop(next(iter(_PLANS)))
+    # keyed by pointers alone: a hit means the tensors of this call sit at exactly these addresses
+    plan = _PLANS[key] = (table, block_table, len(blocks))
+    return plan
+
+
+def adamw_fused_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, param_ids,
+                      seed, amsgrad, maximize, stochastic_rounding, grad_scale=None, found_inf=None):
+    """Launch the kernel over one bucket (contiguous tensors of one dtype path, one device)."""
+    live = [i for i, p in enumerate(params) if p.numel() > 0]
+    if not live:
+        return
+    if len(live) != len(params):
+        pick = lambda ts: [ts[i] for i in live] if ts else ts  # noqa: E731
+        params, grads, exp_avgs, exp_avg_sqs = map(pick, (params, grads, exp_avgs, exp_avg_sqs))
+        max_exp_avg_sqs, masters, param_ids = pick(max_exp_avg_sqs), pick(masters), pick(list(param_ids))
+    table, block_table, n_blocks = _plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
+                                            param_ids)
+    seed &= 0xFFFFFFFFFFFFFFFF
+    adamw_fused_kernel[(n_blocks,)](
+        table, block_table, scalars,
+        grad_scale if grad_scale is not None else scalars,
+        found_inf if found_inf is not None else scalars,
+        seed & 0xFFFFFFFF, seed >> 32,
+        P_DTYPE=_TL_DTYPE[params[0].dtype], G_DTYPE=_TL_DTYPE[grads[0].dtype],
+        S_DTYPE=_TL_DTYPE[exp_avgs[0].dtype],
+        AMSGRAD=bool(amsgrad), MAXIMIZE=bool(maximize), HAS_MASTER=bool(masters),
+        SR=bool(stochastic_rounding) and not masters and params[0].dtype != torch.float32,
+        HAS_SCALE=grad_scale is not None, HAS_FOUND_INF=found_inf is not None,
+        BLOCK=BLOCK, num_warps=NUM_WARPS, enable_fp_fusion=False,
+    )
