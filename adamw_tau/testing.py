@@ -109,3 +109,25 @@ def parity_bits(backend: str, path: Path, sizes, *, steps: int = 3, device="cpu"
         if check_every_step or t == steps:
             total += differing_words(ours, ref)
     return total
+
+
+def check_past_2_31(backend: str, device="cuda") -> int:
+    """Step one fp32 tensor of 2^31 + 4097 elements; compare its head and tail with the reference.
+
+    The per-element math does not depend on the neighbours, so the reference on slices is
+    the reference on the whole tensor; a 32-bit offset would write the tail over the head.
+    """
+    n = 2 ** 31 + 4097
+    gen = torch.Generator(device=device).manual_seed(0)
+    p = torch.randn(n, device=device, generator=gen)
+    g = torch.randn(n, device=device, generator=gen)
+    m = torch.randn(n, device=device, generator=gen)
+    v = torch.rand(n, device=device, generator=gen)
+    pieces = [slice(0, 8192), slice(2 ** 31 - 4096, n)]
+    ref = [[t[s].clone() for s in pieces] for t in (p, g, m, v)]
+    s = host_scalars(lr=1e-3, lr_peak=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, step=1, decay_mode="tau",
+                     tau_iters=100.0).as_tensor(device)
+    backends.step_function(backend)([p], [g], [m], [v], [], [], s, [0], 0, False, False, False, None, None)
+    reference.adamw_step_(ref[0], ref[1], ref[2], ref[3], [], [], s, [0, 1], 0, False, False, False, None, None)
+    ours = {"p": [p[s] for s in pieces], "m": [m[s] for s in pieces], "v": [v[s] for s in pieces]}
+    return differing_words(ours, {"p": ref[0], "m": ref[2], "v": ref[3]})

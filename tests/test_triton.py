@@ -22,3 +22,31 @@ pytestmark = pytest.mark.skipif(not DEVICES, reason="Triton runs on CUDA, or on 
 def test_triton_bitwise_equals_reference(device, path, amsgrad, maximize, decay, scale):
     assert parity_bits("triton", PATHS[path], SIZES, steps=3, device=device, amsgrad=amsgrad, maximize=maximize,
                        decay=decay, grad_scale=scale) == 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_triton_many_tensors_one_launch(device, monkeypatch):
+    from adamw_tau.triton_kernels import adamw_fused
+    launches = []
+    real = adamw_fused.adamw_fused_kernel
+    monkeypatch.setattr(adamw_fused, "adamw_fused_kernel",
+                        type("Spy", (), {"__getitem__": lambda self, grid: launches.append(grid) or real[grid]})())
+    sizes = [(i * 37) % 301 + 1 for i in range(150)]
+    assert parity_bits("triton", PATHS["bf16_master"], sizes, steps=2, device=device, amsgrad=True) == 0
+    assert len(launches) == 2
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_triton_table_is_rebuilt_when_storages_change(device):
+    from adamw_tau.triton_kernels import adamw_fused
+    adamw_fused._PLANS.clear()
+    assert parity_bits("triton", PATHS["fp32"], [10, 20], steps=3, device=device) == 0
+    # fresh gradients every step: a table per distinct set of pointers, never a stale one
+    assert 1 <= len(adamw_fused._PLANS) <= 3
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_triton_tensor_over_2_31_elements():
+    from adamw_tau.testing import check_past_2_31
+    assert check_past_2_31("triton") == 0

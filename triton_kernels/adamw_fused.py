@@ -65,13 +65,14 @@ def _stochastic_round(w, bits, OUT_DTYPE: tl.constexpr):
         e = ((u >> 23) & 0xFF).to(tl.int32)
         shift = 13 + tl.minimum(tl.maximum(113 - e, 0), 10)
         mask = ((tl.full(w.shape, 1, tl.uint32) << shift.to(tl.uint32)) - 1).to(tl.uint32)
-    y = _round(((u + (bits & mask)) & ~mask).to(tl.float32, bitcast=True), OUT_DTYPE)
+    keep = mask ^ tl.full((), 0xFFFFFFFF, tl.uint32)
+    y = _round(((u + (bits & mask)) & keep).to(tl.float32, bitcast=True), OUT_DTYPE)
     if OUT_DTYPE == tl.float16:
         ax = tl.abs(w)
         q = ax * 16777216.0
         r24 = (bits & 0xFFFFFF).to(tl.float32) * 5.9604644775390625e-08
         up = tl.where(r24 < q, 5.9604644775390625e-08, 0.0).to(tl.uint32, bitcast=True)
-        up = (up | (u & 0x80000000)).to(tl.float32, bitcast=True)
+        up = (up | (u & tl.full((), 0x80000000, tl.uint32))).to(tl.float32, bitcast=True)
         y = tl.where(ax < 5.9604644775390625e-08, _round(up, OUT_DTYPE), y)
     finite = tl.abs(w) < float("inf")
     return tl.where(finite, y, _round(w, OUT_DTYPE))
@@ -145,7 +146,7 @@ def adamw_fused_kernel(
         k = _mix32(step ^ k)
         k = _mix32(seed_hi.to(tl.uint32) ^ k)
         k = _mix32(seed_lo.to(tl.uint32) ^ k)
-        bits = _mix32(_mix32((idx >> 32).to(tl.uint32) ^ k) ^ (idx & 0xFFFFFFFF).to(tl.uint32))
+        bits = _mix32(_mix32((idx >> 32).to(tl.uint32) ^ k) ^ idx.to(tl.uint32))
         tl.store(p_ptr + idx, _stochastic_round(w, bits, P_DTYPE), mask=mask)
     else:
         tl.store(p_ptr + idx, _round(w, P_DTYPE), mask=mask)
