@@ -52,5 +52,5 @@ def triton_adamw_step_(*args):
 
 def extension_adamw_step_(*args):
     from . import extension
-    extension.load()
+    extension.load(cuda=args[0][0].is_cuda if args[0] else False)
     return _contiguous_call(torch.ops.adamw_tau.adamw_step_, *args)

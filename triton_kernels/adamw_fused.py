@@ -127,7 +127,8 @@ def adamw_fused_kernel(
     v = beta2 * v + omb2 * (g * g)
     if AMSGRAD:
         vmax_ptr = tl.load(meta + 4).to(tl.pointer_type(S_DTYPE))
-        vmax = tl.maximum(_widen(tl.load(vmax_ptr + idx, mask=mask, other=0.0)), v)
+        vmax = tl.maximum(_widen(tl.load(vmax_ptr + idx, mask=mask, other=0.0)), v,
+                          propagate_nan=tl.PropagateNan.ALL)
         tl.store(vmax_ptr + idx, _round(vmax, S_DTYPE), mask=mask)
         v_use = vmax
     else:

@@ -1,0 +1,205 @@
+// The per-element math of the numeric contract (docs/numerics.md), shared by the CUDA and
+// CPU kernels: the math CI tests on CPU is the math the GPU runs.
+//
+// [note: bitwise]
+// Every fp32 op is correctly rounded and none is fused: on the device through the _rn
+// intrinsics (which nvcc never contracts into FMA), on the host through plain operators
+// compiled with -ffp-contract=off. Conversions to bf16/fp16 are done on the bits here so
+// that both sides round alike (ties to even; NaN -> 0x7FC0 / 0x7E00 with the sign).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define ADAMW_HD __host__ __device__ __forceinline__
+#else
+#define ADAMW_HD inline
+#endif
+
+namespace adamw_tau {
+
+enum class Kind { F32, BF16, F16 };
+
+// The fp32 scalars in the order of contract.SCALAR_SLOTS; slot 8 holds the step's bits.
+struct Scalars {
+  float step_size, bc2_sqrt, decay, beta1, one_minus_beta1, beta2, one_minus_beta2, eps;
+  uint32_t step;
+};
+
+ADAMW_HD float add(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+ADAMW_HD float sub(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+ADAMW_HD float mul(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+ADAMW_HD float div(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+ADAMW_HD float sqrt_rn(float a) {
+#if defined(__CUDA_ARCH__)
+  return __fsqrt_rn(a);
+#else
+  return std::sqrt(a);
+#endif
+}
+
+ADAMW_HD uint32_t as_bits(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return u;
+#endif
+}
+ADAMW_HD float as_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+#endif
+}
+
+// --- 16-bit formats -------------------------------------------------------------------------
+ADAMW_HD float bf16_to_float(uint16_t h) { return as_float(uint32_t(h) << 16); }
+
+ADAMW_HD uint16_t float_to_bf16(float x) {
+  uint32_t u = as_bits(x);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;
+  return uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+ADAMW_HD float f16_to_float(uint16_t h) {
+  uint32_t o = uint32_t(h & 0x7FFF) << 13;
+  const uint32_t exp = o & (0x7C00u << 13);
+  o += (127 - 15) << 23;
+  if (exp == (0x7C00u << 13)) {
+    o += (128 - 16) << 23;  // inf / NaN
+  } else if (exp == 0) {
+    o += 1u << 23;  // subnormal: renormalise, exactly
+    o = as_bits(sub(as_float(o), as_float(113u << 23)));
+  }
+  return as_float(o | (uint32_t(h & 0x8000) << 16));
+}
+
+ADAMW_HD uint16_t float_to_f16(float x) {
+  uint32_t u = as_bits(x);
+  const uint32_t sign = u & 0x80000000u;
+  u ^= sign;
+  uint32_t o;
+  if (u >= (127u + 16) << 23) {
+    o = u > 0x7F800000u ? 0x7E00u : 0x7C00u;
+  } else if (u < (113u << 23)) {
+    // subnormal or zero: an fp32 add aligns the 10 bits and rounds to nearest even
+    const uint32_t magic = ((127u - 15) + (23 - 10) + 1) << 23;
+    o = as_bits(add(as_float(u), as_float(magic))) - magic;
+  } else {
+    const uint32_t odd = (u >> 13) & 1u;
+    u += (uint32_t(15 - 127) << 23) + 0xFFFu + odd;
+    o = u >> 13;
+  }
+  return uint16_t(o | (sign >> 16));
+}
+
+template <Kind K> struct Storage { using type = uint16_t; };
+template <> struct Storage<Kind::F32> { using type = float; };
+
+template <Kind K> ADAMW_HD float widen(typename Storage<K>::type x) {
+  if constexpr (K == Kind::F32) return x;
+  else if constexpr (K == Kind::BF16) return bf16_to_float(x);
+  else return f16_to_float(x);
+}
+
+template <Kind K> ADAMW_HD typename Storage<K>::type narrow(float x) {
+  if constexpr (K == Kind::F32) return x;
+  else if constexpr (K == Kind::BF16) return float_to_bf16(x);
+  else return float_to_f16(x);
+}
+
+// --- counter-based random bits (contract.mix32 / sr_key / sr_bits) --------------------------
+ADAMW_HD uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7FEB352Du;
+  x ^= x >> 15;
+  x *= 0x846CA68Bu;
+  return x ^ (x >> 16);
+}
+
+ADAMW_HD uint32_t sr_key(uint64_t seed, uint32_t step, uint32_t param_id) {
+  uint32_t k = mix32(param_id);
+  k = mix32(step ^ k);
+  k = mix32(uint32_t(seed >> 32) ^ k);
+  return mix32(uint32_t(seed) ^ k);
+}
+
+ADAMW_HD uint32_t sr_bits(uint32_t key, int64_t index) {
+  const uint64_t i = uint64_t(index);
+  return mix32(mix32(uint32_t(i >> 32) ^ key) ^ uint32_t(i));
+}
+
+// fp32 -> bf16/fp16, up or down with probability given by the distance (reference.stochastic_round).
+template <Kind K> ADAMW_HD uint16_t stochastic_round(float w, uint32_t bits) {
+  const uint32_t u = as_bits(w);
+  if ((u & 0x7FFFFFFFu) >= 0x7F800000u) return narrow<K>(w);
+  uint32_t mask;
+  if constexpr (K == Kind::BF16) {
+    mask = 0xFFFFu;
+  } else {
+    const int e = int((u >> 23) & 0xFF);
+    if (e < 103) {  // |w| < 2^-24: 0 or 2^-24
+      const float r24 = mul(float(bits & 0xFFFFFFu), 5.9604644775390625e-08f);
+      const float q = mul(std::fabs(w), 16777216.0f);
+      const uint32_t up = r24 < q ? as_bits(5.9604644775390625e-08f) : 0u;
+      return narrow<K>(as_float(up | (u & 0x80000000u)));
+    }
+    int over = 113 - e;
+    over = over < 0 ? 0 : (over > 10 ? 10 : over);
+    mask = (1u << (13 + over)) - 1u;
+  }
+  return narrow<K>(as_float((u + (bits & mask)) & ~mask));
+}
+
+// One element of the update, in the contract's order. w is the fp32 weight (master or
+// widened param); m, v, vmax are fp32 and updated in place. Returns nothing: the caller
+// narrows and stores.
+template <bool AMSGRAD>
+ADAMW_HD void update(float& w, float g, float& m, float& v, float& vmax, const Scalars& s, float grad_scale,
+                     bool maximize) {
+  g = div(g, grad_scale);  // grad_scale is 1 without a GradScaler: g / 1 == g exactly
+  if (maximize) g = -g;
+  w = mul(w, s.decay);
+  m = add(mul(s.beta1, m), mul(s.one_minus_beta1, g));
+  v = add(mul(s.beta2, v), mul(s.one_minus_beta2, mul(g, g)));
+  float v_use = v;
+  if constexpr (AMSGRAD) {
+    vmax = (v != v || v > vmax) ? v : vmax;  // NaN from either side propagates, as torch.maximum
+    v_use = vmax;
+  }
+  const float denom = add(div(sqrt_rn(v_use), s.bc2_sqrt), s.eps);
+  w = sub(w, mul(s.step_size, div(m, denom)));
+}
+
+}  // namespace adamw_tau

@@ -1,0 +1,98 @@
+"""The C++ CPU kernel (and, with a GPU, the CUDA kernel) against the reference, 0 bits."""
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from adamw_tau import extension
+from adamw_tau.testing import PATHS, make_bucket, parity_bits
+from adamw_tau.contract import host_scalars
+
+SIZES = [1, 3, 1023, 4097, 70_001, 5]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built():
+    reason = extension.unavailable_reason(cuda=False)
+    assert reason is None, f"the CPU extension must build in CI: {reason}"
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("amsgrad,maximize,decay,scale", [
+    (False, False, "tau", None), (True, True, "lambda", 65536.0), (False, False, "none", None),
+])
+def test_extension_bitwise_equals_reference(device, path, amsgrad, maximize, decay, scale):
+    backend = "cuda" if device == "cuda" else "cpu"
+    assert parity_bits(backend, PATHS[path], SIZES, steps=3, device=device, amsgrad=amsgrad, maximize=maximize,
+                       decay=decay, grad_scale=scale) == 0
+
+
+def test_many_tensors_cpu():
+    sizes = [(i * 53) % 997 + 1 for i in range(300)]
+    assert parity_bits("cpu", PATHS["bf16_sr"], sizes, steps=2, amsgrad=True) == 0
+
+
+def _op_args(path, device="cpu", amsgrad=True):
+    b = make_bucket([33, 7], path, amsgrad=amsgrad, device=device, seed=3)
+    grads = [torch.randn(t.shape, dtype=t.dtype, device=device) for t in b["params"]]
+    s = host_scalars(lr=1e-3, lr_peak=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, step=2, decay_mode="tau",
+                     tau_iters=10.0).as_tensor(device)
+    return (b["params"], grads, b["exp_avgs"], b["exp_avg_sqs"], b["max_exp_avg_sqs"], b["masters"], s, [0, 1], 9,
+            amsgrad, False, path.stochastic_rounding, None, None)
+
+
+@pytest.mark.parametrize("path", ["fp32", "bf16_master", "bf16_sr"])
+def test_opcheck(path):
+    extension.load(cuda=False)
+    torch.library.opcheck(torch.ops.adamw_tau.adamw_step_.default, _op_args(PATHS[path]))
+
+
+def test_triton_op_opcheck():
+    pytest.importorskip("triton")
+    import os
+    if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
+        pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1")
+    from adamw_tau import ops  # noqa: F401
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.library.opcheck(torch.ops.adamw_tau.triton_adamw_step_.default, _op_args(PATHS["bf16_sr"], device))
+
+
+def test_op_rejects_mismatched_lists_before_writing():
+    args = list(_op_args(PATHS["fp32"]))
+    before = [t.clone() for t in args[0]]
+    args[1] = args[1][:1]
+    with pytest.raises(RuntimeError, match="same length"):
+        torch.ops.adamw_tau.adamw_step_(*args)
+    assert all(torch.equal(a, b) for a, b in zip(args[0], before))
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None and extension.toolkit_problem() is not None,
+                    reason="no nvcc on this machine")
+def test_cuda_sources_compile_for_sm90(tmp_path):
+    """Compile only: a broken .cu file fails CI wherever nvcc is installed."""
+    from torch.utils.cpp_extension import CUDA_HOME, include_paths
+    import os
+    import glob
+    import sysconfig
+    nvcc = shutil.which("nvcc") or os.path.join(CUDA_HOME, "bin", "nvcc")
+    dirs = include_paths() + [os.path.join(CUDA_HOME or "", "include"), "/usr/local/cuda/include",
+                              os.path.join(os.path.dirname(os.path.realpath(nvcc)), "..", "include")]
+    dirs += glob.glob(os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "*", "include"))
+    incs = sum((["-I", d] for d in dirs if os.path.isdir(d)), [])
+    cmd = [nvcc, "-c", "-o", str(tmp_path / "k.o"), *extension.NVCC_FLAGS, "-I", str(extension.CSRC),
+           "-I", sysconfig.get_paths()["include"], *incs, "-D_GLIBCXX_USE_CXX11_ABI=1",
+           str(extension.CSRC / "adamw_cuda.cu")]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_cuda_tensor_over_2_31_elements():
+    from adamw_tau.testing import check_past_2_31
+    assert check_past_2_31("cuda") == 0
