@@ -276,6 +276,6 @@ class AdamWTau(torch.optim.Optimizer):
                [s["max_exp_avg_sq"] for s in states] if amsgrad else [],
                [s["master_param"] for s in states] if master else [],
                scalars.as_tensor(device), b["ids"], self._seed, amsgrad, bool(group["maximize"]),
-               bool(group["stochastic_rounding"]) and not master)
+               bool(group["stochastic_rounding"]) and not master, None, None)
             torch._foreach_add_([s["step"] for s in states], 1.0)
         return loss

@@ -86,41 +86,33 @@ ADAMW_HD float as_float(uint32_t u) {
 // --- 16-bit formats -------------------------------------------------------------------------
 ADAMW_HD float bf16_to_float(uint16_t h) { return as_float(uint32_t(h) << 16); }
 
+// Branch-free (selects only), here and below, so the CPU loop vectorises.
 ADAMW_HD uint16_t float_to_bf16(float x) {
-  uint32_t u = as_bits(x);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;
-  return uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  const uint32_t u = as_bits(x);
+  const uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  return uint16_t((u & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC0u : r);
 }
 
 ADAMW_HD float f16_to_float(uint16_t h) {
-  uint32_t o = uint32_t(h & 0x7FFF) << 13;
-  const uint32_t exp = o & (0x7C00u << 13);
-  o += (127 - 15) << 23;
-  if (exp == (0x7C00u << 13)) {
-    o += (128 - 16) << 23;  // inf / NaN
-  } else if (exp == 0) {
-    o += 1u << 23;  // subnormal: renormalise, exactly
-    o = as_bits(sub(as_float(o), as_float(113u << 23)));
-  }
+  const uint32_t shifted = uint32_t(h & 0x7FFF) << 13;
+  const uint32_t exp = shifted & (0x7C00u << 13);
+  const uint32_t normal = shifted + ((127u - 15) << 23);
+  const uint32_t special = normal + ((128u - 16) << 23);  // inf / NaN
+  // subnormal: renormalise, exactly
+  const uint32_t sub_ = as_bits(sub(as_float(normal + (1u << 23)), as_float(113u << 23)));
+  const uint32_t o = exp == (0x7C00u << 13) ? special : (exp == 0 ? sub_ : normal);
   return as_float(o | (uint32_t(h & 0x8000) << 16));
 }
 
 ADAMW_HD uint16_t float_to_f16(float x) {
-  uint32_t u = as_bits(x);
-  const uint32_t sign = u & 0x80000000u;
-  u ^= sign;
-  uint32_t o;
-  if (u >= (127u + 16) << 23) {
-    o = u > 0x7F800000u ? 0x7E00u : 0x7C00u;
-  } else if (u < (113u << 23)) {
-    // subnormal or zero: an fp32 add aligns the 10 bits and rounds to nearest even
-    const uint32_t magic = ((127u - 15) + (23 - 10) + 1) << 23;
-    o = as_bits(add(as_float(u), as_float(magic))) - magic;
-  } else {
-    const uint32_t odd = (u >> 13) & 1u;
-    u += (uint32_t(15 - 127) << 23) + 0xFFFu + odd;
-    o = u >> 13;
-  }
+  const uint32_t sign = as_bits(x) & 0x80000000u;
+  const uint32_t u = as_bits(x) ^ sign;
+  const uint32_t special = u > 0x7F800000u ? 0x7E00u : 0x7C00u;
+  // subnormal or zero: an fp32 add aligns the 10 bits and rounds to nearest even
+  const uint32_t magic = ((127u - 15) + (23 - 10) + 1) << 23;
+  const uint32_t small = as_bits(add(as_float(u), as_float(magic))) - magic;
+  const uint32_t normal = (u + (uint32_t(15 - 127) << 23) + 0xFFFu + ((u >> 13) & 1u)) >> 13;
+  const uint32_t o = u >= ((127u + 16) << 23) ? special : (u < (113u << 23) ? small : normal);
   return uint16_t(o | (sign >> 16));
 }
 
@@ -163,23 +155,22 @@ ADAMW_HD uint32_t sr_bits(uint32_t key, int64_t index) {
 // fp32 -> bf16/fp16, up or down with probability given by the distance (reference.stochastic_round).
 template <Kind K> ADAMW_HD uint16_t stochastic_round(float w, uint32_t bits) {
   const uint32_t u = as_bits(w);
-  if ((u & 0x7FFFFFFFu) >= 0x7F800000u) return narrow<K>(w);
-  uint32_t mask;
-  if constexpr (K == Kind::BF16) {
-    mask = 0xFFFFu;
-  } else {
+  uint32_t mask = 0xFFFFu;
+  uint32_t tiny = 0u;  // |w| < 2^-24 (fp16 only): 0 or 2^-24, with w's sign
+  bool is_tiny = false;
+  if constexpr (K == Kind::F16) {
     const int e = int((u >> 23) & 0xFF);
-    if (e < 103) {  // |w| < 2^-24: 0 or 2^-24
-      const float r24 = mul(float(bits & 0xFFFFFFu), 5.9604644775390625e-08f);
-      const float q = mul(std::fabs(w), 16777216.0f);
-      const uint32_t up = r24 < q ? as_bits(5.9604644775390625e-08f) : 0u;
-      return narrow<K>(as_float(up | (u & 0x80000000u)));
-    }
     int over = 113 - e;
     over = over < 0 ? 0 : (over > 10 ? 10 : over);
     mask = (1u << (13 + over)) - 1u;
+    const float r24 = mul(float(bits & 0xFFFFFFu), 5.9604644775390625e-08f);
+    const float q = mul(as_float(u & 0x7FFFFFFFu), 16777216.0f);
+    tiny = (r24 < q ? as_bits(5.9604644775390625e-08f) : 0u) | (u & 0x80000000u);
+    is_tiny = e < 103;
   }
-  return narrow<K>(as_float((u + (bits & mask)) & ~mask));
+  const uint32_t rounded = (u + (bits & mask)) & ~mask;
+  const bool finite = (u & 0x7FFFFFFFu) < 0x7F800000u;
+  return narrow<K>(as_float(finite ? (is_tiny ? tiny : rounded) : u));
 }
 
 // One element of the update, in the contract's order. w is the fp32 weight (master or
@@ -187,15 +178,15 @@ template <Kind K> ADAMW_HD uint16_t stochastic_round(float w, uint32_t bits) {
 // narrows and stores.
 template <bool AMSGRAD>
 ADAMW_HD void update(float& w, float g, float& m, float& v, float& vmax, const Scalars& s, float grad_scale,
-                     bool maximize) {
-  g = div(g, grad_scale);  // grad_scale is 1 without a GradScaler: g / 1 == g exactly
-  if (maximize) g = -g;
+                     bool maximize, bool scaled = true) {
+  if (scaled) g = div(g, grad_scale);  // unscaled == divided by 1: the same bits
+  g = as_float(as_bits(g) ^ (maximize ? 0x80000000u : 0u));  // -g, without a branch
   w = mul(w, s.decay);
   m = add(mul(s.beta1, m), mul(s.one_minus_beta1, g));
   v = add(mul(s.beta2, v), mul(s.one_minus_beta2, mul(g, g)));
   float v_use = v;
   if constexpr (AMSGRAD) {
-    vmax = (v != v || v > vmax) ? v : vmax;  // NaN from either side propagates, as torch.maximum
+    vmax = ((v != v) | (v > vmax)) ? v : vmax;  // NaN from either side propagates, as torch.maximum
     v_use = vmax;
   }
   const float denom = add(div(sqrt_rn(v_use), s.bc2_sqrt), s.eps);

@@ -1,0 +1,116 @@
+"""The ``adamw-tau`` command: bench (the main job), convert, sweep."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from . import timescale
+
+
+def _bench(args) -> int:
+    from . import bench
+    report = bench.run(device=args.device, quick=args.quick, progress=not args.no_progress,
+                       only_workloads=args.workload, only_paths=args.path)
+    print(bench.format_table(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report.as_dict(), f, indent=2)
+        print(f"wrote {args.json}")
+    if args.plot:
+        bench.plot(report, args.plot)
+        print(f"wrote {args.plot}")
+    if report.parity_failures:
+        print("\nPARITY FAILED: a backend's bits differ from the reference:", file=sys.stderr)
+        for line in report.parity_failures:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def convert(lr: float, weight_decay: float | None = None, tau_iters: float | None = None,
+            tau_epochs: float | None = None, iters_per_epoch: float | None = None) -> dict:
+    """λ ⇄ τ_iter ⇄ τ_epoch; exactly one of weight_decay, tau_iters, tau_epochs."""
+    given = [k for k, v in (("--weight-decay", weight_decay), ("--tau-iters", tau_iters),
+                            ("--tau-epochs", tau_epochs)) if v is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of --weight-decay, --tau-iters, --tau-epochs (got {given or 'none'})")
+    if tau_epochs is not None:
+        if iters_per_epoch is None:
+            raise ValueError("--tau-epochs needs --dataset-size and --batch-size (or --iters-per-epoch)")
+        tau_iters = timescale.tau_iter_from_tau_epoch(tau_epochs, iters_per_epoch)
+    if weight_decay is not None:
+        tau_iters = timescale.tau_iter_from_lambda(lr, weight_decay)
+    else:
+        weight_decay = timescale.lambda_from_tau_iter(lr, tau_iters)
+    out = {"lr": lr, "weight_decay": weight_decay, "tau_iters": tau_iters, "iters_per_epoch": iters_per_epoch,
+           "tau_epochs": (timescale.tau_epoch_from_tau_iter(tau_iters, iters_per_epoch) if iters_per_epoch else None)}
+    return out
+
+
+def _convert(args) -> int:
+    m = args.iters_per_epoch
+    if m is None and (args.dataset_size is not None or args.batch_size is not None):
+        if args.dataset_size is None or args.batch_size is None:
+            raise SystemExit("adamw-tau convert: --dataset-size and --batch-size go together")
+        m = timescale.iters_per_epoch(args.dataset_size, args.batch_size)
+    try:
+        r = convert(args.lr, args.weight_decay, args.tau_iters, args.tau_epochs, m)
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"adamw-tau convert: {e}")
+    print(f"lr (peak)        η       = {r['lr']:.6g}")
+    if m is not None:
+        print(f"iters per epoch  M       = dataset / batch = {m:.6g}")
+    print(f"weight decay     λ       = 1 / (η·τ_iter)  = {r['weight_decay']:.6g}")
+    print(f"timescale        τ_iter  = 1 / (η·λ)       = {r['tau_iters']:.6g} iterations")
+    if r["tau_epochs"] is not None:
+        print(f"timescale        τ_epoch = τ_iter / M      = {r['tau_epochs']:.6g} epochs")
+    print(f"per-step decay   1 − η·λ = 1 − 1/τ_iter    = {1 - 1 / r['tau_iters']:.10g} at peak lr")
+    if args.json:
+        print(json.dumps(r))
+    return 0
+
+
+def _sweep(args) -> int:
+    from . import sweeps
+    return sweeps.main(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="adamw-tau", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("bench", help="speed and bitwise parity, side by side with torch.optim.AdamW")
+    b.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if present, else cpu")
+    b.add_argument("--quick", action="store_true", help="fewer repetitions and smaller workloads")
+    b.add_argument("--json", metavar="FILE", help="write the rows as JSON")
+    b.add_argument("--plot", metavar="PNG", help="write %% of copy bandwidth per backend as a PNG")
+    b.add_argument("--workload", action="append", help="only this workload (repeatable)")
+    b.add_argument("--path", action="append", help="only this dtype path (repeatable)")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=_bench)
+    c = sub.add_parser("convert", help="λ ⇄ τ_iter ⇄ τ_epoch")
+    c.add_argument("--lr", type=float, required=True, help="peak learning rate η")
+    c.add_argument("--weight-decay", type=float, help="torch-form λ")
+    c.add_argument("--tau-iters", type=float)
+    c.add_argument("--tau-epochs", type=float)
+    c.add_argument("--dataset-size", type=float, help="examples (or tokens)")
+    c.add_argument("--batch-size", type=float, help="examples (or tokens) per step")
+    c.add_argument("--iters-per-epoch", type=float)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_convert)
+    try:
+        from .sweeps import add_parser
+        add_parser(sub, _sweep)
+    except ImportError:
+        pass
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
