@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# On a GPU machine, from a plain checkout (nothing installed from a registry): the GPU tests,
+# the parity check and the benchmark, then a short table. Writes into ${OUT:-bench/out}.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-bench/out}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+{
+  date -u +"date: %Y-%m-%d %H:%M UTC"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | sed 's/^/device: /'
+  python3 -c "import torch, triton; print(f'torch {torch.__version__}, triton {triton.__version__}, cuda {torch.version.cuda}')"
+} | tee "$out/env.txt"
+python3 -m pytest -q -m "cuda" -p no:cacheprovider tests 2>&1 | tee "$out/tests.txt" | tail -5
+tests_rc=${PIPESTATUS[0]}
+python3 -m adamw_tau.cli bench --no-progress --json "$out/bench.json" --plot "$out/bench.png" | tee "$out/bench.txt"
+bench_rc=${PIPESTATUS[0]}
+echo
+echo "== summary =="
+cat "$out/env.txt"
+echo "cuda tests: $(tail -1 "$out/tests.txt") (exit $tests_rc)"
+python3 - "$out/bench.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"{'workload':18} {'path':12} {'impl':15} {'ms':>9} {'% copy':>7} {'x fused':>8} {'parity':>6}")
+for row in r["rows"]:
+    if row["ms"] is None:
+        continue
+    f = lambda v, fmt: format(v, fmt) if v is not None else "-"
+    print(f"{row['workload']:18} {row['path']:12} {row['impl']:15} {f(row['ms'], '9.3f')} "
+          f"{f(row['pct_copy'], '7.1f')} {f(row['speedup_vs_torch_fused'], '8.2f')} {f(row['parity_bits'], '6d')}")
+print("parity failures:", r["parity_failures"] or "none")
+PY
+exit $(( tests_rc != 0 || bench_rc != 0 ))

@@ -1,0 +1,78 @@
+"""`adamw-tau convert` against hand-computed values; `adamw-tau bench` parity column and exit code."""
+import json
+import math
+
+import pytest
+import torch
+
+from adamw_tau import backends, bench, cli
+
+
+def test_convert_llama2_like_setting(capsys):
+    # lr 3e-4, λ 0.1: τ_iter = 1/(3e-4·0.1) = 33333.3; M = 2e12/4e6 = 5e5; τ_epoch = 0.0666…
+    assert cli.main(["convert", "--lr", "3e-4", "--weight-decay", "0.1", "--dataset-size", "2e12",
+                     "--batch-size", "4e6", "--json"]) == 0
+    out = capsys.readouterr().out
+    r = json.loads(out.strip().splitlines()[-1])
+    assert math.isclose(r["tau_iters"], 100000 / 3)
+    assert r["iters_per_epoch"] == 500000.0
+    assert math.isclose(r["tau_epochs"], 1 / 15)
+    assert "τ_iter  = 1 / (η·λ)" in out
+
+
+def test_convert_reverse_from_tau_epochs():
+    r = cli.convert(lr=3e-4, tau_epochs=1 / 15, iters_per_epoch=5e5)
+    assert math.isclose(r["weight_decay"], 0.1)
+    r = cli.convert(lr=1e-3, tau_iters=2000.0)
+    assert math.isclose(r["weight_decay"], 0.5) and r["tau_epochs"] is None
+
+
+def test_convert_bad_input():
+    with pytest.raises(ValueError, match="exactly one"):
+        cli.convert(lr=1e-3, weight_decay=0.1, tau_iters=10.0)
+    with pytest.raises(ValueError, match="dataset-size"):
+        cli.convert(lr=1e-3, tau_epochs=2.0)
+    with pytest.raises(SystemExit):
+        cli.main(["convert", "--lr", "-1", "--weight-decay", "0.1"])
+
+
+def test_bytes_per_element_matches_the_issue():
+    from adamw_tau.testing import PATHS
+    assert bench.bytes_per_element(PATHS["fp32"]) == 28
+    assert bench.bytes_per_element(PATHS["bf16_master"]) == 28
+    assert bench.bytes_per_element(PATHS["bf16_states"]) == 14
+    assert len(bench.gpt2_124m_shapes()) == 148
+    assert abs(sum(math.prod(s) for s in bench.gpt2_124m_shapes()) - 124.4e6) < 0.1e6
+
+
+ARGS = ["bench", "--quick", "--device", "cpu", "--workload", "small_2000x4096", "--path", "fp32",
+        "--path", "bf16_states", "--no-progress"]
+
+
+def test_bench_quick_prints_parity_zero(capsys, tmp_path):
+    assert cli.main(ARGS + ["--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")]) == 0
+    r = json.load(open(tmp_path / "b.json"))
+    ours = [row for row in r["rows"] if row["impl"].startswith("ours:")]
+    assert ours and all(row["parity_bits"] == 0 for row in ours)
+    assert all(row["ms"] > 0 for row in r["rows"] if row["note"] == "")
+    assert (tmp_path / "b.png").stat().st_size > 1000
+    assert "x torch fused" in capsys.readouterr().out
+
+
+def test_bench_fails_loudly_when_a_backend_is_off_by_one_bit(monkeypatch, capsys):
+    real = backends.step_function
+
+    def corrupted(name):
+        fn = real(name)
+        if name == "reference":
+            return fn
+
+        def wrong(params, *rest):
+            fn(params, *rest)
+            w = params[-1].view(torch.int32 if params[-1].element_size() == 4 else torch.int16)
+            w.view(-1)[-1] ^= 1
+        return wrong
+
+    monkeypatch.setattr(backends, "step_function", corrupted)
+    assert cli.main(ARGS) == 1
+    assert "PARITY FAILED" in capsys.readouterr().err
