@@ -7,11 +7,12 @@ _root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
 if _os.path.isfile(_os.path.join(_root, "triton_kernels", "adamw_fused.py")):
     __path__.append(_root)  # noqa: F821
 from .contract import StepScalars, host_scalars
+from .mup import mup_param_groups
 from .optimizer import AdamWTau
 from .timescale import (iters_per_epoch, lambda_from_tau_epoch, lambda_from_tau_iter, tau_epoch_from_lambda,
                         tau_epoch_from_tau_iter, tau_iter_from_lambda, tau_iter_from_tau_epoch)
 
-__all__ = ["AdamWTau", "StepScalars", "host_scalars", "iters_per_epoch", "lambda_from_tau_epoch",
+__all__ = ["AdamWTau", "mup_param_groups", "StepScalars", "host_scalars", "iters_per_epoch", "lambda_from_tau_epoch",
            "lambda_from_tau_iter", "tau_epoch_from_lambda", "tau_epoch_from_tau_iter", "tau_iter_from_lambda",
            "tau_iter_from_tau_epoch"]
 __version__ = "0.1.0"
