@@ -1,0 +1,47 @@
+"""The --quick sweeps: their files exist, their numbers are finite, their grids have the stated shape."""
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from adamw_tau import cli, sweeps
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_sweep_ridge_quick(tmp_path, capsys):
+    assert cli.main(["sweep", "ridge", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+    rows = _rows(tmp_path / "ridge.csv")
+    assert len(rows) == 2 * 3 * 7 * 7  # schedules x forms x lr x decay
+    assert all(math.isfinite(float(r["val_loss"])) for r in rows)
+    assert (tmp_path / "ridge.png").stat().st_size > 10_000
+    assert "slope" in capsys.readouterr().out
+
+
+def test_sweep_dataset_quick(tmp_path):
+    r = sweeps.sweep_dataset(str(tmp_path), quick=True, progress=False)
+    rows = _rows(tmp_path / "dataset.csv")
+    assert len(rows) == 3 * 6
+    assert len(r["best"]) == 3 and all(math.isfinite(b[2]) for b in r["best"])
+    assert (tmp_path / "dataset.png").exists()
+
+
+def test_sweep_width_quick(tmp_path):
+    sweeps.sweep_width(str(tmp_path), quick=True, progress=False)
+    rows = _rows(tmp_path / "width.csv")
+    assert len(rows) == 2 * 3 * 5
+    assert sum(math.isfinite(float(r["val_loss"])) for r in rows) >= len(rows) - 2
+    assert (tmp_path / "width.png").exists()
+
+
+def test_best_decay_slope_reads_the_valley():
+    lrs = np.geomspace(1e-3, 1, 5)
+    lam = np.geomspace(1e-3, 1, 5)
+    diag = np.array([[abs(np.log(l * x) - np.log(1e-3)) + 1 for x in lam] for l in lrs])
+    flat = np.array([[abs(np.log(x) - np.log(1e-2)) + 1 for x in lam] for _ in lrs])
+    assert sweeps.best_decay_slope(diag, lrs, lam)[0] == pytest.approx(-1, abs=0.05)
+    assert sweeps.best_decay_slope(flat, lrs, lam)[0] == pytest.approx(0, abs=0.05)
