@@ -157,6 +157,25 @@ class AdamWTau(torch.optim.Optimizer):
         if spec["decay"] == "tau":
             group["weight_decay"] = 1.0 / (group["lr_peak"] * group["tau_iters"]) if group["lr_peak"] > 0 else 0.0
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's load, after checking that every saved state fits its parameter (nothing changes if not)."""
+        groups = state_dict.get("param_groups", [])
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"load_state_dict: the checkpoint has {len(groups)} param groups, this optimizer "
+                             f"{len(self.param_groups)}; build the optimizer with the same groups as the one saved")
+        params = [p for g in self.param_groups for p in g["params"]]
+        ids = [i for g in groups for i in g["params"]]
+        if len(ids) != len(params):
+            raise ValueError(f"load_state_dict: the checkpoint holds {len(ids)} parameters, this optimizer "
+                             f"{len(params)}; build the optimizer over the same parameters as the one saved")
+        for saved_id, p in zip(ids, params):
+            for key, value in state_dict.get("state", {}).get(saved_id, {}).items():
+                if key != "step" and isinstance(value, torch.Tensor) and value.shape != p.shape:
+                    raise ValueError(f"load_state_dict: state {key!r} of parameter {saved_id} has shape "
+                                     f"{tuple(value.shape)} but the parameter is {tuple(p.shape)}; the checkpoint "
+                                     "belongs to another model")
+        super().load_state_dict(state_dict)
+
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         for group in self.param_groups:

@@ -77,13 +77,7 @@ void adamw_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
         }
       });
     };
-    auto with_write = [&]<bool A>() {
-      if (b.master) run.template operator()<A, Write::Master>();
-      else if (b.stochastic_rounding) run.template operator()<A, Write::Stochastic>();
-      else run.template operator()<A, Write::Plain>();
-    };
-    if (b.amsgrad) with_write.template operator()<true>();
-    else with_write.template operator()<false>();
+    dispatch_flags(b, run);
   });
 }
 

@@ -190,13 +190,7 @@ void adamw_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList
           scalars.data_ptr<float>(), scale, inf, b.seed, b.maximize);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
-    auto with_write = [&]<bool A>() {
-      if (b.master) launch.template operator()<A, Write::Master>();
-      else if (b.stochastic_rounding) launch.template operator()<A, Write::Stochastic>();
-      else launch.template operator()<A, Write::Plain>();
-    };
-    if (b.amsgrad) with_write.template operator()<true>();
-    else with_write.template operator()<false>();
+    dispatch_flags(b, launch);
   });
 }
 

@@ -82,6 +82,21 @@ inline Scalars read_scalars(const float* s) {
   return out;
 }
 
+// How the new fp32 weight reaches the param: as it is, rounded to nearest, or stochastically.
+enum class Write { Plain, Master, Stochastic };
+
+// Calls f.template operator()<AMSGRAD, W>() for the bucket's flags.
+template <typename F>
+void dispatch_flags(const BucketArgs& b, F&& f) {
+  auto with_write = [&]<bool A>() {
+    if (b.master) f.template operator()<A, Write::Master>();
+    else if (b.stochastic_rounding) f.template operator()<A, Write::Stochastic>();
+    else f.template operator()<A, Write::Plain>();
+  };
+  if (b.amsgrad) with_write.template operator()<true>();
+  else with_write.template operator()<false>();
+}
+
 // Calls f.template operator()<P, G, S>() for the bucket's kinds (grads share the param's kind
 // or are fp32; states are fp32 or bf16).
 template <typename F>
@@ -104,7 +119,5 @@ void dispatch_kinds(const BucketArgs& b, F&& f) {
   }
 }
 
-// How the new fp32 weight reaches the param: as it is, rounded to nearest, or stochastically.
-enum class Write { Plain, Master, Stochastic };
 
 }  // namespace adamw_tau

@@ -1,0 +1,171 @@
+"""AdamWTau as a drop-in: schedulers, checkpoints, odd tensors, bad state dicts, fuzzed parity."""
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adamw_tau import AdamWTau
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(6, 9), torch.nn.Tanh(), torch.nn.Linear(9, 2))
+
+
+def _train(model, opt, steps, start=0, sched=None):
+    for t in range(start, start + steps):
+        g = torch.Generator().manual_seed(t)
+        x, y = torch.randn(8, 6, generator=g), torch.randn(8, 2, generator=g)
+        opt.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+
+
+def _bits(model):
+    return [p.detach().view(torch.int32).clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("make_sched", [
+    lambda o: torch.optim.lr_scheduler.StepLR(o, 3, 0.5),
+    lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 10),
+    lambda o: torch.optim.lr_scheduler.LinearLR(o, 0.1, 1.0, 4),
+    lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=1e-2, total_steps=12),
+])
+def test_schedulers_drive_tau_decay_through_lr_over_lr_peak(make_sched):
+    model = _model()
+    opt = AdamWTau(model.parameters(), lr=1e-2, tau_iters=20.0, backend="cpu")
+    sched = make_sched(opt)
+    for _ in range(6):
+        lr = opt.param_groups[0]["lr"]
+        w = model[0].weight.detach().clone()
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        sched.step()
+        d = torch.tensor(1 - (lr / 1e-2) / 20.0, dtype=torch.float64).float()
+        assert torch.equal(model[0].weight.detach(), w * d)
+
+
+def test_checkpoint_resume_is_bitwise_the_same_as_running_through(tmp_path):
+    straight = _model()
+    opt = AdamWTau(straight.parameters(), lr=3e-3, tau_epochs=2.0, iters_per_epoch=5, amsgrad=True, backend="cpu")
+    _train(straight, opt, 10)
+
+    first = _model()
+    opt1 = AdamWTau(first.parameters(), lr=3e-3, tau_epochs=2.0, iters_per_epoch=5, amsgrad=True, backend="cpu")
+    _train(first, opt1, 4)
+    torch.save({"model": first.state_dict(), "opt": opt1.state_dict()}, tmp_path / "ck.pt")
+    ck = torch.load(tmp_path / "ck.pt")
+    resumed = _model(seed=123)
+    resumed.load_state_dict(ck["model"])
+    opt2 = AdamWTau(resumed.parameters(), lr=3e-3, tau_epochs=2.0, iters_per_epoch=5, amsgrad=True, backend="cpu")
+    opt2.load_state_dict(ck["opt"])
+    _train(resumed, opt2, 6, start=4)
+    assert all(torch.equal(a, b) for a, b in zip(_bits(straight), _bits(resumed)))
+
+
+def test_torch_adamw_checkpoint_continues_in_adamwtau_and_back():
+    a, b = _model(), _model()
+    ta = torch.optim.AdamW(a.parameters(), lr=1e-3, weight_decay=0.1)
+    tb = torch.optim.AdamW(b.parameters(), lr=1e-3, weight_decay=0.1)
+    _train(a, ta, 3)
+    _train(b, tb, 3)
+    ours = AdamWTau(b.parameters(), lr=1e-3, backend="cpu")
+    ours.load_state_dict(tb.state_dict())
+    _train(a, ta, 5, start=3)
+    _train(b, ours, 5, start=3)
+    for x, y in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(x, y, rtol=1e-5, atol=1e-7)
+    back = torch.optim.AdamW(b.parameters(), lr=1e-3)
+    back.load_state_dict(ours.state_dict())
+    _train(b, back, 2, start=8)
+    assert back.state_dict()["state"][0]["step"].item() == 10
+
+
+def test_bad_state_dict_changes_nothing():
+    model = _model()
+    opt = AdamWTau(model.parameters(), lr=1e-3, backend="cpu")
+    _train(model, opt, 2)
+    other = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    oopt = AdamWTau(other.parameters(), lr=1e-3, backend="cpu")
+    _train(other, oopt, 1)
+    before = {k: v.clone() for k, v in opt.state_dict()["state"][0].items()}
+    with pytest.raises(ValueError, match="shape"):
+        opt.load_state_dict(oopt.state_dict())
+    sd = opt.state_dict()
+    sd["param_groups"] = sd["param_groups"] + sd["param_groups"]
+    with pytest.raises(ValueError, match="param groups"):
+        opt.load_state_dict(sd)
+    after = opt.state_dict()["state"][0]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_same_param_twice_and_zero_element_and_no_grad():
+    p = torch.nn.Parameter(torch.randn(3))
+    with pytest.raises(ValueError, match="more than one"):
+        AdamWTau([{"params": [p]}, {"params": [p]}])
+    empty, no_grad = torch.nn.Parameter(torch.empty(0, 4)), torch.nn.Parameter(torch.randn(5))
+    opt = AdamWTau([p, empty, no_grad], lr=1e-2, backend="cpu")
+    p.grad, empty.grad = torch.randn(3), torch.empty(0, 4)
+    before = no_grad.detach().clone()
+    opt.step()
+    assert torch.equal(no_grad.detach(), before) and no_grad not in opt.state
+    assert opt.state[empty]["exp_avg"].shape == (0, 4)
+
+
+BACKENDS = ["cpu"] + (["triton"] if (os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()) else [])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_parity_through_the_optimizer(backend, data):
+    """Random shapes, strides (transposed views), dtype paths and options: 0 bits from the reference."""
+    if backend == "triton":
+        pytest.importorskip("triton")
+    n = data.draw(st.integers(1, 4), label="tensors")
+    shapes = [tuple(data.draw(st.lists(st.integers(1, 40), min_size=1, max_size=3), label="shape")) for _ in range(n)]
+    dtype = data.draw(st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), label="dtype")
+    opts = dict(amsgrad=data.draw(st.booleans(), label="amsgrad"), maximize=data.draw(st.booleans(), label="max"),
+                master_weights=dtype != torch.float32 and data.draw(st.booleans(), label="master"),
+                stochastic_rounding=data.draw(st.booleans(), label="sr"),
+                state_dtype=data.draw(st.sampled_from([None, torch.float32, torch.bfloat16]), label="sdt"),
+                seed=data.draw(st.integers(0, 2 ** 40), label="seed"))
+    decay = data.draw(st.sampled_from([{}, {"weight_decay": 0.3}, {"tau_iters": 40.0}]), label="decay")
+    steps = data.draw(st.integers(1, 3), label="steps")
+    transpose = data.draw(st.booleans(), label="transpose")
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 1000), label="data seed"))
+    base = [torch.randn(s, generator=gen).to(dtype) for s in shapes]
+
+    def make():
+        ps = []
+        for b in base:
+            t = b.clone()
+            if transpose and t.dim() >= 2:
+                t = t.transpose(0, 1).contiguous().transpose(0, 1)  # same values, non-contiguous
+            ps.append(torch.nn.Parameter(t))
+        return ps
+
+    ours, ref = make(), make()
+    o1 = AdamWTau(ours, lr=2e-2, backend=backend, **opts, **decay)
+    o2 = AdamWTau(ref, lr=2e-2, backend="reference", **opts, **decay)
+    for _ in range(steps):
+        for a, b in zip(ours, ref):
+            g = torch.randn(a.shape, generator=gen).to(dtype)
+            a.grad, b.grad = g.clone(), g.clone()
+        o1.step()
+        o2.step()
+    for a, b in zip(ours, ref):
+        wa, wb = a.detach().contiguous(), b.detach().contiguous()
+        view = torch.int32 if wa.element_size() == 4 else torch.int16
+        same = (wa.view(view) == wb.view(view)) | (torch.isnan(wa) & torch.isnan(wb))
+        assert bool(same.all()), f"{(~same).sum()} words differ"
+        for k in o1.state[a]:
+            if k != "step":
+                sa, sb = o1.state[a][k].contiguous(), o2.state[b][k].contiguous()
+                v = torch.int32 if sa.element_size() == 4 else torch.int16
+                assert torch.equal(sa.view(v), sb.view(v)), k
