@@ -69,11 +69,11 @@ def resolve(name: str, device: torch.device) -> str:
     return name
 
 
-def step_function(name: str) -> Callable:
+def step_function(name: str, contiguous: bool = False) -> Callable:
+    """The step of backend ``name``; ``contiguous=True`` promises contiguous tensors (no copies)."""
     if name == "reference":
         return reference.adamw_step_
+    from . import ops
     if name == "triton":
-        from .ops import triton_adamw_step_
-        return triton_adamw_step_
-    from .ops import extension_adamw_step_
-    return extension_adamw_step_
+        return ops.triton_op if contiguous else ops.triton_adamw_step_
+    return ops.extension_op() if contiguous else ops.extension_adamw_step_

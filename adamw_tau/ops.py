@@ -46,8 +46,16 @@ def _contiguous_call(op, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, 
                 dst.copy_(src)
 
 
+triton_op = torch.ops.adamw_tau.triton_adamw_step_
+
+
 def triton_adamw_step_(*args):
-    return _contiguous_call(torch.ops.adamw_tau.triton_adamw_step_, *args)
+    return _contiguous_call(triton_op, *args)
+
+
+def extension_op():
+    """The bare op; AdamWTau resolved its backend, which built and loaded the extension."""
+    return torch.ops.adamw_tau.adamw_step_
 
 
 def extension_adamw_step_(*args):

@@ -54,7 +54,6 @@ inline BucketArgs bucket_args(const at::TensorList params, const at::TensorList 
   b.grad_kind = n ? kind_of(grads[0], "grads") : Kind::F32;
   b.state_kind = n ? kind_of(exp_avgs[0], "exp_avgs") : Kind::F32;
   b.stochastic_rounding = stochastic_rounding && !b.master && b.param_kind != Kind::F32;
-  TORCH_CHECK(b.state_kind != Kind::F16, "adamw_tau: states are float32 or bfloat16");
   b.tensors.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     const auto numel = params[i].numel();
@@ -98,12 +97,13 @@ void dispatch_flags(const BucketArgs& b, F&& f) {
 }
 
 // Calls f.template operator()<P, G, S>() for the bucket's kinds (grads share the param's kind
-// or are fp32; states are fp32 or bf16).
+// or are fp32; states are fp32, bf16, or fp16 as torch keeps them for fp16 params).
 template <typename F>
 void dispatch_kinds(const BucketArgs& b, F&& f) {
   auto with_state = [&](auto pk, auto gk) {
     if (b.state_kind == Kind::F32) f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::F32>();
-    else f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::BF16>();
+    else if (b.state_kind == Kind::BF16) f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::BF16>();
+    else f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::F16>();  // torch's choice for fp16 params
   };
   auto with_grad = [&](auto pk) {
     if (b.grad_kind == Kind::F32) with_state(pk, std::integral_constant<Kind, Kind::F32>{});
