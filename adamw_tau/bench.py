@@ -95,9 +95,7 @@ def copy_ms(nbytes: int, device: str, reps: int, warmup: int) -> float:
     n = max(1, nbytes // 2 // 4)
     src = torch.rand(n, device=device)
     dst = torch.empty_like(src)
-    ms = time_ms(lambda: dst.copy_(src), device, reps, warmup)
-    del src, dst
-    return ms
+    return time_ms(lambda: dst.copy_(src), device, reps, warmup)
 
 
 def _model(shapes, path: Path, device: str, seed: int = 0):

@@ -291,7 +291,7 @@ def sweep_width(out: str, quick: bool = False, progress: bool = True) -> dict:
     widths = [64, 128, 256] if quick else [64, 128, 256, 512]
     lrs = _geom(3e-4, 3e-1, 5 if quick else 9)
     steps, d_in, n, batch = (150, 16, 512, 32) if quick else (600, 32, 2048, 64)
-    base_width, lam, tau_iters = widths[0], 0.1, None
+    base_width, lam = widths[0], 0.1
     g = torch.Generator().manual_seed(5)
     X = torch.randn(n, d_in, generator=g)
     teacher = _MLP(d_in, 32)

@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from adamw_tau import AdamWTau, mup_param_groups
-from adamw_tau.contract import decay_factor
 
 
 class Net(nn.Module):
