@@ -71,6 +71,9 @@ def decay_factor(mode: str, lr: float, lr_peak: float, tau_iters: float | None,
     none:   d = 1
     """
     if mode == "tau":
+        if not lr_peak > 0:
+            raise ValueError(f"the tau form scales decay by lr_t / lr_peak and needs lr_peak > 0, got {lr_peak!r}: "
+                             "set the group's lr_peak (its lr at construction) to the schedule's peak lr")
         d = 1.0 - (lr / lr_peak) / tau_iters
     elif mode == "lambda":
         d = 1.0 - lr * weight_decay

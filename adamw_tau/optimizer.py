@@ -125,7 +125,7 @@ class AdamWTau(torch.optim.Optimizer):
             raise TypeError(f"{where}: state_dtype must be None, torch.float32 or torch.bfloat16, "
                             f"got {group['state_dtype']!r}")
         if "lr_peak" in group:
-            _finite(f"{where}: lr_peak", group["lr_peak"], strict=True)
+            _finite(f"{where}: lr_peak", group["lr_peak"])
 
     def add_param_group(self, param_group: dict) -> None:
         where = f"param group {len(self.param_groups)}"

@@ -187,6 +187,21 @@ def test_bad_step_input_changes_nothing():
     assert all(torch.equal(x, y) for x, y in zip(before, after))
 
 
+def test_tau_form_with_zero_lr_peak_raises_at_step():
+    p = _params()
+    opt = AdamWTau(p, lr=0.0, tau_iters=10.0, backend="reference")
+    for p_ in p:
+        p_.grad = torch.ones_like(p_)
+    with pytest.raises(ValueError, match="lr_peak"):
+        opt.step()
+    opt.param_groups[0]["lr_peak"] = 1e-3
+    opt.step()
+    lam = AdamWTau(_params(), lr=0.0, weight_decay=0.1, backend="reference")  # the λ form needs no lr_peak
+    for p_ in lam.param_groups[0]["params"]:
+        p_.grad = torch.ones_like(p_)
+    lam.step()
+
+
 def test_bf16_master_weights_param_is_rne_of_master():
     p = [torch.nn.Parameter(torch.randn(64).bfloat16())]
     opt = _run(AdamWTau, p, 5, lr=1e-2, master_weights=True, backend="reference")
