@@ -8,6 +8,7 @@ written once. The parity column runs each of our backends against the reference.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -161,13 +162,7 @@ def our_backends(device: str) -> list[str]:
 def parity_sizes(shapes) -> list[int]:
     """The workload's tensor sizes capped (64 tensors, 65,537 elements each) so the float64
     reference stays quick; odd sizes kept, since tails are where kernels go wrong."""
-    sizes = []
-    for s in shapes[:64]:
-        n = 1
-        for d in s:
-            n *= d
-        sizes.append(min(n, 65_537))
-    return sizes
+    return [min(math.prod(s), 65_537) for s in shapes[:64]]
 
 
 def run(device: str | None = None, quick: bool = False, progress: bool = True, parity_steps: int = 3,
@@ -185,7 +180,7 @@ def run(device: str | None = None, quick: bool = False, progress: bool = True, p
     jobs = [(w, p, i) for w in wl for p in paths for i in impls]
     bar = _progress(len(jobs) + len(wl) * len(paths) * len(ours), progress)
     for wname, shapes in wl.items():
-        numel = sum(_numel(s) for s in shapes)
+        numel = sum(math.prod(s) for s in shapes)
         for pname in paths:
             path = PATHS[pname]
             nbytes = numel * bytes_per_element(path)
@@ -219,13 +214,6 @@ def run(device: str | None = None, quick: bool = False, progress: bool = True, p
             report.rows.extend(rows.values())
     bar.close()
     return report
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _cpu_name() -> str | None:

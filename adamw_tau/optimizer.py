@@ -262,7 +262,8 @@ class AdamWTau(torch.optim.Optimizer):
                 pid += 1
 
     def _layout_key(self, flat_grads) -> tuple:
-        return (self._layout_version, tuple(g is not None for g in flat_grads),
+        # a gradient's dtype picks its bucket, so it is part of the key
+        return (self._layout_version, tuple(None if g is None else g.dtype for g in flat_grads),
                 tuple((g["amsgrad"], g["master_weights"], g["state_dtype"], g["stochastic_rounding"])
                       for g in self.param_groups))
 

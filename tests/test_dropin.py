@@ -169,3 +169,15 @@ def test_fuzzed_parity_through_the_optimizer(backend, data):
                 sa, sb = o1.state[a][k].contiguous(), o2.state[b][k].contiguous()
                 v = torch.int32 if sa.element_size() == 4 else torch.int16
                 assert torch.equal(sa.view(v), sb.view(v)), k
+
+
+def test_gradient_dtype_change_rebuilds_the_buckets():
+    p = torch.nn.Parameter(torch.randn(8).bfloat16())
+    opt = AdamWTau([p], lr=1e-2, master_weights=True, backend="cpu")
+    p.grad = torch.randn(8).bfloat16()
+    opt.step()
+    p.grad_dtype = None  # torch lets a bf16 param take an fp32 gradient only when asked
+    p.grad = torch.randn(8)  # fp32 gradient for a bf16 param: another bucket, not a stale one
+    opt.step()
+    assert torch.equal(p.detach(), opt.state[p]["master_param"].bfloat16())
+    assert opt.state[p]["step"].item() == 2
