@@ -141,3 +141,85 @@ def sr_bits(key: int, index: torch.Tensor) -> torch.Tensor:
     hi = (index >> 32) & MASK32
     lo = index & MASK32
     return mix32(mix32(hi ^ key) ^ lo)
+
+
+# --- the same scalars built on the device, from a step count that lives there ---------------
+# [note: device-counted steps]
+# With a GradScaler the host cannot know whether a step was skipped without waiting for the
+# device, and with capturable=True (CUDA graphs) lr and step live on the device. Such buckets
+# count steps on the device and build the scalars there, with no host synchronisation and
+# the same bits as host_scalars:
+#   - 1 - beta1**t and sqrt(1 - beta2**t) come from float64 tables that the host fills with
+#     exactly host_scalars' expressions, indexed by the device's t. Past the step where a
+#     correction is exactly 1.0 in float64 it stays 1.0, so its table stops there and t is
+#     clamped (37k rows for beta 0.999, 700 for 0.95).
+#   - lr_t / bc1 and the decay use float64 ops between device tensors (+ - * / are IEEE in
+#     float64 on every torch device; a divisor is never a Python number, which CUDA would
+#     turn into a multiplication by its reciprocal), then one rounding to fp32.
+MAX_TABLE_ROWS = 1 << 22
+_TABLES: dict = {}
+_MAX_TABLES = 16
+
+
+def bias_table_rows(beta: float) -> int:
+    """Rows of a bias-correction table: 1 + the first t at which 1 - beta**t is exactly 1.0."""
+    t = 1
+    while 1.0 - beta ** t != 1.0:
+        t += 1
+        if t >= MAX_TABLE_ROWS:
+            raise ValueError(f"beta {beta} is too close to 1 for device-counted steps: its bias correction would "
+                             f"need more than {MAX_TABLE_ROWS} table rows; use a smaller beta, or step without "
+                             "capturable=True / a GradScaler / a tensor lr")
+    return t + 1
+
+
+def bias_table(beta: float, sqrt: bool, device: torch.device) -> torch.Tensor:
+    """float64 [T] on ``device``: entry t = 1 - beta**t (math.sqrt of it with sqrt=True), as host_scalars."""
+    key = (float(beta), sqrt, torch.device(device))
+    table = _TABLES.pop(key, None)
+    if table is None:
+        host = [1.0 - beta ** t for t in range(bias_table_rows(beta))]
+        if sqrt:
+            host = [math.sqrt(x) for x in host]
+        table = torch.tensor(host, dtype=torch.float64).to(device)
+    _TABLES[key] = table  # most recently used last; a cycled beta1 (OneCycleLR) must not pile up tables
+    while len(_TABLES) > _MAX_TABLES:
+        _TABLES.pop(next(iter(_TABLES)))
+    return table
+
+
+class DeviceScalarBuilder:
+    """Builds the 9-slot scalar tensor on the device from a device step count (and lr).
+
+    Built once per bucket and hyper-parameter set: the constants go to the device here,
+    so building the scalars each step copies nothing from the host and can be captured.
+    """
+
+    def __init__(self, *, lr_peak: float, beta1: float, beta2: float, eps: float, decay_mode: str,
+                 tau_iters: float | None, weight_decay: float | None, device: torch.device):
+        if decay_mode not in DECAY_MODES:
+            raise ValueError(f"decay mode must be one of {DECAY_MODES}, got {decay_mode!r}")
+        if decay_mode == "tau" and not lr_peak > 0:
+            decay_factor("tau", 0.0, lr_peak, tau_iters, None)  # raises, saying why
+        self.decay_mode = decay_mode
+        self.bc1 = bias_table(beta1, False, device)
+        self.bc2_sqrt = bias_table(beta2, True, device)
+        self.consts = torch.tensor([lr_peak, tau_iters or 1.0, weight_decay or 0.0],
+                                   dtype=torch.float64).to(device)
+        fixed = [f32(beta1), f32(1.0 - beta1), f32(beta2), f32(1.0 - beta2), f32(eps)]
+        self.fixed = torch.tensor(fixed, dtype=torch.float32).to(device)
+
+    def __call__(self, lr: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """lr: float64 [1] on the device (lr_t); step: float32 [1], t (the count after this step)."""
+        t = step.to(torch.int64)
+        bc1 = self.bc1.index_select(0, t.clamp(max=self.bc1.shape[0] - 1))
+        bc2_sqrt = self.bc2_sqrt.index_select(0, t.clamp(max=self.bc2_sqrt.shape[0] - 1))
+        step_size = lr / bc1
+        if self.decay_mode == "tau":
+            decay = 1.0 - (lr / self.consts[0:1]) / self.consts[1:2]
+        elif self.decay_mode == "lambda":
+            decay = 1.0 - lr * self.consts[2:3]
+        else:
+            decay = torch.ones_like(lr)
+        head = torch.cat([step_size, bc2_sqrt, decay]).to(torch.float32)
+        return torch.cat([head, self.fixed, step.to(torch.int32).view(torch.float32)])

@@ -16,7 +16,7 @@ import math
 import torch
 
 from . import backends
-from .contract import host_scalars
+from .contract import DeviceScalarBuilder, decay_factor, host_scalars
 from .timescale import tau_epoch_from_tau_iter, tau_iter_from_tau_epoch
 
 _DECAY_KEYS = ("tau_epochs", "iters_per_epoch", "tau_iters", "weight_decay")
@@ -84,14 +84,23 @@ class AdamWTau(torch.optim.Optimizer):
         state_dtype: dtype of exp_avg / exp_avg_sq (/ max_exp_avg_sq): torch.float32,
             torch.bfloat16, or None for torch's choice (the param's dtype; fp32 with master weights).
         seed: the stochastic rounding seed.
+        capturable: count steps on the parameters' device and build the per-step scalars
+            there, so step() never waits on the device and can be captured in a CUDA graph.
+            A tensor lr (changed in place by LR schedulers) implies it. GradScaler also
+            switches the optimizer to device counting at its first step (found_inf is read
+            inside the kernel, never on the host).
     """
+
+    # GradScaler hands over grad_scale and found_inf as attributes: the kernels unscale the
+    # gradients and skip a step with inf/NaN gradients themselves, with no host sync.
+    _step_supports_amp_scaling = True
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, *,
                  tau_epochs: float | None = None, iters_per_epoch: float | None = None,
                  tau_iters: float | None = None, weight_decay: float | None = None,
                  amsgrad: bool = False, maximize: bool = False, backend: str = "auto",
                  master_weights: bool = False, stochastic_rounding: bool = False,
-                 state_dtype: torch.dtype | None = None, seed: int = 0):
+                 state_dtype: torch.dtype | None = None, seed: int = 0, capturable: bool = False):
         if backend != "auto" and backend not in backends.BACKENDS:
             raise ValueError(f"backend must be 'auto' or one of {backends.BACKENDS}, got {backend!r}")
         if not isinstance(seed, int):
@@ -103,17 +112,24 @@ class AdamWTau(torch.optim.Optimizer):
                  weight_decay=weight_decay), "AdamWTau") or _decay_spec({"weight_decay": 0.0}, "AdamWTau")
         defaults = dict(lr=lr, betas=betas, eps=eps, amsgrad=amsgrad, maximize=maximize,
                         master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        state_dtype=state_dtype)
+                        state_dtype=state_dtype, capturable=bool(capturable))
         self._check_hyper(defaults, "AdamWTau")
         self._resolved: dict[torch.device, str] = {}
         self._layout = None
         self._layout_version = 0
+        self._count_on_device = False
         super().__init__(params, defaults)
 
     # --- construction and validation -------------------------------------------------------
     @staticmethod
     def _check_hyper(group: dict, where: str) -> None:
-        _finite(f"{where}: lr", group["lr"])
+        lr = group["lr"]
+        if isinstance(lr, torch.Tensor):
+            if lr.numel() != 1 or not lr.is_floating_point():
+                raise TypeError(f"{where}: lr as a tensor must hold one floating-point value, got shape "
+                                f"{tuple(lr.shape)} and dtype {lr.dtype}")
+        else:
+            _finite(f"{where}: lr", lr)
         _finite(f"{where}: eps", group["eps"])
         betas = group["betas"]
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
@@ -155,7 +171,9 @@ class AdamWTau(torch.optim.Optimizer):
         super().add_param_group(group)
         self._invalidate_layout()
         group = self.param_groups[-1]
-        group.setdefault("lr_peak", group["lr"])
+        if "lr_peak" not in group:
+            lr = group["lr"]
+            group["lr_peak"] = _finite(f"{where}: lr", lr.item()) if isinstance(lr, torch.Tensor) else lr
         if spec["decay"] == "tau":
             group["weight_decay"] = 1.0 / (group["lr_peak"] * group["tau_iters"]) if group["lr_peak"] > 0 else 0.0
 
@@ -186,6 +204,7 @@ class AdamWTau(torch.optim.Optimizer):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         self._invalidate_layout()
+        self.__dict__.setdefault("_count_on_device", False)
         for group in self.param_groups:
             # groups saved by torch.optim.AdamW carry only weight_decay (lambda form)
             group.setdefault("tau_iters", None)
@@ -193,8 +212,8 @@ class AdamWTau(torch.optim.Optimizer):
             group.setdefault("iters_per_epoch", None)
             group.setdefault("decay", "tau" if group["tau_iters"] is not None
                              else ("lambda" if group.get("weight_decay", 0.0) > 0 else "none"))
-            group.setdefault("lr_peak", group["lr"])
-            for k in ("master_weights", "stochastic_rounding", "state_dtype", "amsgrad", "maximize"):
+            group.setdefault("lr_peak", float(group["lr"]))
+            for k in ("master_weights", "stochastic_rounding", "state_dtype", "amsgrad", "maximize", "capturable"):
                 group.setdefault(k, self.defaults.get(k, False))
 
     def _backend_for(self, device: torch.device) -> str:
@@ -228,7 +247,7 @@ class AdamWTau(torch.optim.Optimizer):
                 decay=mode, tau_iters=tau_iter,
                 tau_epochs=(tau_epoch_from_tau_iter(tau_iter, m) if m and math.isfinite(tau_iter) else None),
                 weight_decay=(0.0 if math.isinf(tau_iter) else 1.0 / (group["lr_peak"] * tau_iter)),
-                lr=group["lr"], lr_peak=group["lr_peak"]))
+                lr=float(group["lr"]), lr_peak=group["lr_peak"]))
         return out
 
     # --- the step --------------------------------------------------------------------------
@@ -264,8 +283,11 @@ class AdamWTau(torch.optim.Optimizer):
     def _layout_key(self, flat_grads) -> tuple:
         # a gradient's dtype picks its bucket, so it is part of the key
         return (self._layout_version, tuple(None if g is None else g.dtype for g in flat_grads),
-                tuple((g["amsgrad"], g["master_weights"], g["state_dtype"], g["stochastic_rounding"])
-                      for g in self.param_groups))
+                tuple((g["amsgrad"], g["master_weights"], g["state_dtype"], g["stochastic_rounding"],
+                       self._counts_on_device(g)) for g in self.param_groups))
+
+    def _counts_on_device(self, group: dict) -> bool:
+        return bool(group["capturable"]) or self._count_on_device or isinstance(group["lr"], torch.Tensor)
 
     def _build(self, flat_grads) -> list[_Bucket]:
         """Bucket the parameters that have gradients; create missing state. Changes no value."""
@@ -284,7 +306,8 @@ class AdamWTau(torch.optim.Optimizer):
                 key = (gi, p.device, p.dtype, g.dtype, master, sdtype, done)
                 b = buckets.get(key)
                 if b is None:
-                    b = buckets[key] = _Bucket(gi, p.device, master, bool(group["amsgrad"]), done)
+                    b = buckets[key] = _Bucket(gi, p.device, master, bool(group["amsgrad"]), done,
+                                               self._counts_on_device(group))
                 b.params.append(p)
                 b.ids.append(pid)
         for b in buckets.values():
@@ -296,7 +319,8 @@ class AdamWTau(torch.optim.Optimizer):
             b.exp_avg_sqs = [s["exp_avg_sq"] for s in states]
             b.max_exp_avg_sqs = [s["max_exp_avg_sq"] for s in states] if b.amsgrad else []
             b.masters = [s["master_param"] for s in states] if b.master else []
-            b.steps = torch.full((len(states),), float(b.done), dtype=torch.float32)
+            b.steps = torch.full((len(states),), float(b.done), dtype=torch.float32,
+                                 device=b.device if b.on_device else "cpu")
             for i, s in enumerate(states):
                 s["step"] = b.steps[i]
             b.contiguous = all(t.is_contiguous() for ts in (b.params, b.exp_avgs, b.exp_avg_sqs,
@@ -314,14 +338,38 @@ class AdamWTau(torch.optim.Optimizer):
             state["master_param"] = p.detach().to(torch.float32, copy=True)
         return state
 
+    def _device_scalars(self, b: _Bucket, group: dict) -> torch.Tensor:
+        """The bucket's scalars built on its device from its step count there (contract.DeviceScalarBuilder)."""
+        key = (group["lr_peak"], *group["betas"], group["eps"], group["decay"], group["tau_iters"],
+               group["weight_decay"])
+        if b.builder is None or b.builder[0] != key:
+            b.builder = (key, DeviceScalarBuilder(
+                lr_peak=group["lr_peak"], beta1=group["betas"][0], beta2=group["betas"][1], eps=group["eps"],
+                decay_mode=group["decay"], tau_iters=group["tau_iters"], weight_decay=group["weight_decay"],
+                device=b.device))
+        lr = group["lr"]
+        if isinstance(lr, torch.Tensor):
+            lr64 = lr.to(device=b.device, dtype=torch.float64, non_blocking=True).reshape(1)
+        else:
+            # the decay's range is checked on the host where lr is known there
+            decay_factor(group["decay"], lr, group["lr_peak"], group["tau_iters"], group["weight_decay"])
+            lr64 = torch.full((1,), lr, dtype=torch.float64, device=b.device)  # a fill, no host copy
+        return b.builder[1](lr64, b.steps[:1] + 1)
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
         grads = [[p.grad for p in group["params"]] for group in self.param_groups]
         self._check_grads(grads)
+        if found_inf is not None and not self._count_on_device:
+            # a skipped step must not advance step counts the host cannot see: count on the device
+            self._count_on_device = True
+            self._invalidate_layout()
         flat = [g for gl in grads for g in gl]
         key = self._layout_key(flat)
         if self._layout is None or self._layout[0] != key:
@@ -333,27 +381,42 @@ class AdamWTau(torch.optim.Optimizer):
             self._check_hyper(group, f"param group {gi}")
         for b in buckets:
             group = self.param_groups[b.group]
-            scalars = host_scalars(
-                lr=group["lr"], lr_peak=group["lr_peak"], beta1=group["betas"][0], beta2=group["betas"][1],
-                eps=group["eps"], step=b.done + 1, decay_mode=group["decay"], tau_iters=group["tau_iters"],
-                weight_decay=group["weight_decay"])
+            if b.on_device:
+                scalars = self._device_scalars(b, group)
+            else:
+                scalars = host_scalars(
+                    lr=group["lr"], lr_peak=group["lr_peak"], beta1=group["betas"][0], beta2=group["betas"][1],
+                    eps=group["eps"], step=b.done + 1, decay_mode=group["decay"], tau_iters=group["tau_iters"],
+                    weight_decay=group["weight_decay"]).as_tensor(b.device)
             work.append((b, group, scalars))
         for b, group, scalars in work:
             b_grads = [flat[i] for i in b.ids]
             checked = b.contiguous and all(g.is_contiguous() for g in b_grads)
             fn = backends.step_function(self._backend_for(b.device), contiguous=checked)
-            fn(b.params, b_grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters,
-               scalars.as_tensor(b.device), b.ids, self._seed, b.amsgrad, bool(group["maximize"]),
-               bool(group["stochastic_rounding"]) and not b.master, None, None)
-            b.steps += 1
+            scale = None if grad_scale is None else grad_scale.to(b.device, torch.float32, non_blocking=True)
+            inf = None if found_inf is None else found_inf.to(b.device, torch.float32, non_blocking=True)
+            fn(b.params, b_grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, scalars, b.ids,
+               self._seed, b.amsgrad, bool(group["maximize"]),
+               bool(group["stochastic_rounding"]) and not b.master, scale, inf)
+            if inf is None:
+                b.steps += 1
+            else:
+                b.steps += (inf == 0).to(torch.float32)  # a skipped step does not count
             b.done += 1
         return loss
 
 
 class _Bucket:
-    """Tensors of one group that share a device, dtype path and step count: one launch."""
+    """Tensors of one group that share a device, dtype path and step count: one launch.
 
-    def __init__(self, group: int, device: torch.device, master: bool, amsgrad: bool, done: int):
+    ``done`` counts the steps taken as the host knows them; with ``on_device`` the count
+    that matters is ``steps`` on the device (skipped steps are not counted there).
+    """
+
+    def __init__(self, group: int, device: torch.device, master: bool, amsgrad: bool, done: int,
+                 on_device: bool):
         self.group, self.device, self.master, self.amsgrad, self.done = group, device, master, amsgrad, done
+        self.on_device = on_device
+        self.builder = None
         self.params: list = []
         self.ids: list = []

@@ -93,7 +93,8 @@ def adamw_fused_kernel(
     idx = start + tl.arange(0, BLOCK).to(tl.int64)
     mask = idx < numel
     if HAS_FOUND_INF:
-        mask = mask & (tl.load(found_inf_ptr) == 0.0)
+        # every lane reads the one flag (a broadcast load): a skipped step loads and stores nothing
+        mask = mask & (tl.load(found_inf_ptr + tl.zeros_like(idx)) == 0.0)
 
     step_size = tl.load(scalars_ptr + 0)
     bc2_sqrt = tl.load(scalars_ptr + 1)
