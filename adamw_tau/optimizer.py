@@ -16,7 +16,7 @@ import math
 import torch
 
 from . import backends
-from .contract import DeviceScalarBuilder, decay_factor, host_scalars
+from .contract import DeviceScalarBuilder, bias_table, decay_factor, host_scalars
 from .timescale import tau_epoch_from_tau_iter, tau_iter_from_tau_epoch
 
 _DECAY_KEYS = ("tau_epochs", "iters_per_epoch", "tau_iters", "weight_decay")
@@ -166,10 +166,14 @@ class AdamWTau(torch.optim.Optimizer):
         self._check_hyper(merged, where)
         for device in {p.device for p in params}:
             self._backend_for(device)
+            # device-counted steps (capturable, GradScaler, torch.compile) look the bias corrections
+            # up in tables; built here, eagerly, they are never traced
+            bias_table(merged["betas"][0], False, device)
+            bias_table(merged["betas"][1], True, device)
         group.update(spec)
         group["params"] = params
         super().add_param_group(group)
-        self._invalidate_layout()
+        self._invalidate_layout(forget_counts=False)
         group = self.param_groups[-1]
         if "lr_peak" not in group:
             lr = group["lr"]
@@ -197,8 +201,11 @@ class AdamWTau(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         self._invalidate_layout()
 
-    def _invalidate_layout(self) -> None:
-        self._layout = None
+    def _invalidate_layout(self, forget_counts: bool = True) -> None:
+        """Rebuild the buckets at the next step; keep the old ones to read step counts from
+        unless the counts themselves changed (a loaded state dict)."""
+        if forget_counts:
+            self._layout = None
         self._layout_version = getattr(self, "_layout_version", 0) + 1
 
     def __setstate__(self, state: dict) -> None:
@@ -287,11 +294,20 @@ class AdamWTau(torch.optim.Optimizer):
                        self._counts_on_device(g)) for g in self.param_groups))
 
     def _counts_on_device(self, group: dict) -> bool:
-        return bool(group["capturable"]) or self._count_on_device or isinstance(group["lr"], torch.Tensor)
+        # a compiled step counts on the device too: a host count would be a constant in the graph
+        return (bool(group["capturable"]) or self._count_on_device or isinstance(group["lr"], torch.Tensor)
+                or torch.compiler.is_compiling())
+
+    def _stale(self, buckets: list[_Bucket]) -> bool:
+        """True if a compiled step has run since the buckets were built: it re-points the
+        states' step entries, and the host's counts no longer hold."""
+        return any(self.state[b.params[0]].get("step") is not b.first_step for b in buckets if b.params)
 
     def _build(self, flat_grads) -> list[_Bucket]:
         """Bucket the parameters that have gradients; create missing state. Changes no value."""
         buckets: dict[tuple, _Bucket] = {}
+        # step counts the host already knows (no device read; under torch.compile none is possible)
+        known = {id(p): b.done for b in (self._layout[1] if self._layout else ()) for p in b.params}
         pid = -1
         for gi, group in enumerate(self.param_groups):
             for p in group["params"]:
@@ -302,7 +318,14 @@ class AdamWTau(torch.optim.Optimizer):
                 master = bool(group["master_weights"]) and p.dtype != torch.float32
                 sdtype = self._state_dtype(group, p, master)
                 state = self.state.get(p, {})
-                done = int(state["step"]) if "step" in state else 0
+                if id(p) in known:
+                    done = known[id(p)]
+                elif "step" not in state:
+                    done = 0
+                elif torch.compiler.is_compiling():
+                    done = -1  # unknown to the host: the count is carried over on the device below
+                else:
+                    done = int(state["step"])
                 key = (gi, p.device, p.dtype, g.dtype, master, sdtype, done)
                 b = buckets.get(key)
                 if b is None:
@@ -319,10 +342,14 @@ class AdamWTau(torch.optim.Optimizer):
             b.exp_avg_sqs = [s["exp_avg_sq"] for s in states]
             b.max_exp_avg_sqs = [s["max_exp_avg_sq"] for s in states] if b.amsgrad else []
             b.masters = [s["master_param"] for s in states] if b.master else []
-            b.steps = torch.full((len(states),), float(b.done), dtype=torch.float32,
-                                 device=b.device if b.on_device else "cpu")
+            if b.on_device:
+                # the device's counts may lag b.done (skipped steps): carry them over, never read them here
+                b.steps = torch.stack([s["step"].to(b.device, torch.float32).reshape(()) for s in states])
+            else:
+                b.steps = torch.full((len(states),), float(b.done), dtype=torch.float32)
             for i, s in enumerate(states):
                 s["step"] = b.steps[i]
+            b.first_step = states[0]["step"]
             b.contiguous = all(t.is_contiguous() for ts in (b.params, b.exp_avgs, b.exp_avg_sqs,
                                                              b.max_exp_avg_sqs, b.masters) for t in ts)
         return list(buckets.values())
@@ -369,12 +396,18 @@ class AdamWTau(torch.optim.Optimizer):
         if found_inf is not None and not self._count_on_device:
             # a skipped step must not advance step counts the host cannot see: count on the device
             self._count_on_device = True
-            self._invalidate_layout()
+            self._invalidate_layout(forget_counts=False)
         flat = [g for gl in grads for g in gl]
-        key = self._layout_key(flat)
-        if self._layout is None or self._layout[0] != key:
-            self._layout = (key, self._build(flat))
-        buckets = self._layout[1]
+        if torch.compiler.is_compiling():
+            # traced once into the graph; the graph's replays run no Python, so nothing is cached
+            buckets = self._build(flat)
+        else:
+            key = self._layout_key(flat)
+            if self._layout is not None and self._stale(self._layout[1]):
+                self._layout = None
+            if self._layout is None or self._layout[0] != key:
+                self._layout = (key, self._build(flat))
+            buckets = self._layout[1]
         # every scalar first: a bad lr or decay raises before any tensor changes
         work = []
         for gi, group in enumerate(self.param_groups):
