@@ -338,10 +338,12 @@ class AdamWTau(torch.optim.Optimizer):
             states = []
             for p in b.params:
                 states.append(self._init_state(group, p, b.master, self._state_dtype(group, p, b.master)))
-            b.exp_avgs = [s["exp_avg"] for s in states]
-            b.exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-            b.max_exp_avg_sqs = [s["max_exp_avg_sq"] for s in states] if b.amsgrad else []
-            b.masters = [s["master_param"] for s in states] if b.master else []
+            # the kernels step local tensors: a DTensor (FSDP2) contributes its shard
+            b.locals = [_local(p) for p in b.params]
+            b.exp_avgs = [_local(s["exp_avg"]) for s in states]
+            b.exp_avg_sqs = [_local(s["exp_avg_sq"]) for s in states]
+            b.max_exp_avg_sqs = [_local(s["max_exp_avg_sq"]) for s in states] if b.amsgrad else []
+            b.masters = [_local(s["master_param"]) for s in states] if b.master else []
             if b.on_device:
                 # the device's counts may lag b.done (skipped steps): carry them over, never read them here
                 b.steps = torch.stack([s["step"].to(b.device, torch.float32).reshape(()) for s in states])
@@ -350,7 +352,7 @@ class AdamWTau(torch.optim.Optimizer):
             for i, s in enumerate(states):
                 s["step"] = b.steps[i]
             b.first_step = states[0]["step"]
-            b.contiguous = all(t.is_contiguous() for ts in (b.params, b.exp_avgs, b.exp_avg_sqs,
+            b.contiguous = all(t.is_contiguous() for ts in (b.locals, b.exp_avgs, b.exp_avg_sqs,
                                                              b.max_exp_avg_sqs, b.masters) for t in ts)
         return list(buckets.values())
 
@@ -423,12 +425,12 @@ class AdamWTau(torch.optim.Optimizer):
                     weight_decay=group["weight_decay"]).as_tensor(b.device)
             work.append((b, group, scalars))
         for b, group, scalars in work:
-            b_grads = [flat[i] for i in b.ids]
+            b_grads = [_local(flat[i]) for i in b.ids]
             checked = b.contiguous and all(g.is_contiguous() for g in b_grads)
             fn = backends.step_function(self._backend_for(b.device), contiguous=checked)
             scale = None if grad_scale is None else grad_scale.to(b.device, torch.float32, non_blocking=True)
             inf = None if found_inf is None else found_inf.to(b.device, torch.float32, non_blocking=True)
-            fn(b.params, b_grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, scalars, b.ids,
+            fn(b.locals, b_grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, scalars, b.ids,
                self._seed, b.amsgrad, bool(group["maximize"]),
                bool(group["stochastic_rounding"]) and not b.master, scale, inf)
             if inf is None:
@@ -437,6 +439,17 @@ class AdamWTau(torch.optim.Optimizer):
                 b.steps += (inf == 0).to(torch.float32)  # a skipped step does not count
             b.done += 1
         return loss
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The tensor a kernel steps: a DTensor's local shard, or the tensor itself."""
+    return t.to_local() if _DTensor is not None and isinstance(t, _DTensor) else t
+
+
+try:
+    from torch.distributed.tensor import DTensor as _DTensor
+except ImportError:  # torch built without distributed
+    _DTensor = None
 
 
 class _Bucket:
