@@ -181,3 +181,22 @@ def test_gradient_dtype_change_rebuilds_the_buckets():
     opt.step()
     assert torch.equal(p.detach(), opt.state[p]["master_param"].bfloat16())
     assert opt.state[p]["step"].item() == 2
+
+
+@pytest.mark.cuda
+def test_params_on_two_devices_step_in_one_call_per_device():
+    g = torch.Generator().manual_seed(3)
+    host = [torch.randn(5, 3, generator=g), torch.randn(7, generator=g)]
+    mixed = [torch.nn.Parameter(host[0].clone()), torch.nn.Parameter(host[1].clone().cuda())]
+    ref = [torch.nn.Parameter(t.clone()) for t in host]
+    o1 = AdamWTau(mixed, lr=1e-2, tau_iters=20.0)
+    o2 = AdamWTau(ref, lr=1e-2, tau_iters=20.0, backend="reference")
+    assert o1.backend_for("cpu") == "cpu" and o1.backend_for("cuda") in ("triton", "cuda")
+    for _ in range(4):
+        grads = [torch.randn(t.shape, generator=g) for t in host]
+        for p, q, gr in zip(mixed, ref, grads):
+            p.grad, q.grad = gr.to(p.device), gr.clone()
+        o1.step()
+        o2.step()
+    for p, q in zip(mixed, ref):
+        assert torch.equal(p.detach().cpu().view(torch.int32), q.detach().view(torch.int32))
