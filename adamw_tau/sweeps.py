@@ -4,7 +4,7 @@ ridge    Schaipp's decoupling experiment: ridge regression, A in R^{200x1000}, b
          epochs, 5 seeds, constant and 1/sqrt(epoch) schedules; a grid of lr x decay for the
          torch form (d = 1 - lr_t*lambda), the Loshchilov-Hutter form (d = 1 - lambda*eta_t,
          eta_t = lr_t/lr_peak; that is AdamWTau's tau form with tau_iter = 1/lambda) and the tau
-         form on a tau_epoch axis. Prints the slope of log(best decay) against log(lr).
+         form on a tau_epoch axis. Prints the slope of the valley (log decay against log lr).
 dataset  Wang & Aitchison's claim: the best tau_epoch stays put as the dataset grows, so the
          best lambda falls ~ 1/size. Teacher-student regression at several sizes.
 width    muP MLPs at several widths: an lr sweep with lambda fixed vs tau fixed.
@@ -56,33 +56,44 @@ def _plt():
     return plt
 
 
-def best_decay_slope(loss: np.ndarray, lrs, decays) -> tuple[float, float]:
-    """Slope and correlation of log(best decay) against log(lr) over the grid's lr rows.
+def valley_slope(loss: np.ndarray, lrs, decays, band: float = 0.05) -> tuple[float, float]:
+    """Slope and correlation, across the grid's lr rows, of log(valley centre) against log(lr).
 
-    A diagonal valley (torch form) gives a slope near -1; an axis-aligned one near 0. Rows
-    where the decay moves the loss by less than 2% (not yet trained, or diverged) say nothing
-    about the valley and are left out; NaN if fewer than two rows are left.
+    A row's valley is its cells within ``band`` of the row's best loss, and its centre the mean
+    log decay over them: a diagonal valley (torch form) gives a slope near -1, an axis-aligned
+    one near 0. The centre and not the argmin: inside the valley the loss is nearly flat and
+    its argmin wanders from seed to seed. Rows where the decay moves the loss by less than 2%
+    say nothing about the valley and are left out; NaN if fewer than two rows are left.
     """
-    keep = [i for i, row in enumerate(loss) if np.nanmax(row) > 1.02 * np.nanmin(row) and np.isfinite(row).any()]
-    if len(keep) < 2:
+    x, y = [], []
+    for lr, row in zip(lrs, np.asarray(loss, dtype=float)):
+        if not np.isfinite(row).any() or np.nanmax(row) <= 1.02 * np.nanmin(row):
+            continue
+        inside = np.isfinite(row) & (row <= (1.0 + band) * np.nanmin(row))
+        x.append(math.log(lr))
+        y.append(float(np.mean(np.log(np.asarray(decays)[inside]))))
+    if len(x) < 2:
         return float("nan"), float("nan")
-    best = np.array([decays[int(np.nanargmin(loss[i]))] for i in keep])
-    x, y = np.log(np.asarray(lrs)[keep]), np.log(best)
     slope = float(np.polyfit(x, y, 1)[0])
     corr = float(np.corrcoef(x, y)[0, 1]) if np.std(y) > 0 else 0.0
     return slope, corr
 
 
-def _train_linear(data, runs, epochs: int, batch: int, schedule: str, seed: int, progress) -> np.ndarray:
+def _train_linear(data, runs, epochs: int, batch: int, schedule: str, seed: int, progress,
+                  init: float = 0.0) -> np.ndarray:
     """Train one linear model per run (a dict of AdamWTau group options) on shared data.
 
     data: (A_train, b_train, A_val, b_val). Loss ||A w - b||^2 per batch (sum over the batch).
-    Returns the final validation loss (mean squared error) per run.
+    Every run starts from the same w0 ~ N(0, init^2). Returns the final validation loss
+    (mean squared error) per run; NaN for a run given as None (a decay factor outside [0, 1]).
     """
     A, b, Av, bv = data
     n, d = A.shape
     gen = torch.Generator().manual_seed(seed)
-    w = torch.zeros(len(runs), d)
+    total = len(runs)
+    valid = [i for i, r in enumerate(runs) if r is not None]
+    runs = [runs[i] for i in valid]
+    w = (init * torch.randn(d, generator=gen)).expand(len(runs), d)
     params = [torch.nn.Parameter(w[i].clone()) for i in range(len(runs))]
     groups = [{"params": [p], **opts} for p, opts in zip(params, runs)]
     opt = AdamWTau(groups, lr=1e-3)
@@ -105,7 +116,9 @@ def _train_linear(data, runs, epochs: int, batch: int, schedule: str, seed: int,
                 sched.step()
         progress.update(1)
     W = torch.stack([p.detach() for p in params])
-    return ((W @ Av.T - bv) ** 2).mean(dim=1).numpy()
+    loss = np.full(total, np.nan)
+    loss[valid] = ((W @ Av.T - bv) ** 2).mean(dim=1).numpy()
+    return loss
 
 
 # --- ridge ----------------------------------------------------------------------------------
@@ -119,6 +132,7 @@ class RidgeConfig:
     epochs: int = 50
     seeds: int = 5
     grid: int = 13
+    init: float = 1.0   # w0 ~ N(0, init^2): what the decay's moving average has to forget
 
 
 def ridge_data(cfg: RidgeConfig, seed: int):
@@ -133,15 +147,22 @@ def ridge_data(cfg: RidgeConfig, seed: int):
     return A, b, Av, bv
 
 
-def sweep_ridge(out: str, quick: bool = False, progress: bool = True) -> dict:
+def sweep_ridge(out: str, quick: bool = False, progress: bool = True, init: float | None = None) -> dict:
     cfg = RidgeConfig(epochs=10, seeds=2, grid=7) if quick else RidgeConfig()
+    if init is not None:
+        cfg.init = init
     lrs = _geom(1e-4, 1.0, cfg.grid)
-    lambdas = _geom(1e-4, 1.0, cfg.grid)            # torch and LH forms
+    # the torch form's lambda axis has the lr axis's log step (so lr*lambda fixed is a grid
+    # diagonal) and reaches 1/lr_min, where even the smallest lr decays; cells with
+    # lr*lambda > 1 (a negative decay factor) are not run
+    step = (math.log10(lrs[-1]) - math.log10(lrs[0])) / (cfg.grid - 1)
+    torch_lambdas = [10.0 ** (-3.0 + k * step) for k in range(int(round(6.0 / step)) + 1)]
+    lh_lambdas = _geom(1e-4, 1.0, cfg.grid)          # LH form: d = 1 - lambda * eta_t, lambda <= 1
     m = cfg.n // cfg.batch
     tau_epochs = _geom(0.1, 1000.0, cfg.grid)       # tau form: tau_iter = tau_epoch * M
     forms = {
-        "torch": (lambdas, lambda lr, x: {"lr": lr, "weight_decay": x}),
-        "loshchilov_hutter": (lambdas, lambda lr, x: {"lr": lr, "tau_iters": 1.0 / x}),
+        "torch": (torch_lambdas, lambda lr, x: {"lr": lr, "weight_decay": x} if lr * x <= 1.0 else None),
+        "loshchilov_hutter": (lh_lambdas, lambda lr, x: {"lr": lr, "tau_iters": 1.0 / x}),
         "tau": (tau_epochs, lambda lr, x: {"lr": lr, "tau_epochs": x, "iters_per_epoch": m}),
     }
     results = {}
@@ -152,10 +173,10 @@ def sweep_ridge(out: str, quick: bool = False, progress: bool = True) -> dict:
             runs = [opts(lr, x) for lr in lrs for x in axis]
             loss = np.zeros(len(runs))
             for s in range(cfg.seeds):
-                loss += _train_linear(ridge_data(cfg, s), runs, cfg.epochs, cfg.batch, sched, s, bar)
+                loss += _train_linear(ridge_data(cfg, s), runs, cfg.epochs, cfg.batch, sched, s, bar, cfg.init)
             loss = (loss / cfg.seeds).reshape(len(lrs), len(axis))
             loss = np.where(np.isfinite(loss), loss, np.nan)
-            slope, corr = best_decay_slope(loss, lrs, axis)
+            slope, corr = valley_slope(loss, lrs, axis)
             results[(sched, form)] = dict(loss=loss, axis=axis, slope=slope, corr=corr)
             for i, lr in enumerate(lrs):
                 for j, x in enumerate(axis):
@@ -165,7 +186,7 @@ def sweep_ridge(out: str, quick: bool = False, progress: bool = True) -> dict:
     _write_csv(os.path.join(out, "ridge.csv"), ["schedule", "form", "lr", "decay_axis", "val_loss"], rows)
     _plot_ridge(results, lrs, os.path.join(out, "ridge.png"))
     summary = {f"{s}/{f}": (r["slope"], r["corr"]) for (s, f), r in results.items()}
-    print("ridge: slope and correlation of log(best decay) vs log(lr) across lr rows "
+    print("ridge: slope and correlation of log(valley centre) vs log(lr) across lr rows "
           "(torch form: near -1 = diagonal valley; LH and tau forms: near 0 = axis-aligned)")
     for k, (slope, corr) in summary.items():
         print(f"  {k:28s} slope {slope:+.2f}  corr {corr:+.2f}")
@@ -188,7 +209,7 @@ def _plot_ridge(results, lrs, path):
             ax.set_yticks(range(len(res["axis"])), [f"{v:.0e}" for v in res["axis"]], fontsize=6)
             ax.set_xlabel("lr")
             ax.set_ylabel(ylabels[form])
-            ax.set_title(f"{form}, {sched} schedule\nslope of log best-decay vs log lr: {res['slope']:+.2f}",
+            ax.set_title(f"{form}, {sched} schedule\nvalley slope (log decay vs log lr): {res['slope']:+.2f}",
                          fontsize=9)
             fig.colorbar(im, ax=ax, label="log10 val loss (bright = low)")
             # S1: decay fixed at the grid's best row; S2 (torch form): lr*lambda fixed
@@ -214,7 +235,11 @@ def _plot_ridge(results, lrs, path):
 
 
 def sweep_dataset(out: str, quick: bool = False, progress: bool = True) -> dict:
-    """Teacher-student linear regression (d = 100, noisy labels) at several dataset sizes."""
+    """Teacher-student linear regression (d = 100, noisy labels) at several dataset sizes.
+
+    The student starts from a random w0 as large as the teacher: the decay's moving average
+    has that to forget within the run, and the noise of the late updates to average out.
+    """
     sizes = [100, 400, 1600] if quick else [200, 800, 3200]
     tau_epochs = _geom(0.05, 50.0, 6 if quick else 11)
     epochs, batch, lr, d, seeds = (8, 20, 1e-2, 50, 1) if quick else (30, 20, 1e-2, 100, 3)
@@ -233,7 +258,7 @@ def sweep_dataset(out: str, quick: bool = False, progress: bool = True) -> dict:
             Av = torch.randn(2000, d, generator=g)
             b = A @ w_star + 1.0 * torch.randn(n, generator=g)
             bv = Av @ w_star
-            loss += _train_linear((A, b, Av, bv), runs, epochs, batch, "constant", s, bar)
+            loss += _train_linear((A, b, Av, bv), runs, epochs, batch, "constant", s, bar, 1.0 / math.sqrt(d))
         loss /= seeds
         full = np.full(len(tau_epochs), np.nan)
         full[np.array(valid)] = loss
@@ -291,15 +316,19 @@ def sweep_width(out: str, quick: bool = False, progress: bool = True) -> dict:
     widths = [64, 128, 256] if quick else [64, 128, 256, 512]
     lrs = _geom(3e-4, 3e-1, 5 if quick else 9)
     steps, d_in, n, batch = (150, 16, 512, 32) if quick else (600, 32, 2048, 64)
-    base_width, lam = widths[0], 0.1
+    # lambda = 0.5 at the reference lr 1e-2 is tau_iter = 200 steps, well inside the run
+    base_width, lam, ref_lr = widths[0], 0.5, 1e-2
     g = torch.Generator().manual_seed(5)
     X = torch.randn(n, d_in, generator=g)
-    teacher = _MLP(d_in, 32)
-    with torch.no_grad():
-        y = teacher(X) + 0.1 * torch.randn(n, generator=g)
     Xv = torch.randn(1024, d_in, generator=g)
-    with torch.no_grad():
-        yv = teacher(Xv)
+    torch.manual_seed(5)
+    teacher = _MLP(d_in, 32)
+    with torch.no_grad():  # a teacher with O(1) outputs, scaled to unit variance: loss 1 = predicting the mean
+        teacher.out.weight.normal_(0, 1.0)
+        y, yv = teacher(X), teacher(Xv)
+        mu, sd = y.mean(), y.std()
+        y = (y - mu) / sd + 0.3 * torch.randn(n, generator=g)
+        yv = (yv - mu) / sd
     rows, table = [], {}
     bar = _bar(2 * len(widths) * len(lrs), "sweep width", progress)
     for mode in ("lambda_fixed", "tau_fixed"):
@@ -311,8 +340,8 @@ def sweep_width(out: str, quick: bool = False, progress: bool = True) -> dict:
                 if mode == "lambda_fixed":
                     opt = AdamWTau(groups, lr=lr, weight_decay=lam)
                 else:
-                    # the same τ at every lr and width: τ_iter = 1 / (lr_base · λ) at the reference lr 1e-2
-                    opt = AdamWTau(groups, lr=lr, tau_iters=1.0 / (1e-2 * lam))
+                    # the same τ at every lr and width: τ_iter = 1 / (lr_ref · λ)
+                    opt = AdamWTau(groups, lr=lr, tau_iters=1.0 / (ref_lr * lam))
                 gen = torch.Generator().manual_seed(1)
                 for _ in range(steps):
                     idx = torch.randint(0, n, (batch,), generator=gen)
@@ -361,11 +390,14 @@ def add_parser(sub, func) -> None:
     s.add_argument("--out", default=".", help="folder for the PNG and CSV (default: here)")
     s.add_argument("--quick", action="store_true", help="a small grid, for CI")
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--init", type=float, default=None,
+                   help="ridge: the scale of the random start w0 (default 1.0; 0 starts at zero)")
     s.set_defaults(func=func)
 
 
 def main(args) -> int:
-    SWEEPS[args.which](args.out, quick=args.quick, progress=not args.no_progress)
+    extra = {"init": args.init} if args.which == "ridge" and args.init is not None else {}
+    SWEEPS[args.which](args.out, quick=args.quick, progress=not args.no_progress, **extra)
     for ext in ("png", "csv"):
         print(f"wrote {os.path.join(args.out, f'{args.which}.{ext}')}")
     return 0
