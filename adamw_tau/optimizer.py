@@ -380,7 +380,7 @@ class AdamWTau(torch.optim.Optimizer):
         if isinstance(lr, torch.Tensor):
             lr64 = lr.to(device=b.device, dtype=torch.float64, non_blocking=True).reshape(1)
         else:
-            # the decay's range is checked on the host where lr is known there
+            # a Python lr: its decay factor is range-checked here, on the host
             decay_factor(group["decay"], lr, group["lr_peak"], group["tau_iters"], group["weight_decay"])
             lr64 = torch.full((1,), lr, dtype=torch.float64, device=b.device)  # a fill, no host copy
         return b.builder[1](lr64, b.steps[:1] + 1)
