@@ -5,6 +5,8 @@ ridge    Schaipp's decoupling experiment: ridge regression, A in R^{200x1000}, b
          torch form (d = 1 - lr_t*lambda), the Loshchilov-Hutter form (d = 1 - lambda*eta_t,
          eta_t = lr_t/lr_peak; that is AdamWTau's tau form with tau_iter = 1/lambda) and the tau
          form on a tau_epoch axis. Prints the slope of the valley (log decay against log lr).
+         Runs start from a random w0 (--init): from w0 = 0 there is nothing for the decay's
+         moving average to forget, and the valleys swap shapes (README, "Sweeps").
 dataset  Wang & Aitchison's claim: the best tau_epoch stays put as the dataset grows, so the
          best lambda falls ~ 1/size. Teacher-student regression at several sizes.
 width    muP MLPs at several widths: an lr sweep with lambda fixed vs tau fixed.
