@@ -161,16 +161,21 @@ _TABLES: dict = {}
 _MAX_TABLES = 16
 
 
-def bias_table_rows(beta: float) -> int:
-    """Rows of a bias-correction table: 1 + the first t at which 1 - beta**t is exactly 1.0."""
-    t = 1
-    while 1.0 - beta ** t != 1.0:
-        t += 1
-        if t >= MAX_TABLE_ROWS:
+def _bias_corrections(beta: float) -> list[float]:
+    """1 - beta**t for t = 0, 1, ... up to the first t at which it is exactly 1.0, as host_scalars."""
+    out = [0.0]
+    while out[-1] != 1.0:
+        if len(out) >= MAX_TABLE_ROWS:
             raise ValueError(f"beta {beta} is too close to 1 for device-counted steps: its bias correction would "
                              f"need more than {MAX_TABLE_ROWS} table rows; use a smaller beta, or step without "
                              "capturable=True / a GradScaler / a tensor lr")
-    return t + 1
+        out.append(1.0 - beta ** len(out))
+    return out
+
+
+def bias_table_rows(beta: float) -> int:
+    """Rows of a bias-correction table: 1 + the first t at which 1 - beta**t is exactly 1.0."""
+    return len(_bias_corrections(beta))
 
 
 def bias_table(beta: float, sqrt: bool, device: torch.device) -> torch.Tensor:
@@ -178,7 +183,7 @@ def bias_table(beta: float, sqrt: bool, device: torch.device) -> torch.Tensor:
     key = (float(beta), sqrt, torch.device(device))
     table = _TABLES.pop(key, None)
     if table is None:
-        host = [1.0 - beta ** t for t in range(bias_table_rows(beta))]
+        host = _bias_corrections(beta)
         if sqrt:
             host = [math.sqrt(x) for x in host]
         table = torch.tensor(host, dtype=torch.float64).to(device)
