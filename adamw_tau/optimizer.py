@@ -16,7 +16,9 @@ import math
 import torch
 
 from . import backends
+from .buckets import Bucket, BucketLayout, build
 from .contract import DeviceScalarBuilder, bias_table, decay_factor, host_scalars
+from .tables import StorageMoved
 from .timescale import tau_epoch_from_tau_iter, tau_iter_from_tau_epoch
 
 _DECAY_KEYS = ("tau_epochs", "iters_per_epoch", "tau_iters", "weight_decay")
@@ -115,8 +117,7 @@ class AdamWTau(torch.optim.Optimizer):
                         state_dtype=state_dtype, capturable=bool(capturable))
         self._check_hyper(defaults, "AdamWTau")
         self._resolved: dict[torch.device, str] = {}
-        self._layout = None
-        self._layout_version = 0
+        self._layout = BucketLayout()
         self._count_on_device = False
         super().__init__(params, defaults)
 
@@ -202,14 +203,14 @@ class AdamWTau(torch.optim.Optimizer):
         self._invalidate_layout()
 
     def _invalidate_layout(self, forget_counts: bool = True) -> None:
-        """Rebuild the buckets at the next step; keep the old ones to read step counts from
-        unless the counts themselves changed (a loaded state dict)."""
-        if forget_counts:
-            self._layout = None
-        self._layout_version = getattr(self, "_layout_version", 0) + 1
+        # add_param_group runs inside torch's __init__, before ours sets the layout up
+        if "_layout" not in self.__dict__:
+            self._layout = BucketLayout()
+        self._layout.invalidate(forget_counts)
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
+        self.__dict__.pop("_layout", None)
         self._invalidate_layout()
         self.__dict__.setdefault("_count_on_device", False)
         for group in self.param_groups:
@@ -258,20 +259,9 @@ class AdamWTau(torch.optim.Optimizer):
         return out
 
     # --- the step --------------------------------------------------------------------------
-    def _state_dtype(self, group: dict, p: torch.Tensor, master: bool) -> torch.dtype:
-        if group["state_dtype"] is not None:
-            return group["state_dtype"]
-        return torch.float32 if master else p.dtype
-
-    # [note: host work per step]
-    # step() must cost little per tensor. The buckets (which tensors share one launch, their
-    # states, ids and step counts) are built once and reused while the set of parameters that
-    # have gradients, the groups' dtype options and the state stay as they were; a step then
-    # only collects and checks the gradients. A bucket's step counts live in one CPU tensor
-    # whose 0-dim views are the states' "step" entries, so one add counts them all. Measured
-    # on the 2-core CPU machine, 2000 tiny tensors: 22 ms of host work per step before.
-
     def _check_grads(self, grads) -> None:
+        """Clear errors for bad gradients, before any tensor is touched. A step runs it when a
+        bucket's gradients are not the tensors of its last step (buckets.py's note)."""
         pid = 0
         for gi, (group, gl) in enumerate(zip(self.param_groups, grads)):
             for p, g in zip(group["params"], gl):
@@ -287,87 +277,12 @@ class AdamWTau(torch.optim.Optimizer):
                                        f"the parameter is {tuple(p.shape)} on {p.device}")
                 pid += 1
 
-    def _layout_key(self, flat_grads) -> tuple:
-        # a gradient's dtype picks its bucket, so it is part of the key
-        return (self._layout_version, tuple(None if g is None else g.dtype for g in flat_grads),
-                tuple((g["amsgrad"], g["master_weights"], g["state_dtype"], g["stochastic_rounding"],
-                       self._counts_on_device(g)) for g in self.param_groups))
-
     def _counts_on_device(self, group: dict) -> bool:
         # a compiled step counts on the device too: a host count would be a constant in the graph
         return (bool(group["capturable"]) or self._count_on_device or isinstance(group["lr"], torch.Tensor)
                 or torch.compiler.is_compiling())
 
-    def _stale(self, buckets: list[_Bucket]) -> bool:
-        """True if a compiled step has run since the buckets were built: it re-points the
-        states' step entries, and the host's counts no longer hold."""
-        return any(self.state[b.params[0]].get("step") is not b.first_step for b in buckets if b.params)
-
-    def _build(self, flat_grads) -> list[_Bucket]:
-        """Bucket the parameters that have gradients; create missing state. Changes no value."""
-        buckets: dict[tuple, _Bucket] = {}
-        # step counts the host already knows (no device read; under torch.compile none is possible)
-        known = {id(p): b.done for b in (self._layout[1] if self._layout else ()) for p in b.params}
-        pid = -1
-        for gi, group in enumerate(self.param_groups):
-            for p in group["params"]:
-                pid += 1
-                g = flat_grads[pid]
-                if g is None:
-                    continue
-                master = bool(group["master_weights"]) and p.dtype != torch.float32
-                sdtype = self._state_dtype(group, p, master)
-                state = self.state.get(p, {})
-                if id(p) in known:
-                    done = known[id(p)]
-                elif "step" not in state:
-                    done = 0
-                elif torch.compiler.is_compiling():
-                    done = -1  # unknown to the host: the count is carried over on the device below
-                else:
-                    done = int(state["step"])
-                key = (gi, p.device, p.dtype, g.dtype, master, sdtype, done)
-                b = buckets.get(key)
-                if b is None:
-                    b = buckets[key] = _Bucket(gi, p.device, master, bool(group["amsgrad"]), done,
-                                               self._counts_on_device(group))
-                b.params.append(p)
-                b.ids.append(pid)
-        for b in buckets.values():
-            group = self.param_groups[b.group]
-            states = []
-            for p in b.params:
-                states.append(self._init_state(group, p, b.master, self._state_dtype(group, p, b.master)))
-            # the kernels step local tensors: a DTensor (FSDP2) contributes its shard
-            b.locals = [_local(p) for p in b.params]
-            b.exp_avgs = [_local(s["exp_avg"]) for s in states]
-            b.exp_avg_sqs = [_local(s["exp_avg_sq"]) for s in states]
-            b.max_exp_avg_sqs = [_local(s["max_exp_avg_sq"]) for s in states] if b.amsgrad else []
-            b.masters = [_local(s["master_param"]) for s in states] if b.master else []
-            if b.on_device:
-                # the device's counts may lag b.done (skipped steps): carry them over, never read them here
-                b.steps = torch.stack([s["step"].to(b.device, torch.float32).reshape(()) for s in states])
-            else:
-                b.steps = torch.full((len(states),), float(b.done), dtype=torch.float32)
-            for i, s in enumerate(states):
-                s["step"] = b.steps[i]
-            b.first_step = states[0]["step"]
-            b.contiguous = all(t.is_contiguous() for ts in (b.locals, b.exp_avgs, b.exp_avg_sqs,
-                                                             b.max_exp_avg_sqs, b.masters) for t in ts)
-        return list(buckets.values())
-
-    def _init_state(self, group: dict, p: torch.Tensor, master: bool, sdtype: torch.dtype) -> dict:
-        state = self.state[p]
-        if "step" not in state:
-            state["step"] = torch.tensor(0.0, dtype=torch.float32)
-        for key in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ()):
-            if key not in state:
-                state[key] = torch.zeros_like(p, dtype=sdtype, memory_format=torch.preserve_format)
-        if master and "master_param" not in state:
-            state["master_param"] = p.detach().to(torch.float32, copy=True)
-        return state
-
-    def _device_scalars(self, b: _Bucket, group: dict) -> torch.Tensor:
+    def _device_scalars(self, b: Bucket, group: dict) -> torch.Tensor:
         """The bucket's scalars built on its device from its step count there (contract.DeviceScalarBuilder)."""
         key = (group["lr_peak"], *group["betas"], group["eps"], group["decay"], group["tau_iters"],
                group["weight_decay"])
@@ -385,6 +300,12 @@ class AdamWTau(torch.optim.Optimizer):
             lr64 = torch.full((1,), lr, dtype=torch.float64, device=b.device)  # a fill, no host copy
         return b.builder[1](lr64, b.steps[:1] + 1)
 
+    def _buckets(self, flat) -> list[Bucket]:
+        if torch.compiler.is_compiling():
+            # traced once into the graph; the graph's replays run no Python, so nothing is cached
+            return build(self, flat, self._counts_on_device)
+        return self._layout.get(self, flat, self._counts_on_device)
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
@@ -393,28 +314,28 @@ class AdamWTau(torch.optim.Optimizer):
                 loss = closure()
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
-        grads = [[p.grad for p in group["params"]] for group in self.param_groups]
-        self._check_grads(grads)
         if found_inf is not None and not self._count_on_device:
             # a skipped step must not advance step counts the host cannot see: count on the device
             self._count_on_device = True
             self._invalidate_layout(forget_counts=False)
-        flat = [g for gl in grads for g in gl]
-        if torch.compiler.is_compiling():
-            # traced once into the graph; the graph's replays run no Python, so nothing is cached
-            buckets = self._build(flat)
-        else:
-            key = self._layout_key(flat)
-            if self._layout is not None and self._stale(self._layout[1]):
-                self._layout = None
-            if self._layout is None or self._layout[0] != key:
-                self._layout = (key, self._build(flat))
-            buckets = self._layout[1]
-        # every scalar first: a bad lr or decay raises before any tensor changes
-        work = []
+        flat = [p.grad for group in self.param_groups for p in group["params"]]
+        check = lambda: self._check_grads([[p.grad for p in g["params"]] for g in self.param_groups])  # noqa: E731
+        buckets = self._buckets(flat)
+        # every check first: a bad gradient, lr or decay raises before any tensor changes
+        try:
+            launches = [(b, b.planner.tables(b.locals, b.grads(flat), check)) if b.planner else (b, None)
+                        for b in buckets]
+        except StorageMoved:  # p.data was replaced: the buckets point at the old storage
+            self._invalidate_layout(forget_counts=False)
+            buckets = self._buckets(flat)
+            launches = [(b, b.planner.tables(b.locals, b.grads(flat), check)) if b.planner else (b, None)
+                        for b in buckets]
+        if any(t is None for _, t in launches):
+            check()
         for gi, group in enumerate(self.param_groups):
             self._check_hyper(group, f"param group {gi}")
-        for b in buckets:
+        work = []
+        for b, tables in launches:
             group = self.param_groups[b.group]
             if b.on_device:
                 scalars = self._device_scalars(b, group)
@@ -423,46 +344,23 @@ class AdamWTau(torch.optim.Optimizer):
                     lr=group["lr"], lr_peak=group["lr_peak"], beta1=group["betas"][0], beta2=group["betas"][1],
                     eps=group["eps"], step=b.done + 1, decay_mode=group["decay"], tau_iters=group["tau_iters"],
                     weight_decay=group["weight_decay"]).as_tensor(b.device)
-            work.append((b, group, scalars))
-        for b, group, scalars in work:
-            b_grads = [_local(flat[i]) for i in b.ids]
-            checked = b.contiguous and all(g.is_contiguous() for g in b_grads)
-            fn = backends.step_function(self._backend_for(b.device), contiguous=checked)
+            work.append((b, tables, group, scalars))
+        for b, tables, group, scalars in work:
             scale = None if grad_scale is None else grad_scale.to(b.device, torch.float32, non_blocking=True)
             inf = None if found_inf is None else found_inf.to(b.device, torch.float32, non_blocking=True)
-            fn(b.locals, b_grads, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, scalars, b.ids,
-               self._seed, b.amsgrad, bool(group["maximize"]),
-               bool(group["stochastic_rounding"]) and not b.master, scale, inf)
+            backend = self._backend_for(b.device)
+            flags = (self._seed, b.amsgrad, bool(group["maximize"]), bool(group["stochastic_rounding"]) and not b.master)
+            if tables is not None:  # eager, contiguous, a kernel backend: launch from the bucket's tables
+                launch = backends.launcher(backend)
+                for t in tables:
+                    launch(t, scalars, *b.dtypes, flags[0], flags[1], flags[2], b.master, flags[3], scale, inf)
+            else:
+                backends.step_function(backend)(
+                    b.locals, b.grads(flat), b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, scalars, b.ids,
+                    *flags, scale, inf)
             if inf is None:
                 b.steps += 1
             else:
                 b.steps += (inf == 0).to(torch.float32)  # a skipped step does not count
             b.done += 1
         return loss
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """The tensor a kernel steps: a DTensor's local shard, or the tensor itself."""
-    return t.to_local() if _DTensor is not None and isinstance(t, _DTensor) else t
-
-
-try:
-    from torch.distributed.tensor import DTensor as _DTensor
-except ImportError:  # torch built without distributed
-    _DTensor = None
-
-
-class _Bucket:
-    """Tensors of one group that share a device, dtype path and step count: one launch.
-
-    ``done`` counts the steps taken as the host knows them; with ``on_device`` the count
-    that matters is ``steps`` on the device (skipped steps are not counted there).
-    """
-
-    def __init__(self, group: int, device: torch.device, master: bool, amsgrad: bool, done: int,
-                 on_device: bool):
-        self.group, self.device, self.master, self.amsgrad, self.done = group, device, master, amsgrad, done
-        self.on_device = on_device
-        self.builder = None
-        self.params: list = []
-        self.ids: list = []

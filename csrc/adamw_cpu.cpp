@@ -1,10 +1,10 @@
-// CPU implementation of adamw_tau::adamw_step_: each tensor split into chunks across threads
-// (at::parallel_for); the inner loop is the shared per-element math, compiled with
-// -ffp-contract=off and left to the compiler to vectorise.
+// CPU implementation of adamw_tau::launch_: the blocks of the block table (tables.py) split
+// across threads (at::parallel_for); the inner loop is the shared per-element math, compiled
+// with -ffp-contract=off and left to the compiler to vectorise. It reads the same tables as
+// the GPU kernels, so the CPU tests check them.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <vector>
 
 #include "adamw_step.h"
 
@@ -44,14 +44,15 @@ __attribute__((noinline)) void step_range(const TensorArgs t, int64_t begin, int
   }
 }
 
-constexpr int64_t kGrain = 1 << 15;
+constexpr int64_t kGrain = 1 << 15;  // elements per thread task at the least
 
-void adamw_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-                    at::TensorList max_exp_avg_sqs, at::TensorList masters, const at::Tensor& scalars,
-                    at::IntArrayRef param_ids, int64_t seed, bool amsgrad, bool maximize, bool stochastic_rounding,
-                    const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
-  const BucketArgs b = bucket_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, seed,
-                                   amsgrad, maximize, stochastic_rounding);
+void launch_cpu(const at::Tensor& tensor_table, const at::Tensor& block_table, int64_t chunk, const at::Tensor& scalars,
+                at::ScalarType param_dtype, at::ScalarType grad_dtype, at::ScalarType state_dtype, int64_t seed,
+                bool amsgrad, bool maximize, bool master, bool stochastic_rounding,
+                const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
+  const LaunchArgs b = launch_args(tensor_table, block_table, chunk, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
+                                   maximize, master, stochastic_rounding);
+  TORCH_CHECK(tensor_table.is_cpu(), "adamw_tau: the CPU op takes CPU tables");
   TORCH_CHECK(scalars.is_cpu() && scalars.scalar_type() == at::kFloat && scalars.numel() == 9,
               "adamw_tau: scalars must be 9 float32 values on the CPU");
   if (found_inf.has_value() && found_inf->item<float>() != 0.0f) return;
@@ -59,21 +60,17 @@ void adamw_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
   const Scalars s = read_scalars(scalars.contiguous().data_ptr<float>());
   dispatch_kinds(b, [&]<Kind P, Kind G, Kind S>() {
     auto run = [&]<bool A, Write W>() {
-      // One parallel region over all the bucket's elements, split across tensor boundaries:
-      // a region per tensor costs a fork/join each, which dominates with many small tensors.
-      std::vector<int64_t> offsets(b.tensors.size() + 1, 0);
-      std::vector<uint32_t> keys(b.tensors.size(), 0u);
-      for (size_t k = 0; k < b.tensors.size(); ++k) {
-        offsets[k + 1] = offsets[k] + b.tensors[k].numel;
-        if (W == Write::Stochastic) keys[k] = sr_key(b.seed, s.step, uint32_t(b.tensors[k].param_id));
-      }
-      at::parallel_for(0, offsets.back(), kGrain, [&](int64_t begin, int64_t end) {
-        size_t k = std::upper_bound(offsets.begin(), offsets.end(), begin) - offsets.begin() - 1;
-        for (; k < b.tensors.size() && offsets[k] < end; ++k) {
-          const int64_t lo = std::max(begin, offsets[k]) - offsets[k];
-          const int64_t hi = std::min(end, offsets[k + 1]) - offsets[k];
-          if (grad_scale.has_value()) step_range<P, G, S, A, W, true>(b.tensors[k], lo, hi, s, scale, b.maximize, keys[k]);
-          else step_range<P, G, S, A, W, false>(b.tensors[k], lo, hi, s, scale, b.maximize, keys[k]);
+      // One parallel region over the block table, as a GPU grid: a region per tensor costs
+      // a fork/join each, which dominates with many small tensors.
+      const int64_t grain = std::max<int64_t>(1, kGrain / b.chunk);
+      at::parallel_for(0, b.n_blocks, grain, [&](int64_t begin, int64_t end) {
+        for (int64_t k = begin; k < end; ++k) {
+          const TensorArgs& t = b.tensors[b.blocks[2 * k]];
+          const int64_t lo = b.blocks[2 * k + 1];
+          const int64_t hi = std::min(lo + b.chunk, t.numel);
+          const uint32_t key = W == Write::Stochastic ? sr_key(b.seed, s.step, uint32_t(t.param_id)) : 0u;
+          if (grad_scale.has_value()) step_range<P, G, S, A, W, true>(t, lo, hi, s, scale, b.maximize, key);
+          else step_range<P, G, S, A, W, false>(t, lo, hi, s, scale, b.maximize, key);
         }
       });
     };
@@ -83,6 +80,6 @@ void adamw_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList 
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(adamw_tau, CPU, m) { m.impl("adamw_step_", &adamw_step_cpu); }
+TORCH_LIBRARY_IMPL(adamw_tau, CPU, m) { m.impl("launch_", &launch_cpu); }
 
 }  // namespace adamw_tau

@@ -1,17 +1,16 @@
-// CUDA implementation of adamw_tau::adamw_step_: one launch per bucket, whatever its tensor count.
+// CUDA implementation of adamw_tau::launch_: one launch per table, whatever its tensor count.
 //
-// A table of TensorArgs and a block table (tensor, first element) live on the device and
-// are rebuilt only when the tensors' pointers change; the host's work per step is
-// collecting pointers. 64-bit indices throughout; 4-element vector loads and stores where
-// every pointer allows them, element by element in the tail.
+// The tensor and block tables are built, cached and checked by adamw_tau/tables.py, where
+// the CPU tests run them; this file holds only what must run on the GPU: the kernel and
+// its launch. 64-bit indices throughout; 4-element vector loads and stores where every
+// pointer allows them, element by element in the tail.
 //
 // [note: bitwise] Built with -fmad=false and no fast-math; the math in adamw_math.h uses
 // the _rn intrinsics, which are never contracted, so the compiler flag is a second guard.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
-#include <list>
-#include <mutex>
+#include <string>
 
 #include "adamw_step.h"
 
@@ -20,7 +19,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kVec = 4;
-constexpr int64_t kChunk = 4096;  // elements per block
 
 template <typename T>
 struct alignas(sizeof(T) * kVec) Vec {
@@ -29,7 +27,7 @@ struct alignas(sizeof(T) * kVec) Vec {
 
 template <Kind P, Kind G, Kind S, bool AMSGRAD, Write W>
 __global__ void __launch_bounds__(kThreads) adamw_kernel(const TensorArgs* __restrict__ tensors,
-                                                         const int64_t* __restrict__ blocks,
+                                                         const int64_t* __restrict__ blocks, int64_t chunk,
                                                          const float* __restrict__ scalars,
                                                          const float* __restrict__ grad_scale,
                                                          const float* __restrict__ found_inf, uint64_t seed,
@@ -40,7 +38,7 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const TensorArgs* __res
   if (found_inf != nullptr && *found_inf != 0.0f) return;
   const TensorArgs t = tensors[blocks[2 * blockIdx.x]];
   const int64_t start = blocks[2 * blockIdx.x + 1];
-  const int64_t end = start + kChunk < t.numel ? start + kChunk : t.numel;
+  const int64_t end = start + chunk < t.numel ? start + chunk : t.numel;
   const Scalars s{scalars[0], scalars[1], scalars[2], scalars[3], scalars[4],
                   scalars[5], scalars[6], scalars[7], __float_as_uint(scalars[8])};
   const float scale = grad_scale != nullptr ? *grad_scale : 1.0f;
@@ -117,85 +115,56 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const TensorArgs* __res
   }
 }
 
-// Device tables keyed by every pointer, numel and id of the bucket; a hit means this call's
-// tensors sit exactly where the table says.
-struct Tables {
-  at::Tensor tensors, blocks;
-  int64_t n_blocks;
-};
-struct Plan {
-  std::vector<int64_t> key;
-  Tables tables;
-};
-std::mutex plans_mutex;
-std::list<Plan> plans;
-constexpr size_t kMaxPlans = 16;
-
-Tables plan_for(const BucketArgs& b, const at::Device& device) {
-  std::vector<int64_t> key;
-  key.reserve(b.tensors.size() * 8 + 1);
-  key.push_back(device.index());
-  for (const auto& t : b.tensors) {
-    key.insert(key.end(), {reinterpret_cast<int64_t>(t.p), reinterpret_cast<int64_t>(t.g),
-                           reinterpret_cast<int64_t>(t.m), reinterpret_cast<int64_t>(t.v),
-                           reinterpret_cast<int64_t>(t.vmax), reinterpret_cast<int64_t>(t.master), t.numel,
-                           t.param_id});
-  }
-  std::lock_guard<std::mutex> lock(plans_mutex);
-  for (auto it = plans.begin(); it != plans.end(); ++it) {
-    if (it->key == key) {
-      plans.splice(plans.begin(), plans, it);
-      return plans.front().tables;
-    }
-  }
-  std::vector<int64_t> blocks;
-  for (size_t i = 0; i < b.tensors.size(); ++i)
-    for (int64_t s = 0; s < b.tensors[i].numel; s += kChunk) blocks.insert(blocks.end(), {int64_t(i), s});
-  const auto pinned = at::TensorOptions().dtype(at::kByte).pinned_memory(true);
-  at::Tensor host_t = at::empty({int64_t(b.tensors.size() * sizeof(TensorArgs))}, pinned);
-  std::memcpy(host_t.data_ptr(), b.tensors.data(), host_t.numel());
-  at::Tensor host_b = at::empty({int64_t(blocks.size() * sizeof(int64_t))}, pinned);
-  std::memcpy(host_b.data_ptr(), blocks.data(), host_b.numel());
-  Tables tables{host_t.to(device, /*non_blocking=*/true), host_b.to(device, /*non_blocking=*/true),
-                int64_t(blocks.size() / 2)};
-  plans.push_front(Plan{std::move(key), tables});
-  if (plans.size() > kMaxPlans) plans.pop_back();
-  return tables;
-}
-
-void adamw_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-                     at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList masters,
-                     const at::Tensor& scalars, at::IntArrayRef param_ids, int64_t seed, bool amsgrad, bool maximize,
-                     bool stochastic_rounding, const std::optional<at::Tensor>& grad_scale,
-                     const std::optional<at::Tensor>& found_inf) {
-  const BucketArgs b = bucket_args(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, seed,
-                                   amsgrad, maximize, stochastic_rounding);
-  if (b.tensors.empty()) return;
-  const at::Device device = params[0].device();
-  TORCH_CHECK(scalars.device() == device && scalars.scalar_type() == at::kFloat && scalars.numel() == 9 &&
-                  scalars.is_contiguous(),
-              "adamw_tau: scalars must be 9 contiguous float32 values on ", device);
+void launch_cuda(const at::Tensor& tensor_table, const at::Tensor& block_table, int64_t chunk, const at::Tensor& scalars,
+                 at::ScalarType param_dtype, at::ScalarType grad_dtype, at::ScalarType state_dtype, int64_t seed,
+                 bool amsgrad, bool maximize, bool master, bool stochastic_rounding,
+                 const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
+  const LaunchArgs b = launch_args(tensor_table, block_table, chunk, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
+                                   maximize, master, stochastic_rounding);
+  const at::Device device = tensor_table.device();
+  TORCH_CHECK(device.is_cuda() && scalars.device() == device && scalars.scalar_type() == at::kFloat &&
+                  scalars.numel() == 9 && scalars.is_contiguous(),
+              "adamw_tau: scalars must be 9 contiguous float32 values on ", device, " with the tables");
   for (const auto& opt : {grad_scale, found_inf})
     TORCH_CHECK(!opt.has_value() || (opt->device() == device && opt->scalar_type() == at::kFloat),
                 "adamw_tau: grad_scale and found_inf must be float32 on ", device);
+  if (b.n_blocks == 0) return;
+  TORCH_CHECK(b.n_blocks < (int64_t(1) << 31), "adamw_tau: too many blocks for one launch");
   const c10::cuda::CUDAGuard guard(device);
-  const Tables plan = plan_for(b, device);
   const auto stream = at::cuda::getCurrentCUDAStream();
   const float* scale = grad_scale.has_value() ? grad_scale->data_ptr<float>() : nullptr;
   const float* inf = found_inf.has_value() ? found_inf->data_ptr<float>() : nullptr;
   dispatch_kinds(b, [&]<Kind P, Kind G, Kind S>() {
     auto launch = [&]<bool A, Write W>() {
-      adamw_kernel<P, G, S, A, W><<<plan.n_blocks, kThreads, 0, stream>>>(
-          reinterpret_cast<const TensorArgs*>(plan.tensors.data_ptr()), plan.blocks.data_ptr<int64_t>(),
-          scalars.data_ptr<float>(), scale, inf, b.seed, b.maximize);
+      adamw_kernel<P, G, S, A, W><<<unsigned(b.n_blocks), kThreads, 0, stream>>>(
+          b.tensors, b.blocks, b.chunk, scalars.data_ptr<float>(), scale, inf, b.seed, b.maximize);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
     dispatch_flags(b, launch);
   });
 }
 
+// "" if this build has a kernel image (or PTX the driver can compile) for the device, else
+// why not: a build for other archs must not crash at the first step.
+std::string cuda_kernel_problem(int64_t device) {
+  const c10::cuda::CUDAGuard guard(c10::DeviceIndex(device));
+  cudaFuncAttributes attr;
+  const cudaError_t err =
+      cudaFuncGetAttributes(&attr, adamw_kernel<Kind::F32, Kind::F32, Kind::F32, false, Write::Plain>);
+  if (err == cudaSuccess) return "";
+  (void)cudaGetLastError();  // clear it: the next launch must not see it
+  cudaDeviceProp prop;
+  C10_CUDA_CHECK(cudaGetDeviceProperties(&prop, int(device)));
+  return std::string("the CUDA extension has no kernel for this GPU (sm_") + std::to_string(prop.major) +
+         std::to_string(prop.minor) + "): " + cudaGetErrorString(err) +
+         "; rebuild it with TORCH_CUDA_ARCH_LIST including " + std::to_string(prop.major) + "." +
+         std::to_string(prop.minor);
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(adamw_tau, CUDA, m) { m.impl("adamw_step_", &adamw_step_cuda); }
+TORCH_LIBRARY_IMPL(adamw_tau, CUDA, m) { m.impl("launch_", &launch_cuda); }
+
+TORCH_LIBRARY_FRAGMENT(adamw_tau, m) { m.def("cuda_kernel_problem(int device) -> str", &cuda_kernel_problem); }
 
 }  // namespace adamw_tau

@@ -4,11 +4,15 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <cstddef>
+
 #include "adamw_math.h"
 
 namespace adamw_tau {
 
-// What a kernel needs for one tensor of the bucket.
+// One row of the tensor table that adamw_tau/tables.py builds (int64 [n, 8]): the addresses
+// of p, g, m, v, vmax and the fp32 master (0 where absent), numel, param_id. The kernels read
+// the table as an array of these.
 struct TensorArgs {
   void* p;
   const void* g;
@@ -19,61 +23,59 @@ struct TensorArgs {
   int64_t numel;
   int64_t param_id;
 };
+static_assert(sizeof(TensorArgs) == 8 * sizeof(int64_t), "TensorArgs must be one int64 table row");
+static_assert(offsetof(TensorArgs, g) == 1 * 8 && offsetof(TensorArgs, master) == 5 * 8 &&
+                  offsetof(TensorArgs, numel) == 6 * 8 && offsetof(TensorArgs, param_id) == 7 * 8,
+              "TensorArgs fields must sit in tables.COLUMNS order");
 
-struct BucketArgs {
-  std::vector<TensorArgs> tensors;
+// One launch: the tables, the dtype path and the flags.
+struct LaunchArgs {
+  const TensorArgs* tensors;
+  const int64_t* blocks;  // (row, first element) pairs
+  int64_t n_tensors, n_blocks, chunk;
   Kind param_kind, grad_kind, state_kind;
   bool amsgrad, maximize, master, stochastic_rounding;
   uint64_t seed;
 };
 
-inline Kind kind_of(const at::Tensor& t, const char* what) {
-  switch (t.scalar_type()) {
+inline Kind kind_of(at::ScalarType t, const char* what) {
+  switch (t) {
     case at::kFloat: return Kind::F32;
     case at::kBFloat16: return Kind::BF16;
     case at::kHalf: return Kind::F16;
-    default: TORCH_CHECK(false, "adamw_tau: ", what, " must be float32, bfloat16 or float16, got ", t.scalar_type());
+    default: TORCH_CHECK(false, "adamw_tau: ", what, " must be float32, bfloat16 or float16, got ", t);
   }
 }
 
-inline BucketArgs bucket_args(const at::TensorList params, const at::TensorList grads, const at::TensorList exp_avgs,
-                              const at::TensorList exp_avg_sqs, const at::TensorList max_exp_avg_sqs,
-                              const at::TensorList masters, const at::IntArrayRef param_ids, int64_t seed,
-                              bool amsgrad, bool maximize, bool stochastic_rounding) {
-  const size_t n = params.size();
-  TORCH_CHECK(grads.size() == n && exp_avgs.size() == n && exp_avg_sqs.size() == n && param_ids.size() == n,
-              "adamw_tau: params, grads, exp_avgs, exp_avg_sqs and param_ids must have the same length");
-  TORCH_CHECK(!amsgrad || max_exp_avg_sqs.size() == n, "adamw_tau: amsgrad needs one max_exp_avg_sq per param");
-  TORCH_CHECK(masters.empty() || masters.size() == n, "adamw_tau: masters must be empty or one per param");
-  BucketArgs b;
-  b.amsgrad = amsgrad;
-  b.maximize = maximize;
-  b.master = !masters.empty();
-  b.seed = uint64_t(seed);
-  b.param_kind = n ? kind_of(params[0], "params") : Kind::F32;
-  b.grad_kind = n ? kind_of(grads[0], "grads") : Kind::F32;
-  b.state_kind = n ? kind_of(exp_avgs[0], "exp_avgs") : Kind::F32;
-  b.stochastic_rounding = stochastic_rounding && !b.master && b.param_kind != Kind::F32;
-  b.tensors.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    const auto numel = params[i].numel();
-    auto same = [&](const at::Tensor& t, const char* what, Kind k) {
-      TORCH_CHECK(t.numel() == numel && t.is_contiguous() && t.device() == params[i].device() && kind_of(t, what) == k,
-                  "adamw_tau: ", what, "[", i, "] must be contiguous, on ", params[i].device(), ", with ", numel,
-                  " elements of the bucket's dtype");
-    };
-    same(params[i], "params", b.param_kind);
-    same(grads[i], "grads", b.grad_kind);
-    same(exp_avgs[i], "exp_avgs", b.state_kind);
-    same(exp_avg_sqs[i], "exp_avg_sqs", b.state_kind);
-    if (amsgrad) same(max_exp_avg_sqs[i], "max_exp_avg_sqs", b.state_kind);
-    if (b.master) same(masters[i], "masters", Kind::F32);
-    if (numel == 0) continue;
-    b.tensors.push_back({params[i].data_ptr(), grads[i].data_ptr(), exp_avgs[i].data_ptr(), exp_avg_sqs[i].data_ptr(),
-                         amsgrad ? max_exp_avg_sqs[i].data_ptr() : nullptr,
-                         b.master ? masters[i].data_ptr<float>() : nullptr, numel, param_ids[i]});
-  }
-  return b;
+// Checks the tables' dtype, shape and device (an int64 table read as bytes, or a column too
+// few, fails here on every device) and reads the flags.
+inline LaunchArgs launch_args(const at::Tensor& tensor_table, const at::Tensor& block_table, int64_t chunk,
+                              at::ScalarType param_dtype, at::ScalarType grad_dtype, at::ScalarType state_dtype,
+                              int64_t seed, bool amsgrad, bool maximize, bool master, bool stochastic_rounding) {
+  for (const auto* t : {&tensor_table, &block_table})
+    TORCH_CHECK(t->scalar_type() == at::kLong && t->dim() == 2 && t->is_contiguous(),
+                "adamw_tau: launch tables must be contiguous 2-d int64 tensors, got ", t->scalar_type(), " of shape ",
+                t->sizes());
+  TORCH_CHECK(tensor_table.size(1) == 8 && block_table.size(1) == 2,
+              "adamw_tau: the tensor table has 8 columns and the block table 2, got ", tensor_table.size(1), " and ",
+              block_table.size(1));
+  TORCH_CHECK(tensor_table.device() == block_table.device(), "adamw_tau: both tables must be on one device");
+  TORCH_CHECK(chunk > 0, "adamw_tau: chunk must be positive");
+  LaunchArgs a;
+  a.tensors = reinterpret_cast<const TensorArgs*>(tensor_table.data_ptr<int64_t>());
+  a.blocks = block_table.data_ptr<int64_t>();
+  a.n_tensors = tensor_table.size(0);
+  a.n_blocks = block_table.size(0);
+  a.chunk = chunk;
+  a.param_kind = kind_of(param_dtype, "param_dtype");
+  a.grad_kind = kind_of(grad_dtype, "grad_dtype");
+  a.state_kind = kind_of(state_dtype, "state_dtype");
+  a.amsgrad = amsgrad;
+  a.maximize = maximize;
+  a.master = master;
+  a.stochastic_rounding = stochastic_rounding && !master && a.param_kind != Kind::F32;
+  a.seed = uint64_t(seed);
+  return a;
 }
 
 inline Scalars read_scalars(const float* s) {
@@ -86,7 +88,7 @@ enum class Write { Plain, Master, Stochastic };
 
 // Calls f.template operator()<AMSGRAD, W>() for the bucket's flags.
 template <typename F>
-void dispatch_flags(const BucketArgs& b, F&& f) {
+void dispatch_flags(const LaunchArgs& b, F&& f) {
   auto with_write = [&]<bool A>() {
     if (b.master) f.template operator()<A, Write::Master>();
     else if (b.stochastic_rounding) f.template operator()<A, Write::Stochastic>();
@@ -99,7 +101,7 @@ void dispatch_flags(const BucketArgs& b, F&& f) {
 // Calls f.template operator()<P, G, S>() for the bucket's kinds (grads share the param's kind
 // or are fp32; states are fp32, bf16, or fp16 as torch keeps them for fp16 params).
 template <typename F>
-void dispatch_kinds(const BucketArgs& b, F&& f) {
+void dispatch_kinds(const LaunchArgs& b, F&& f) {
   auto with_state = [&](auto pk, auto gk) {
     if (b.state_kind == Kind::F32) f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::F32>();
     else if (b.state_kind == Kind::BF16) f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::BF16>();

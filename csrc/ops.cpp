@@ -1,4 +1,8 @@
-// adamw_tau::adamw_step_, declared once; implemented per device in adamw_cpu.cpp and adamw_cuda.cu.
+// adamw_tau::launch_, declared once; implemented per device in adamw_cpu.cpp and adamw_cuda.cu.
+//
+// It steps the tensors that the launch tables (adamw_tau/tables.py) point at: a raw launch,
+// called by the adamw_tau::adamw_step_ custom op (adamw_tau/ops.py, what torch.compile sees)
+// and, in eager, by the optimizer straight from its cached tables.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -10,7 +14,7 @@ extern "C" PyObject* PyInit__C(void) {
 
 TORCH_LIBRARY(adamw_tau, m) {
   m.def(
-      "adamw_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
-      "Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] masters, Tensor scalars, int[] param_ids, int seed, "
-      "bool amsgrad, bool maximize, bool stochastic_rounding, Tensor? grad_scale, Tensor? found_inf) -> ()");
+      "launch_(Tensor tensor_table, Tensor block_table, int chunk, Tensor scalars, ScalarType param_dtype, "
+      "ScalarType grad_dtype, ScalarType state_dtype, int seed, bool amsgrad, bool maximize, bool master, "
+      "bool stochastic_rounding, Tensor? grad_scale, Tensor? found_inf) -> ()");
 }

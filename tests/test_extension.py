@@ -48,8 +48,8 @@ def _op_args(path, device="cpu", amsgrad=True):
 
 @pytest.mark.parametrize("path", ["fp32", "bf16_master", "bf16_sr"])
 def test_opcheck(path):
-    extension.load(cuda=False)
-    torch.library.opcheck(torch.ops.adamw_tau.adamw_step_.default, _op_args(PATHS[path]))
+    from adamw_tau import ops  # noqa: F401  (registers the op)
+    torch.library.opcheck(torch.ops.adamw_tau.adamw_step_.default, (*_op_args(PATHS[path]), "cpu"))
 
 
 def test_triton_op_opcheck():
@@ -59,22 +59,30 @@ def test_triton_op_opcheck():
         pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1")
     from adamw_tau import ops  # noqa: F401
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.library.opcheck(torch.ops.adamw_tau.triton_adamw_step_.default, _op_args(PATHS["bf16_sr"], device))
+    torch.library.opcheck(torch.ops.adamw_tau.adamw_step_.default, (*_op_args(PATHS["bf16_sr"], device), "triton"))
 
 
-def test_op_rejects_mismatched_lists_before_writing():
+@pytest.mark.parametrize("change,words", [
+    (lambda a: a.__setitem__(1, a[1][:1]), "same length"),
+    (lambda a: a[1].__setitem__(1, a[1][1][:-1].clone()), r"grads\[1\] must be contiguous.*7 elements"),
+    (lambda a: a[2].__setitem__(0, a[2][0].double()), r"exp_avgs\[0\]"),
+    (lambda a: a[1].__setitem__(0, torch.randn(66)[::2]), "not contiguous"),
+])
+def test_op_rejects_bad_buckets_before_writing(change, words):
+    from adamw_tau import ops  # noqa: F401
     args = list(_op_args(PATHS["fp32"]))
     before = [t.clone() for t in args[0]]
-    args[1] = args[1][:1]
-    with pytest.raises(RuntimeError, match="same length"):
-        torch.ops.adamw_tau.adamw_step_(*args)
+    change(args)
+    with pytest.raises(RuntimeError, match=words):
+        torch.ops.adamw_tau.adamw_step_(*args, "cpu")
     assert all(torch.equal(a, b) for a, b in zip(args[0], before))
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None and extension.toolkit_problem() is not None,
                     reason="no nvcc on this machine")
-def test_cuda_sources_compile_for_sm90(tmp_path):
-    """Compile only: a broken .cu file fails CI wherever nvcc is installed."""
+def test_cuda_sources_compile(tmp_path, monkeypatch):
+    """Compile only, with the flags a build gets: a broken .cu file fails CI wherever nvcc is installed."""
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0+PTX")
     from torch.utils.cpp_extension import CUDA_HOME, include_paths
     import os
     import glob
@@ -84,7 +92,7 @@ def test_cuda_sources_compile_for_sm90(tmp_path):
                               os.path.join(os.path.dirname(os.path.realpath(nvcc)), "..", "include")]
     dirs += glob.glob(os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "*", "include"))
     incs = sum((["-I", d] for d in dirs if os.path.isdir(d)), [])
-    cmd = [nvcc, "-c", "-o", str(tmp_path / "k.o"), *extension.NVCC_FLAGS, "-I", str(extension.CSRC),
+    cmd = [nvcc, "-c", "-o", str(tmp_path / "k.o"), *extension.NVCC_FLAGS, *extension.cuda_arch_flags(), "-I", str(extension.CSRC),
            "-I", sysconfig.get_paths()["include"], *incs, "-D_GLIBCXX_USE_CXX11_ABI=1",
            str(extension.CSRC / "adamw_cuda.cu")]
     out = subprocess.run(cmd, capture_output=True, text=True)

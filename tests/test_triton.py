@@ -33,16 +33,19 @@ def test_triton_many_tensors_one_launch(device, monkeypatch):
                         type("Spy", (), {"__getitem__": lambda self, grid: launches.append(grid) or real[grid]})())
     sizes = [(i * 37) % 301 + 1 for i in range(150)]
     assert parity_bits("triton", PATHS["bf16_master"], sizes, steps=2, device=device, amsgrad=True) == 0
-    assert len(launches) == 2
+    # one launch per step for the tensors the wide path takes (fresh storages are 16-byte
+    # aligned, so numel % 8 decides), one for the rest
+    classes = {n % 8 == 0 for n in sizes}
+    assert len(classes) == 2 and len(launches) == 2 * len(classes)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_triton_table_is_rebuilt_when_storages_change(device):
-    from adamw_tau.triton_kernels import adamw_fused
-    adamw_fused._PLANS.clear()
+    from adamw_tau import tables
+    tables._PLANNERS.clear()
     assert parity_bits("triton", PATHS["fp32"], [10, 20], steps=3, device=device) == 0
     # fresh gradients every step: a table per distinct set of pointers, never a stale one
-    assert 1 <= len(adamw_fused._PLANS) <= 3
+    assert 1 <= len(tables._PLANNERS) <= 3
 
 
 @pytest.mark.cuda

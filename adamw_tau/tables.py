@@ -1,0 +1,195 @@
+"""Launch tables: which tensors one launch steps, and which elements each block of it takes.
+
+One place builds them for every kernel that reads them: the Triton kernel, the CUDA kernel
+and the CPU op (csrc/adamw_cpu.cpp), so the CPU tests run the very tables the GPUs run.
+
+* Tensor table, int64 ``[n, 8]``, one row per tensor: the addresses of p, g, m, v, vmax and
+  the fp32 master (0 where absent), numel, param_id. ``TensorArgs`` in csrc/adamw_step.h is
+  this row, field for field (static_asserts there, a layout test here).
+* Block table, int64 ``[n_blocks, 2]``: (row, first element). A block covers ``CHUNK``
+  elements of one tensor, or its tail. int64 throughout: a 2^31-element tensor's blocks
+  start past 2^31.
+* ``aligned``: every address in the table is 16-byte aligned and every numel a multiple of
+  ``VEC_ELEMS``. Kernels may then load and store 16 bytes at a time (the Triton kernel is
+  told so by hints, which must be true). A bucket whose tensors differ is split into an
+  aligned launch and an unaligned one; the bits do not depend on the split.
+
+[note: what is cached]
+The addresses of params and states do not change while the bucket layout holds;
+gradients are new tensors after every ``zero_grad()``, but the caching allocator mostly
+hands them the same addresses. ``TablePlanner`` keeps the tables of the last addresses
+it saw, so a step whose params and gradients sit where they sat last step costs two
+address lists and no copy; otherwise only the grad column is rewritten and the tables
+are sent to the device again (pinned memory, non-blocking).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+COLUMNS = ("p", "g", "m", "v", "vmax", "master", "numel", "param_id")
+P, G, M, V, VMAX, MASTER, NUMEL, PARAM_ID = range(len(COLUMNS))
+CHUNK = 4096          # elements per block (every backend)
+VEC_BYTES = 16        # the widest load the kernels issue
+VEC_ELEMS = 8         # 16 bytes of 16-bit values; numel must be a multiple for the aligned path
+
+_ptr = torch.Tensor.data_ptr
+
+
+class StorageMoved(RuntimeError):
+    """A parameter's storage is not where the tables say: rebuild the bucket."""
+
+
+@dataclass
+class LaunchTables:
+    tensors: torch.Tensor   # int64 [n, 8], on the launch's device
+    blocks: torch.Tensor    # int64 [n_blocks, 2], on the launch's device
+    n_blocks: int
+    aligned: bool
+
+
+def block_table(numels: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
+    """(row, first element) of every block, rows in order, int64."""
+    numels = np.asarray(numels, dtype=np.int64)
+    per_row = (numels + chunk - 1) // chunk
+    rows = np.repeat(np.arange(len(numels), dtype=np.int64), per_row)
+    first_block = np.cumsum(per_row) - per_row
+    starts = (np.arange(len(rows), dtype=np.int64) - np.repeat(first_block, per_row)) * chunk
+    return np.stack([rows, starts], axis=1) if len(rows) else np.zeros((0, 2), dtype=np.int64)
+
+
+def aligned_rows(table: np.ndarray) -> np.ndarray:
+    """Rows whose every address is 16-byte aligned and whose numel is a multiple of VEC_ELEMS."""
+    addresses = table[:, P:MASTER + 1]
+    ok = np.all(addresses % VEC_BYTES == 0, axis=1)  # absent tensors have address 0: aligned
+    return ok & (table[:, NUMEL] % VEC_ELEMS == 0)
+
+
+def _to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if device.type == "cpu":
+        return t
+    # pinned and non-blocking: no step waits on the device. The host allocator keeps the
+    # pinned block until the copy has run, so the host array may go at once.
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+class TablePlanner:
+    """The launch tables of one bucket: params and states fixed, gradients given per step.
+
+    Build it when the bucket is built (its tensors then stay where they are); call
+    ``tables(params, grads)`` every step. It returns the cached tables while the params and
+    gradients sit at the addresses of the last call, and rebuilds them otherwise.
+    """
+
+    def __init__(self, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids,
+                 device: torch.device, chunk: int = CHUNK):
+        n = len(params)
+        self.device = torch.device(device)
+        self.chunk = chunk
+        rows = np.zeros((n, len(COLUMNS)), dtype=np.int64)
+        for col, ts in ((P, params), (M, exp_avgs), (V, exp_avg_sqs), (VMAX, max_exp_avg_sqs), (MASTER, masters)):
+            if ts:
+                rows[:, col] = list(map(_ptr, ts))
+        rows[:, NUMEL] = list(map(torch.Tensor.numel, params))
+        rows[:, PARAM_ID] = list(param_ids)
+        live = rows[:, NUMEL] > 0  # empty tensors have no blocks and no row
+        self._rows = rows[live]
+        self._live = None if live.all() else np.flatnonzero(live).tolist()
+        self._key: list | None = None
+        self._tables: list[LaunchTables] = []
+
+    def tables(self, params, grads, check=None) -> list[LaunchTables] | None:
+        """The tables for these tensors, or None if a gradient is not contiguous. ``check()``
+        runs first whenever the gradients are not the last call's (it raises on bad
+        gradients, before any table is built)."""
+        if self._live is not None:
+            params = [params[i] for i in self._live]
+            grads = [grads[i] for i in self._live]
+        try:
+            key = list(map(_ptr, params))
+            key += map(_ptr, grads)
+        except RuntimeError:  # a sparse gradient has no data_ptr: check() says what is wrong
+            key = None
+        if key is not None and key == self._key:
+            return self._tables
+        if check is not None:
+            check()
+        if not all(map(torch.Tensor.is_contiguous, grads)):
+            self._key = None
+            return None  # the caller steps contiguous copies instead
+        n = len(params)
+        if key[:n] != self._rows[:, P].tolist():
+            raise StorageMoved("a parameter's storage moved since its bucket was built (p.data was replaced)")
+        self._rows[:, G] = key[n:]
+        self._tables = self._build(self._rows)
+        self._key = key
+        return self._tables
+
+    def _build(self, rows: np.ndarray) -> list[LaunchTables]:
+        out = []
+        ok = aligned_rows(rows)
+        for aligned in (True, False):
+            part = rows[ok == aligned]
+            if len(part) == 0:
+                continue
+            blocks = block_table(part[:, NUMEL], self.chunk)
+            out.append(LaunchTables(_to_device(part, self.device), _to_device(blocks, self.device),
+                                    len(blocks), aligned))
+        return out
+
+
+def check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, amsgrad) -> None:
+    """Raise, before any tensor is touched, unless the lists form one bucket the kernels can step:
+    equal lengths, one dtype per list (fp32 or the params' for grads), one device, contiguous,
+    equal numels."""
+    n = len(params)
+    if not (len(grads) == len(exp_avgs) == len(exp_avg_sqs) == len(param_ids) == n):
+        raise RuntimeError("adamw_tau: params, grads, exp_avgs, exp_avg_sqs and param_ids must have the same length")
+    if amsgrad and len(max_exp_avg_sqs) != n:
+        raise RuntimeError("adamw_tau: amsgrad needs one max_exp_avg_sq per param")
+    if masters and len(masters) != n:
+        raise RuntimeError("adamw_tau: masters must be empty or one per param")
+    if n == 0:
+        return
+    if params[0].dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise RuntimeError(f"adamw_tau: params[0] must be float32, bfloat16 or float16, got {params[0].dtype}")
+    if exp_avgs[0].dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise RuntimeError(f"adamw_tau: exp_avgs[0] must be float32, bfloat16 or float16, got {exp_avgs[0].dtype}")
+    device = params[0].device
+    grad_dtypes = (torch.float32, params[0].dtype)
+    lists = [("params", params, (params[0].dtype,)), ("grads", grads, grad_dtypes),
+             ("exp_avgs", exp_avgs, (exp_avgs[0].dtype,)), ("exp_avg_sqs", exp_avg_sqs, (exp_avgs[0].dtype,))]
+    if amsgrad:
+        lists.append(("max_exp_avg_sqs", max_exp_avg_sqs, (exp_avgs[0].dtype,)))
+    if masters:
+        lists.append(("masters", masters, (torch.float32,)))
+    for name, ts, dtypes in lists:
+        for i, (t, p) in enumerate(zip(ts, params)):
+            if t.layout != torch.strided:
+                raise RuntimeError(f"adamw_tau: {name}[{i}] is {t.layout}; the kernels step dense tensors")
+            if t.dtype not in dtypes or t.device != device or t.numel() != p.numel() or not t.is_contiguous():
+                raise RuntimeError(f"adamw_tau: {name}[{i}] must be contiguous, on {device}, with {p.numel()} "
+                                   f"elements of dtype {' or '.join(map(str, dtypes))}; got {t.dtype} on {t.device} "
+                                   f"with {t.numel()} elements{'' if t.is_contiguous() else ', not contiguous'}")
+
+
+def plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids) -> list[LaunchTables]:
+    """Tables for one call of the list-form op (torch.compile, tests): cached by every address."""
+    key = (params[0].device, *(tuple(map(_ptr, ts)) for ts in (params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+                                                                masters)),
+           tuple(map(torch.Tensor.numel, params)), tuple(param_ids))
+    planner = _PLANNERS.pop(key, None)
+    if planner is None:
+        planner = TablePlanner(params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids,
+                               params[0].device)
+    _PLANNERS[key] = planner  # most recently used last
+    if len(_PLANNERS) > _MAX_PLANNERS:
+        _PLANNERS.pop(next(iter(_PLANNERS)))
+    return planner.tables(params, grads)
+
+
+_PLANNERS: dict = {}
+_MAX_PLANNERS = 16
