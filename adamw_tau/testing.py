@@ -44,6 +44,7 @@ def hard_values(n: int, gen: torch.Generator, *, positive: bool = False, span: f
     x = torch.where(kind == 0, torch.zeros_like(x), x)
     x = torch.where(kind == 1, sub, x)
     x = torch.where(kind == 2, -x, x)
+    x = torch.where(kind == 3, torch.full_like(x, -0.0), x)  # zeros of both signs
     return x.abs() if positive else x
 
 
@@ -52,7 +53,18 @@ def grad_span(path: Path) -> float:
     return 3.0 if path.param_dtype == torch.float16 else 6.0
 
 
-def make_bucket(sizes, path: Path, *, amsgrad: bool, device="cpu", seed: int = 0) -> dict:
+def _placed(t: torch.Tensor, offset: int) -> torch.Tensor:
+    """``t`` copied to a storage that starts ``offset`` elements in (0: a fresh, aligned one)."""
+    if not offset:
+        return t
+    buf = torch.empty(t.numel() + offset, dtype=t.dtype, device=t.device)
+    out = buf[offset:]
+    out.copy_(t)
+    return out
+
+
+def make_bucket(sizes, path: Path, *, amsgrad: bool, device="cpu", seed: int = 0, offsets=None) -> dict:
+    """Hard data for one bucket; ``offsets[i]`` elements of storage offset misalign tensor i."""
     gen = torch.Generator().manual_seed(seed)
     out = dict(params=[], exp_avgs=[], exp_avg_sqs=[], max_exp_avg_sqs=[], masters=[])
     for n in sizes:
@@ -65,6 +77,8 @@ def make_bucket(sizes, path: Path, *, amsgrad: bool, device="cpu", seed: int = 0
         out["exp_avg_sqs"].append(v.to(path.state_dtype).to(device))
         if amsgrad:
             out["max_exp_avg_sqs"].append((v * torch.rand(n, generator=gen) * 2).to(path.state_dtype).to(device))
+    if offsets:
+        out = {k: [_placed(t, o) for t, o in zip(ts, offsets)] for k, ts in out.items()}
     return out
 
 
@@ -74,12 +88,14 @@ def _words(t: torch.Tensor) -> torch.Tensor:
 
 
 def differing_words(a: dict, b: dict) -> int:
-    """Words whose bits differ; two NaNs count as equal whatever their payloads."""
+    """Words whose bits differ; two NaNs count as equal whatever their payloads. The tensors
+    may sit on different devices (compared on the CPU)."""
     n = 0
     for key in a:
         for x, y in zip(a[key], b[key]):
-            both_nan = (torch.isnan(x) & torch.isnan(y)).reshape(-1).cpu()
-            n += int(((_words(x).cpu() != _words(y).cpu()) & ~both_nan).sum())
+            x, y = x.detach().cpu(), y.detach().cpu()
+            both_nan = (torch.isnan(x) & torch.isnan(y)).reshape(-1)
+            n += int(((_words(x) != _words(y)) & ~both_nan).sum())
     return n
 
 
@@ -87,21 +103,56 @@ def clone_bucket(b: dict) -> dict:
     return {k: [t.clone() for t in v] for k, v in b.items()}
 
 
+def random_config(rng) -> dict:
+    """One randomized parity case (``rng``: random.Random): a path, flags, hyperparameters and
+    odd sizes, some tensors misaligned by a storage offset."""
+    n = rng.randint(1, 10)
+    sizes = [rng.choice([1, 3, 7, 8, 17, 4095, 4096, 4097, 10_001, rng.randint(1, 70_000)]) for _ in range(n)]
+    return dict(path=rng.choice(list(PATHS)), sizes=sizes,
+                offsets=[rng.choice([0, 0, 0, 1, 3]) for _ in sizes],
+                amsgrad=rng.random() < 0.4, maximize=rng.random() < 0.5,
+                decay=rng.choice(["tau", "lambda", "none"]),
+                grad_scale=rng.choice([None, None, 65536.0, 3.0]),
+                betas=(rng.choice([0.0, 0.0, 0.9, 0.5]), rng.choice([0.999, 0.95, 0.0])),
+                eps=rng.choice([1e-8, 0.0, 1e-30]), grad_span_extra=rng.choice([0.0, 0.0, 12.0]),
+                steps=rng.randint(2, 4))
+
+
+def random_parity(backend: str, device, seed: int) -> tuple[dict, int]:
+    """The config drawn from ``seed`` and the words by which ``backend`` differs from the reference."""
+    import random
+    cfg = random_config(random.Random(seed))
+    path = PATHS[cfg["path"]]
+    extra = cfg["grad_span_extra"] if path.param_dtype != torch.float16 else 0.0
+    bits = parity_bits(backend, path, cfg["sizes"], steps=cfg["steps"], device=device, amsgrad=cfg["amsgrad"],
+                       maximize=cfg["maximize"], decay=cfg["decay"], grad_scale=cfg["grad_scale"], seed=seed,
+                       betas=cfg["betas"], eps=cfg["eps"], offsets=cfg["offsets"], grad_span_extra=extra)
+    return cfg, bits
+
+
 def parity_bits(backend: str, path: Path, sizes, *, steps: int = 3, device="cpu", amsgrad: bool = False,
                 maximize: bool = False, decay: str = "tau", grad_scale: float | None = None,
-                seed: int = 0, check_every_step: bool = True) -> int:
-    """Words differing between ``backend`` and the reference after each of ``steps`` steps (summed)."""
+                seed: int = 0, check_every_step: bool = True, betas=(0.9, 0.999), eps: float = 1e-8,
+                offsets=None, grad_span_extra: float = 0.0) -> int:
+    """Words differing between ``backend`` and the reference after each of ``steps`` steps (summed).
+
+    ``offsets``: storage offsets (elements) that misalign the tensors; ``grad_span_extra``:
+    decades of gradient magnitude beyond the path's usual span.
+    """
     fn = backends.step_function(backend)
-    ours = make_bucket(sizes, path, amsgrad=amsgrad, device=device, seed=seed)
+    ours = make_bucket(sizes, path, amsgrad=amsgrad, device=device, seed=seed, offsets=offsets)
     ref = clone_bucket(ours)
     gen = torch.Generator().manual_seed(seed + 1)
     ids = list(range(7, 7 + len(sizes)))
     scale = None if grad_scale is None else torch.tensor([grad_scale], dtype=torch.float32, device=device)
     total = 0
     for t in range(1, steps + 1):
-        grads = [hard_values(n, gen, span=grad_span(path)).to(path.param_dtype).to(device) for n in sizes]
+        grads = [_placed(hard_values(n, gen, span=grad_span(path) + grad_span_extra).to(path.param_dtype).to(device),
+                         offsets[i] if offsets else 0) for i, n in enumerate(sizes)]
+        if t == steps:  # a zero gradient: -0.0 under maximize is where compiled Triton once differed
+            grads = [torch.zeros_like(g) for g in grads]
         lr = 1e-3 * (1.0 + 0.37 * t)
-        s = host_scalars(lr=lr, lr_peak=5e-3, beta1=0.9, beta2=0.999, eps=1e-8, step=t, decay_mode=decay,
+        s = host_scalars(lr=lr, lr_peak=5e-3, beta1=betas[0], beta2=betas[1], eps=eps, step=t, decay_mode=decay,
                          tau_iters=300.0, weight_decay=0.1).as_tensor(device)
         for impl, st in ((fn, ours), (reference.adamw_step_, ref)):
             impl(st["params"], grads, st["exp_avgs"], st["exp_avg_sqs"], st["max_exp_avg_sqs"], st["masters"],

@@ -62,8 +62,8 @@ def test_bench_quick_prints_parity_zero(capsys, tmp_path):
 def test_bench_fails_loudly_when_a_backend_is_off_by_one_bit(monkeypatch, capsys):
     real = backends.step_function
 
-    def corrupted(name, contiguous=False):
-        fn = real(name, contiguous)
+    def corrupted(name):
+        fn = real(name)
         if name == "reference":
             return fn
 

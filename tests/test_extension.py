@@ -18,7 +18,7 @@ def built():
     assert reason is None, f"the CPU extension must build in CI: {reason}"
 
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else [])
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -10,7 +10,7 @@ from adamw_tau.testing import PATHS, parity_bits  # noqa: E402
 
 SIZES = [1, 3, 1023, 4097, 2048, 5]
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-DEVICES = (["cpu"] if INTERPRET else []) + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = (["cpu"] if INTERPRET else []) + ([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else [])
 pytestmark = pytest.mark.skipif(not DEVICES, reason="Triton runs on CUDA, or on CPU with TRITON_INTERPRET=1")
 
 
