@@ -332,8 +332,13 @@ class AdamWTau(torch.optim.Optimizer):
                         for b in buckets]
         if any(t is None for _, t in launches):
             check()
+        checked = self.__dict__.setdefault("_hyper_checked", {})
         for gi, group in enumerate(self.param_groups):
-            self._check_hyper(group, f"param group {gi}")
+            # checked again only when a value changed (schedulers change lr every step)
+            seen = (group["lr"], tuple(group["betas"]), group["eps"], group["state_dtype"], group.get("lr_peak"))
+            if isinstance(group["lr"], torch.Tensor) or checked.get(gi) != seen:
+                self._check_hyper(group, f"param group {gi}")
+                checked[gi] = seen
         work = []
         for b, tables in launches:
             group = self.param_groups[b.group]
