@@ -139,6 +139,7 @@ class Row:
     speedup_vs_torch_fused: float | None = None
     parity_bits: int | None = None
     note: str = ""
+    error: str | None = None  # why this implementation could not be measured
 
 
 @dataclass
@@ -148,10 +149,17 @@ class Report:
     torch_version: str
     rows: list = field(default_factory=list)
     parity_failures: list = field(default_factory=list)
+    failures: list = field(default_factory=list)  # rows that raised: "impl workload path: why"
 
     def as_dict(self) -> dict:
         return {"device": self.device, "device_name": self.device_name, "torch": self.torch_version,
-                "rows": [asdict(r) for r in self.rows], "parity_failures": self.parity_failures}
+                "rows": [asdict(r) for r in self.rows], "parity_failures": self.parity_failures,
+                "failures": self.failures}
+
+
+def _why(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:200]
 
 
 def our_backends(device: str) -> list[str]:
@@ -191,12 +199,16 @@ def run(device: str | None = None, quick: bool = False, progress: bool = True, p
                 if impl.startswith("torch") and not torch_supports(path):
                     row.note = "torch.optim.AdamW has no such path"
                 else:
-                    params = _model(shapes, path, device)
-                    opt = make_optimizer(impl, params, path)
-                    row.ms = time_ms(opt.step, device, reps, warmup)
-                    row.gbps = nbytes / row.ms / 1e6
-                    row.pct_copy = 100.0 * cms / row.ms
-                    del opt, params
+                    try:
+                        params = _model(shapes, path, device)
+                        opt = make_optimizer(impl, params, path)
+                        row.ms = time_ms(opt.step, device, reps, warmup)
+                        row.gbps = nbytes / row.ms / 1e6
+                        row.pct_copy = 100.0 * cms / row.ms
+                    except Exception as e:  # one failing backend never takes the bench down
+                        row.error = _why(e)
+                        report.failures.append(f"{impl} {wname} {pname}: {row.error}")
+                    params = opt = None
                     if device == "cuda":
                         torch.cuda.empty_cache()
                 rows[impl] = row
@@ -206,8 +218,13 @@ def run(device: str | None = None, quick: bool = False, progress: bool = True, p
                 if row.ms and fused:
                     row.speedup_vs_torch_fused = fused / row.ms
                 if impl.startswith("ours:"):
-                    row.parity_bits = parity_bits(impl.split(":")[1], path, parity_sizes(shapes),
-                                                  steps=parity_steps, device=device, amsgrad=False)
+                    if row.error is None:
+                        try:
+                            row.parity_bits = parity_bits(impl.split(":")[1], path, parity_sizes(shapes),
+                                                          steps=parity_steps, device=device, amsgrad=False)
+                        except Exception as e:
+                            row.error = _why(e)
+                            report.failures.append(f"{impl} {wname} {pname} (parity): {row.error}")
                     if row.parity_bits:
                         report.parity_failures.append(f"{impl} {wname} {pname}: {row.parity_bits} words differ")
                     bar.update(1)
@@ -256,11 +273,11 @@ def format_table(report: Report) -> str:
                       f"{r.ms:.3f}" if r.ms else "-", f"{r.gbps:.1f}" if r.gbps else "-",
                       f"{r.pct_copy:.1f}" if r.pct_copy else "-",
                       f"{r.speedup_vs_torch_fused:.2f}" if r.speedup_vs_torch_fused else "-",
-                      "-" if r.parity_bits is None else str(r.parity_bits)])
+                      "-" if r.parity_bits is None else str(r.parity_bits)] + ([f"FAILED: {r.error}"] if r.error else []))
     widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
     out = [head]
     for j, line in enumerate(lines):
-        out.append("  ".join(c.ljust(w) for c, w in zip(line, widths)))
+        out.append("  ".join(c.ljust(w) for c, w in zip(line, widths)) + "".join("  " + x for x in line[len(cols):]))
         if j == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)

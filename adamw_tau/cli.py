@@ -20,12 +20,18 @@ def _bench(args) -> int:
     if args.plot:
         bench.plot(report, args.plot)
         print(f"wrote {args.plot}")
+    status = 0
+    if report.failures:
+        print("\nFAILED: these rows could not be measured (the rest of the table stands):", file=sys.stderr)
+        for line in report.failures:
+            print(f"  {line}", file=sys.stderr)
+        status = 1
     if report.parity_failures:
         print("\nPARITY FAILED: a backend's bits differ from the reference:", file=sys.stderr)
         for line in report.parity_failures:
             print(f"  {line}", file=sys.stderr)
-        return 1
-    return 0
+        status = 1
+    return status
 
 
 def convert(lr: float, weight_decay: float | None = None, tau_iters: float | None = None,

@@ -76,3 +76,27 @@ def test_bench_fails_loudly_when_a_backend_is_off_by_one_bit(monkeypatch, capsys
     monkeypatch.setattr(backends, "step_function", corrupted)
     assert cli.main(ARGS) == 1
     assert "PARITY FAILED" in capsys.readouterr().err
+
+
+def test_bench_survives_a_failing_backend_and_says_why(monkeypatch, capsys, tmp_path):
+    """On an H100 one backend's crash took the whole bench down: now its row says why, the
+    other rows and the parity column still print, and the exit status is non-zero."""
+    real = bench.make_optimizer
+
+    def broken(impl, params, path):
+        if impl == "ours:cpu":
+            raise RuntimeError("expected scalar type Long but found Byte\nsecond line")
+        return real(impl, params, path)
+
+    monkeypatch.setattr(bench, "make_optimizer", broken)
+    out_json = tmp_path / "b.json"
+    assert cli.main(ARGS + ["--json", str(out_json)]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED: RuntimeError: expected scalar type Long but found Byte" in captured.out
+    assert "ours:cpu small_2000x4096 fp32: RuntimeError" in captured.err
+    r = json.loads(out_json.read_text())
+    rows = {row["impl"]: row for row in r["rows"]}
+    assert rows["ours:cpu"]["error"].startswith("RuntimeError") and rows["ours:cpu"]["ms"] is None
+    assert rows["torch:fused"]["ms"] > 0 and rows["torch:fused"]["error"] is None
+    assert r["failures"] == [f"ours:cpu small_2000x4096 {p}: RuntimeError: expected scalar type Long but found Byte"
+                             for p in ("fp32", "bf16_states")]
