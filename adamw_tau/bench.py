@@ -92,11 +92,22 @@ def time_ms(fn, device: str, reps: int, warmup: int) -> float:
 
 
 def copy_ms(nbytes: int, device: str, reps: int, warmup: int) -> float:
-    """A device-to-device copy that reads nbytes/2 and writes nbytes/2."""
+    """The roofline for moving nbytes: on a GPU a device-to-device copy (reads nbytes/2,
+    writes nbytes/2); on the CPU an in-place stream (x *= c over nbytes/2, read and written
+    back), the access pattern of the update itself. A CPU copy_ reads one buffer and writes
+    another, which the CPU's caches and write-allocate make slower than an in-place update:
+    the update measured at 150% of "copy" on the 2-core machine (RESULTS.md), a ceiling it
+    cannot exceed is the honest one (bench/cpu_stream.cpp measures the same)."""
     n = max(1, nbytes // 2 // 4)
     src = torch.rand(n, device=device)
+    if device != "cuda":
+        return time_ms(lambda: src.mul_(1.0), device, reps, warmup)
     dst = torch.empty_like(src)
     return time_ms(lambda: dst.copy_(src), device, reps, warmup)
+
+
+def roofline_name(device: str) -> str:
+    return "% copy" if device == "cuda" else "% stream"
 
 
 def _model(shapes, path: Path, device: str, seed: int = 0):
@@ -150,11 +161,73 @@ class Report:
     rows: list = field(default_factory=list)
     parity_failures: list = field(default_factory=list)
     failures: list = field(default_factory=list)  # rows that raised: "impl workload path: why"
+    host_cost: list = field(default_factory=list)  # HostRow
 
     def as_dict(self) -> dict:
         return {"device": self.device, "device_name": self.device_name, "torch": self.torch_version,
                 "rows": [asdict(r) for r in self.rows], "parity_failures": self.parity_failures,
-                "failures": self.failures}
+                "failures": self.failures, "host_cost": [asdict(r) for r in self.host_cost]}
+
+
+# --- host cost: step() on tiny tensors, so the device is idle and the host's work shows -----
+
+HOST_COUNTS = (1, 52, 148, 2000)
+
+
+@dataclass
+class HostRow:
+    impl: str
+    tensors: int
+    ms: float | None = None
+    error: str | None = None
+
+
+def host_cost(device: str, impls, counts=HOST_COUNTS, reps: int = 50, numel: int = 16) -> list[HostRow]:
+    """Median wall time of one step() over ``counts`` tensors of ``numel`` fp32 elements,
+    the device synchronised before each call (perf_counter around the call alone)."""
+    rows = []
+    for impl in impls:
+        for n in counts:
+            row = HostRow(impl, n)
+            try:
+                params = _model([(numel,)] * n, PATHS["fp32"], device)
+                opt = make_optimizer(impl, params, PATHS["fp32"])
+                for _ in range(3):
+                    opt.step()
+                times = []
+                for _ in range(reps if n < 1000 else max(5, reps // 4)):
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    opt.step()
+                    times.append(time.perf_counter() - t0)
+                row.ms = statistics.median(times) * 1e3
+            except Exception as e:
+                row.error = _why(e)
+            rows.append(row)
+    return rows
+
+
+def us_per_tensor(rows: list[HostRow], impl: str) -> float | None:
+    """The slope from the fewest to the most tensors, in µs per tensor."""
+    mine = sorted((r for r in rows if r.impl == impl and r.ms is not None), key=lambda r: r.tensors)
+    if len(mine) < 2:
+        return None
+    return (mine[-1].ms - mine[0].ms) / (mine[-1].tensors - mine[0].tensors) * 1e3
+
+
+def format_host_table(rows: list[HostRow]) -> str:
+    counts = sorted({r.tensors for r in rows})
+    impls = list(dict.fromkeys(r.impl for r in rows))
+    lines = ["host cost: median step() ms on tiny fp32 tensors (device idle), and µs per added tensor",
+             f"{'impl':16}" + "".join(f"{n:>10}" for n in counts) + f"{'µs/tensor':>11}"]
+    for impl in impls:
+        cells = []
+        for n in counts:
+            r = next((r for r in rows if r.impl == impl and r.tensors == n), None)
+            cells.append(f"{r.ms:10.3f}" if r is not None and r.ms is not None else f"{'failed':>10}")
+        slope = us_per_tensor(rows, impl)
+        lines.append(f"{impl:16}" + "".join(cells) + (f"{slope:11.2f}" if slope is not None else f"{'-':>11}"))
+    return "\n".join(lines)
 
 
 def _why(e: BaseException) -> str:
@@ -174,14 +247,18 @@ def parity_sizes(shapes) -> list[int]:
 
 
 def run(device: str | None = None, quick: bool = False, progress: bool = True, parity_steps: int = 3,
-        only_workloads=None, only_paths=None) -> Report:
+        only_workloads=None, only_paths=None, host_only: bool = False) -> Report:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    reps, warmup = (5, 2) if quick else (20, 3)
+    # the CPU default ends in about 2 minutes on 2 cores (the for-loop rows alone took minutes)
+    reps, warmup = (5, 2) if quick else ((20, 3) if device == "cuda" else (7, 1))
     name = torch.cuda.get_device_name() if device == "cuda" else (_cpu_name() or "CPU")
     report = Report(device, name, torch.__version__)
     ours = our_backends(device)
-    impls = [f"ours:{b}" for b in ours] + ["torch:for-loop", "torch:foreach", "torch:fused"]
-    wl = workloads(device, quick)
+    impls = [f"ours:{b}" for b in ours] + (["torch:for-loop"] if device == "cuda" else []) + \
+        ["torch:foreach", "torch:fused"]
+    report.host_cost = host_cost(device, [i for i in impls if i != "torch:for-loop"],
+                                 reps=20 if quick else 50)
+    wl = {} if host_only else workloads(device, quick)
     if only_workloads:
         wl = {k: v for k, v in wl.items() if k in only_workloads}
     paths = [p for p in BENCH_PATHS if not only_paths or p in only_paths]
@@ -263,9 +340,12 @@ def _progress(total: int, enabled: bool):
 
 def format_table(report: Report) -> str:
     head = (f"device: {report.device_name} ({report.device}), torch {report.torch_version}\n"
-            "ms = median step() time; % copy = a copy of the same bytes / step time; parity = words differing "
+            f"ms = median step() time; {roofline_name(report.device)} = "
+            f"{'a copy' if report.device == 'cuda' else 'an in-place stream'} of the same bytes / step time; "
+            "parity = words differing "
             "from the reference (0 required)\n")
-    cols = ["workload", "path", "impl", "B/param", "ms", "GB/s", "% copy", "x torch fused", "parity"]
+    cols = ["workload", "path", "impl", "B/param", "ms", "GB/s", roofline_name(report.device), "x torch fused",
+            "parity"]
     lines = [cols]
     for r in report.rows:
         bpp = r.bytes // r.numel
@@ -301,7 +381,7 @@ def plot(report: Report, path: str) -> None:
     ax.axhline(100, color="k", lw=0.8, ls="--")
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))])
     ax.set_xticklabels([f"{w}\n{p}" for w, p in groups], fontsize=7)
-    ax.set_ylabel("% of copy bandwidth (same bytes)")
+    ax.set_ylabel(f"{roofline_name(report.device)} bandwidth (same bytes)")
     ax.set_title(f"AdamW step vs copy roofline — {report.device_name}")
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -11,13 +11,15 @@ from . import timescale
 def _bench(args) -> int:
     from . import bench
     report = bench.run(device=args.device, quick=args.quick, progress=not args.no_progress,
-                       only_workloads=args.workload, only_paths=args.path)
-    print(bench.format_table(report))
+                       only_workloads=args.workload, only_paths=args.path, host_only=args.host_only)
+    if report.rows:
+        print(bench.format_table(report))
+    print("\n" + bench.format_host_table(report.host_cost))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report.as_dict(), f, indent=2)
         print(f"wrote {args.json}")
-    if args.plot:
+    if args.plot and report.rows:
         bench.plot(report, args.plot)
         print(f"wrote {args.plot}")
     status = 0
@@ -93,6 +95,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--workload", action="append", help="only this workload (repeatable)")
     b.add_argument("--path", action="append", help="only this dtype path (repeatable)")
     b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--host-only", action="store_true",
+                   help="only the host-cost table (step() on tiny tensors, the device idle)")
     b.set_defaults(func=_bench)
     c = sub.add_parser("convert", help="λ ⇄ τ_iter ⇄ τ_epoch")
     c.add_argument("--lr", type=float, required=True, help="peak learning rate η")

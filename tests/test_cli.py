@@ -100,3 +100,18 @@ def test_bench_survives_a_failing_backend_and_says_why(monkeypatch, capsys, tmp_
     assert rows["torch:fused"]["ms"] > 0 and rows["torch:fused"]["error"] is None
     assert r["failures"] == [f"ours:cpu small_2000x4096 {p}: RuntimeError: expected scalar type Long but found Byte"
                              for p in ("fp32", "bf16_states")]
+
+
+def test_host_cost_table_on_cpu(capsys):
+    """The host-cost benchmark runs without a GPU: a regression in µs per tensor shows in CI."""
+    rows = bench.host_cost("cpu", ["ours:cpu", "ours:reference", "torch:fused"], counts=(1, 40), reps=5)
+    assert [(r.impl, r.tensors) for r in rows] == [(i, n) for i in ("ours:cpu", "ours:reference", "torch:fused")
+                                                    for n in (1, 40)]
+    assert all(r.error is None and math.isfinite(r.ms) and r.ms > 0 for r in rows)
+    one, forty = (r.ms for r in rows if r.impl == "ours:cpu")
+    assert bench.us_per_tensor(rows, "ours:cpu") == pytest.approx((forty - one) / 39 * 1e3)
+    table = bench.format_host_table(rows)
+    assert "µs/tensor" in table and "ours:reference" in table
+    assert cli.main(["bench", "--device", "cpu", "--host-only", "--quick", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "host cost" in out and "ours:cpu" in out and "torch:fused" in out and "workload" not in out
