@@ -448,6 +448,11 @@ def run(out: str, quick: bool = False, device: str = "cpu", part: str | None = N
         return {"plan": text}
     corpus = stdlib_corpus.load()
     info = corpus.describe()
+    need = max((*cfg.ds_sizes, cfg.w_tokens)) + 1
+    if corpus.train.numel() < need:
+        raise ValueError(f"the {cfg.name} grid needs {need} training bytes (dataset sizes {cfg.ds_sizes}, width "
+                         f"experiment {cfg.w_tokens}), but this Python's stdlib corpus has {corpus.train.numel()} "
+                         f"({info['python']}, sha256 {info['corpus_sha256']})")
     os.makedirs(out, exist_ok=True)
     csv_path = os.path.join(out, "lm.csv")
     done_rows = read_rows(csv_path)

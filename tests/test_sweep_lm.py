@@ -105,3 +105,12 @@ def test_part_runs_only_its_share(tmp_path, monkeypatch):
     r = sweep_lm.run(str(tmp_path), quick=True, progress=False)  # the rest; then the summary
     assert len(trained) == len(sweep_lm.jobs(sweep_lm.QUICK)) - len(share) and r["missing"] == 0
     assert (tmp_path / "lm.png").exists()
+
+
+def test_too_small_a_corpus_stops_before_training(tmp_path, monkeypatch):
+    import dataclasses
+    big = dataclasses.replace(sweep_lm.QUICK, ds_sizes=(10 ** 9,))
+    monkeypatch.setattr(sweep_lm, "QUICK", big)
+    monkeypatch.setattr(sweep_lm, "train_run", lambda *a, **k: pytest.fail("trained despite the check"))
+    with pytest.raises(ValueError, match="needs 1000000001 training bytes"):
+        sweep_lm.run(str(tmp_path), quick=True, progress=False)
