@@ -1,4 +1,4 @@
-"""The ``adamw-tau`` command: bench (the main job), convert, sweep."""
+"""The ``adamw-tau`` command: bench (the main job), convert, transfer, published, sweep."""
 from __future__ import annotations
 
 import argparse
@@ -79,6 +79,43 @@ def _convert(args) -> int:
     return 0
 
 
+def _transfer(args) -> int:
+    try:
+        r = timescale.transfer(args.lr, weight_decay=args.weight_decay, tau_epochs=args.tau_epochs,
+                               dataset_size=args.dataset_size, batch_size=args.batch_size,
+                               to_dataset_size=args.to_dataset_size, to_batch_size=args.to_batch_size,
+                               width_mult=args.width_mult)
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"adamw-tau transfer: {e}")
+    a, b = r["from"], r["to"]
+    print("tuned run")
+    print(f"  lr (peak)        η        = {a['lr']:.6g}")
+    print(f"  iters per epoch  M        = dataset / batch = {a['dataset_size']:.6g} / {a['batch_size']:.6g}"
+          f" = {a['iters_per_epoch']:.6g}")
+    print(f"  weight decay     λ        = {a['weight_decay']:.6g}")
+    print(f"  timescale        τ_iter   = 1 / (η·λ)        = {a['tau_iters']:.6g} iterations")
+    print(f"  timescale        τ_epoch  = τ_iter / M       = {a['tau_epochs']:.6g} epochs   (held fixed)")
+    print(f"target (width_mult {b['width_mult']:g} under μP)")
+    print(f"  iters per epoch  M'       = {b['dataset_size']:.6g} / {b['batch_size']:.6g} = {b['iters_per_epoch']:.6g}")
+    print(f"  timescale        τ_iter'  = τ_epoch · M'     = {b['tau_iters']:.6g} iterations")
+    print("  per group kind (mup_param_groups): λ' = 1 / (η'·τ_iter')")
+    for kind, g in r["groups"].items():
+        print(f"    {kind:7s} η' = {g['lr_rule']:15s} = {g['lr']:<10.6g} λ' = {g['weight_decay']:.6g}")
+    print("  (vector-like groups are not decayed by mup_param_groups by default; their λ' is for when they are)")
+    if args.json:
+        print(json.dumps(r))
+    return 0
+
+
+def _published(args) -> int:
+    from . import published
+    if args.json:
+        print(json.dumps(published.rows()))
+    else:
+        print(published.markdown())
+    return 0
+
+
 def _sweep(args) -> int:
     from . import sweeps
     return sweeps.main(args)
@@ -108,6 +145,21 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--iters-per-epoch", type=float)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_convert)
+    t = sub.add_parser("transfer", help="move a tuned lr and λ to another dataset size, batch size and μP width "
+                                        "(τ_epoch held fixed)")
+    t.add_argument("--lr", type=float, required=True, help="the tuned run's peak learning rate η")
+    t.add_argument("--weight-decay", type=float, help="the tuned run's torch-form λ (or give --tau-epochs)")
+    t.add_argument("--tau-epochs", type=float, help="the tuned run's τ_epoch (or give --weight-decay)")
+    t.add_argument("--dataset-size", type=float, required=True, help="the tuned run's examples (or tokens)")
+    t.add_argument("--batch-size", type=float, required=True, help="the tuned run's examples (or tokens) per step")
+    t.add_argument("--to-dataset-size", type=float, required=True, help="the target's dataset size, same unit")
+    t.add_argument("--to-batch-size", type=float, help="the target's batch size (default: unchanged)")
+    t.add_argument("--width-mult", type=float, default=1.0, help="target width / tuned width under μP (default 1)")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=_transfer)
+    pb = sub.add_parser("published", help="public pretraining runs' lr, λ, batch and tokens in τ terms, with sources")
+    pb.add_argument("--json", action="store_true")
+    pb.set_defaults(func=_published)
     try:
         from .sweeps import add_parser
         add_parser(sub, _sweep)

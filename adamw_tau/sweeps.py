@@ -10,6 +10,8 @@ ridge    Schaipp's decoupling experiment: ridge regression, A in R^{200x1000}, b
 dataset  Wang & Aitchison's claim: the best tau_epoch stays put as the dataset grows, so the
          best lambda falls ~ 1/size. Teacher-student regression at several sizes.
 width    muP MLPs at several widths: an lr sweep with lambda fixed vs tau fixed.
+lm       a byte-level transformer on the standard library's source: both claims on real text
+         (adamw_tau/sweep_lm.py).
 
 Every run is one parameter group of one AdamWTau (the fastest backend available), so a whole
 grid steps in one optimizer step; the loss and gradients of all runs are computed batched.
@@ -387,17 +389,25 @@ SWEEPS = {"ridge": sweep_ridge, "dataset": sweep_dataset, "width": sweep_width}
 
 
 def add_parser(sub, func) -> None:
-    s = sub.add_parser("sweep", help="reproduce the seeds' experiments (ridge, dataset, width)")
-    s.add_argument("which", choices=list(SWEEPS))
+    s = sub.add_parser("sweep", help="reproduce the seeds' experiments (ridge, dataset, width, lm)")
+    s.add_argument("which", choices=[*SWEEPS, "lm"])
     s.add_argument("--out", default=".", help="folder for the PNG and CSV (default: here)")
     s.add_argument("--quick", action="store_true", help="a small grid, for CI")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--init", type=float, default=None,
                    help="ridge: the scale of the random start w0 (default 1.0; 0 starts at zero)")
+    s.add_argument("--device", default=None, help="lm: cpu (default) or cuda")
+    s.add_argument("--part", default=None, metavar="I/K", help="lm: run the I-th of K shares of the grid")
+    s.add_argument("--plan", action="store_true", help="lm: print the runs, FLOPs and estimated time per part, and stop")
+    s.add_argument("--backend", default=None, help="lm: AdamWTau backend (default: auto on cuda, reference on cpu)")
+    s.add_argument("--compile", action="store_true", help="lm: torch.compile the model")
     s.set_defaults(func=func)
 
 
 def main(args) -> int:
+    if args.which == "lm":
+        from . import sweep_lm
+        return sweep_lm.main(args)
     extra = {"init": args.init} if args.which == "ridge" and args.init is not None else {}
     SWEEPS[args.which](args.out, quick=args.quick, progress=not args.no_progress, **extra)
     for ext in ("png", "csv"):
