@@ -101,6 +101,8 @@ def launcher(name: str) -> Callable:
 
     def launch(t, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
                stochastic_rounding, grad_scale=None, found_inf=None):
+        if not isinstance(scalars, torch.Tensor):  # contract.StepScalars: read on the host, passed by value
+            scalars = scalars.as_tensor("cpu")
         op(t.tensors, t.blocks, CHUNK, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
            stochastic_rounding, grad_scale, found_inf)
     return launch

@@ -51,6 +51,11 @@ class StepScalars:
     eps: float
     step: int
 
+    def values(self) -> tuple:
+        """The 8 fp32 scalars (Python floats holding fp32 values) and the step, in slot order."""
+        return (self.step_size, self.bc2_sqrt, self.decay, self.beta1, self.one_minus_beta1, self.beta2,
+                self.one_minus_beta2, self.eps, self.step)
+
     def as_tensor(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """The scalars as the fp32 tensor kernels read; copied without a host sync."""
         vals = np.array([getattr(self, n) for n in SCALAR_SLOTS[:-1]] + [0.0], dtype=np.float32)
@@ -97,17 +102,10 @@ def host_scalars(*, lr: float, lr_peak: float, beta1: float, beta2: float, eps: 
     """
     bc1 = 1.0 - beta1 ** step
     bc2 = 1.0 - beta2 ** step
-    return StepScalars(
-        step_size=f32(lr / bc1),
-        bc2_sqrt=f32(math.sqrt(bc2)),
-        decay=f32(decay_factor(decay_mode, lr, lr_peak, tau_iters, weight_decay)),
-        beta1=f32(beta1),
-        one_minus_beta1=f32(1.0 - beta1),
-        beta2=f32(beta2),
-        one_minus_beta2=f32(1.0 - beta2),
-        eps=f32(eps),
-        step=int(step),
-    )
+    exact = (lr / bc1, math.sqrt(bc2), decay_factor(decay_mode, lr, lr_peak, tau_iters, weight_decay),
+             beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps)
+    # one rounding to the nearest fp32 each (ties to even), as f32() does, in one NumPy call
+    return StepScalars(*np.array(exact, dtype=np.float32).tolist(), step=int(step))
 
 
 # --- counter-based random bits for stochastic rounding -------------------------------------

@@ -348,7 +348,9 @@ class AdamWTau(torch.optim.Optimizer):
                 scalars = host_scalars(
                     lr=group["lr"], lr_peak=group["lr_peak"], beta1=group["betas"][0], beta2=group["betas"][1],
                     eps=group["eps"], step=b.done + 1, decay_mode=group["decay"], tau_iters=group["tau_iters"],
-                    weight_decay=group["weight_decay"]).as_tensor(b.device)
+                    weight_decay=group["weight_decay"])
+                if tables is None:  # the list-form op reads them from a tensor on the device
+                    scalars = scalars.as_tensor(b.device)
             work.append((b, tables, group, scalars))
         for b, tables, group, scalars in work:
             scale = None if grad_scale is None else grad_scale.to(b.device, torch.float32, non_blocking=True)

@@ -83,12 +83,14 @@ def _stochastic_round(w, bits, OUT_DTYPE: tl.constexpr):
     return tl.where(finite, y, _round(w, OUT_DTYPE))
 
 
-@triton.jit(do_not_specialize=["seed_lo", "seed_hi"])
+@triton.jit(do_not_specialize=["seed_lo", "seed_hi", "h_step"])
 def adamw_fused_kernel(
     table_ptr, blocks_ptr, scalars_ptr, grad_scale_ptr, found_inf_ptr, seed_lo, seed_hi,
+    h_step_size, h_bc2_sqrt, h_decay, h_beta1, h_omb1, h_beta2, h_omb2, h_eps, h_step,
     P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr,
     AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, HAS_MASTER: tl.constexpr, SR: tl.constexpr,
-    HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, ALIGNED: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, ALIGNED: tl.constexpr, HOST_SCALARS: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     # columns of the tensor table: adamw_tau.tables.COLUMNS
     pid = tl.program_id(0).to(tl.int64)
@@ -117,14 +119,24 @@ def adamw_fused_kernel(
         # every lane reads the one flag (a broadcast load): a skipped step loads and stores nothing
         mask = mask & (tl.load(found_inf_ptr + tl.zeros_like(idx)) == 0.0)
 
-    step_size = tl.load(scalars_ptr + 0)
-    bc2_sqrt = tl.load(scalars_ptr + 1)
-    decay = tl.load(scalars_ptr + 2)
-    beta1 = tl.load(scalars_ptr + 3)
-    omb1 = tl.load(scalars_ptr + 4)
-    beta2 = tl.load(scalars_ptr + 5)
-    omb2 = tl.load(scalars_ptr + 6)
-    eps = tl.load(scalars_ptr + 7)
+    if HOST_SCALARS:  # passed by value (fp32 arguments, already rounded to fp32 on the host)
+        step_size = h_step_size
+        bc2_sqrt = h_bc2_sqrt
+        decay = h_decay
+        beta1 = h_beta1
+        omb1 = h_omb1
+        beta2 = h_beta2
+        omb2 = h_omb2
+        eps = h_eps
+    else:  # built on the device (device-counted steps)
+        step_size = tl.load(scalars_ptr + 0)
+        bc2_sqrt = tl.load(scalars_ptr + 1)
+        decay = tl.load(scalars_ptr + 2)
+        beta1 = tl.load(scalars_ptr + 3)
+        omb1 = tl.load(scalars_ptr + 4)
+        beta2 = tl.load(scalars_ptr + 5)
+        omb2 = tl.load(scalars_ptr + 6)
+        eps = tl.load(scalars_ptr + 7)
 
     g = _widen(tl.load(g_ptr + idx, mask=mask, other=0.0))
     m = _widen(tl.load(m_ptr + idx, mask=mask, other=0.0))
@@ -159,7 +171,10 @@ def adamw_fused_kernel(
         tl.store(w_ptr + idx, w, mask=mask)
         tl.store(p_ptr + idx, _round(w, P_DTYPE), mask=mask)
     elif SR:
-        step = tl.load(scalars_ptr + 8).to(tl.uint32, bitcast=True)
+        if HOST_SCALARS:
+            step = h_step.to(tl.uint32)
+        else:
+            step = tl.load(scalars_ptr + 8).to(tl.uint32, bitcast=True)
         k = _mix32(tl.load(meta + 7).to(tl.uint32))
         k = _mix32(step ^ k)
         k = _mix32(seed_hi.to(tl.uint32) ^ k)
@@ -180,16 +195,28 @@ _TL_DTYPE = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float
 
 def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
            stochastic_rounding, grad_scale=None, found_inf=None):
-    """One launch over ``tables`` (a ``tables.LaunchTables``, chunk ``tables.CHUNK``)."""
+    """One launch over ``tables`` (a ``tables.LaunchTables``, chunk ``tables.CHUNK``).
+
+    ``scalars``: the fp32 tensor on the device (device-counted steps), or a
+    ``contract.StepScalars`` whose values go by value as fp32 arguments (no copy per step).
+    """
     seed &= 0xFFFFFFFFFFFFFFFF
+    on_host = not isinstance(scalars, torch.Tensor)
+    h = scalars.values() if on_host else _NO_HOST_SCALARS
+    ptr = tables.blocks if on_host else scalars  # any device pointer: never read
     adamw_fused_kernel[(tables.n_blocks,)](
-        tables.tensors, tables.blocks, scalars,
-        grad_scale if grad_scale is not None else scalars,
-        found_inf if found_inf is not None else scalars,
-        seed & 0xFFFFFFFF, seed >> 32,
+        tables.tensors, tables.blocks, ptr,
+        grad_scale if grad_scale is not None else ptr,
+        found_inf if found_inf is not None else ptr,
+        seed & 0xFFFFFFFF, seed >> 32, *h,
         P_DTYPE=_TL_DTYPE[param_dtype], G_DTYPE=_TL_DTYPE[grad_dtype], S_DTYPE=_TL_DTYPE[state_dtype],
         AMSGRAD=bool(amsgrad), MAXIMIZE=bool(maximize), HAS_MASTER=bool(master),
         SR=bool(stochastic_rounding) and not master and param_dtype != torch.float32,
         HAS_SCALE=grad_scale is not None, HAS_FOUND_INF=found_inf is not None,
-        ALIGNED=bool(tables.aligned), BLOCK=CHUNK, num_warps=NUM_WARPS, enable_fp_fusion=False,
+        ALIGNED=bool(tables.aligned), HOST_SCALARS=on_host, BLOCK=CHUNK, num_warps=NUM_WARPS,
+        enable_fp_fusion=False,
     )
+
+
+# fp32 values that are never read (HOST_SCALARS=False), typed as the real ones
+_NO_HOST_SCALARS = (0.5,) * 8 + (2,)
