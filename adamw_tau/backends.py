@@ -95,7 +95,6 @@ def launcher(name: str) -> Callable:
     if name not in ("cuda", "cpu"):
         raise ValueError(f"backend {name!r} launches no kernel from tables")
     from . import extension
-    from .tables import CHUNK
     extension.load(cuda=name == "cuda")
     op = torch.ops.adamw_tau.launch_.default
 
@@ -103,6 +102,6 @@ def launcher(name: str) -> Callable:
                stochastic_rounding, grad_scale=None, found_inf=None):
         if not isinstance(scalars, torch.Tensor):  # contract.StepScalars: read on the host, passed by value
             scalars = scalars.as_tensor("cpu")
-        op(t.tensors, t.blocks, CHUNK, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
+        op(t.tensors, t.blocks, t.chunk, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
            stochastic_rounding, grad_scale, found_inf)
     return launch

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .tables import TablePlanner
+from .tables import TablePlanner, chunk_for
 
 _KERNEL_BACKENDS = ("triton", "cuda", "cpu")
 
@@ -160,5 +160,5 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
         backend = opt.backend_for(b.device)
         if contiguous and backend in _KERNEL_BACKENDS and not compiling:
             b.planner = TablePlanner(b.locals, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, b.ids,
-                                     b.device)
+                                     b.device, chunk_for(backend))
     return list(buckets.values())

@@ -26,7 +26,8 @@ def run_bucket(backend: str, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_s
     if not params:
         return
     launch = backends.launcher(backend)
-    for t in tables.plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids):
+    for t in tables.plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids,
+                         tables.chunk_for(backend)):
         launch(t, scalars, params[0].dtype, grads[0].dtype, exp_avgs[0].dtype, seed, amsgrad, maximize, bool(masters),
                stochastic_rounding, grad_scale, found_inf)
 

@@ -119,3 +119,12 @@ def test_misaligned_and_odd_tensors_stay_exact(backend):
     sizes = [4096, 4099, 8, 9000, 16]
     assert parity_bits(backend, PATHS["bf16_states"], sizes, steps=2, offsets=[1, 0, 3, 0, 2], maximize=True) == 0
     assert parity_bits(backend, PATHS["fp32"], sizes, steps=2, offsets=[0, 1, 0, 2, 0]) == 0
+
+
+def test_each_backend_gets_its_block_size():
+    assert tables.chunk_for("triton") == 2048 and tables.chunk_for("cuda") == tables.chunk_for("cpu") == tables.CHUNK
+    b, grads, ids, _ = _planner([5000])
+    planner = tables.TablePlanner(b["params"], b["exp_avgs"], b["exp_avg_sqs"], b["max_exp_avg_sqs"], b["masters"],
+                                  ids, torch.device("cpu"), tables.chunk_for("triton"))
+    (t,) = planner.tables(b["params"], grads)
+    assert t.chunk == 2048 and t.blocks[:, 1].tolist() == [0, 2048, 4096]

@@ -188,14 +188,12 @@ def adamw_fused_kernel(
 # --- launcher ---------------------------------------------------------------------------------
 import torch  # noqa: E402
 
-from ..tables import CHUNK  # noqa: E402
-
 _TL_DTYPE = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
 
 
 def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
            stochastic_rounding, grad_scale=None, found_inf=None):
-    """One launch over ``tables`` (a ``tables.LaunchTables``, chunk ``tables.CHUNK``).
+    """One launch over ``tables`` (a ``tables.LaunchTables``); a program per block.
 
     ``scalars``: the fp32 tensor on the device (device-counted steps), or a
     ``contract.StepScalars`` whose values go by value as fp32 arguments (no copy per step).
@@ -213,7 +211,7 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
         AMSGRAD=bool(amsgrad), MAXIMIZE=bool(maximize), HAS_MASTER=bool(master),
         SR=bool(stochastic_rounding) and not master and param_dtype != torch.float32,
         HAS_SCALE=grad_scale is not None, HAS_FOUND_INF=found_inf is not None,
-        ALIGNED=bool(tables.aligned), HOST_SCALARS=on_host, BLOCK=CHUNK, num_warps=NUM_WARPS,
+        ALIGNED=bool(tables.aligned), HOST_SCALARS=on_host, BLOCK=tables.chunk, num_warps=NUM_WARPS,
         enable_fp_fusion=False,
     )
 
