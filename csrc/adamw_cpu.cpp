@@ -62,7 +62,11 @@ void launch_cpu(const at::Tensor& tensor_table, const at::Tensor& block_table, i
     auto run = [&]<bool A, Write W>() {
       // One parallel region over the block table, as a GPU grid: a region per tensor costs
       // a fork/join each, which dominates with many small tensors.
-      const int64_t grain = std::max<int64_t>(1, kGrain / b.chunk);
+      // Threads only when there is work for them: many tiny tensors are many tiny blocks, and a
+      // parallel region over them cost milliseconds (measured: 52 tensors of 16 elements, 6.6 ms).
+      int64_t total = 0;
+      for (int64_t r = 0; r < b.n_tensors; ++r) total += b.tensors[r].numel;
+      const int64_t grain = total <= kGrain ? std::max<int64_t>(1, b.n_blocks) : std::max<int64_t>(1, kGrain / b.chunk);
       at::parallel_for(0, b.n_blocks, grain, [&](int64_t begin, int64_t end) {
         for (int64_t k = begin; k < end; ++k) {
           const TensorArgs& t = b.tensors[b.blocks[2 * k]];
