@@ -319,17 +319,22 @@ class AdamWTau(torch.optim.Optimizer):
             self._count_on_device = True
             self._invalidate_layout(forget_counts=False)
         flat = [p.grad for group in self.param_groups for p in group["params"]]
-        check = lambda: self._check_grads([[p.grad for p in g["params"]] for g in self.param_groups])  # noqa: E731
-        buckets = self._buckets(flat)
+        grads_checked = []
+
+        def check():  # once a step at most, and only when some bucket's gradients are new tensors
+            if not grads_checked:
+                self._check_grads([[p.grad for p in g["params"]] for g in self.param_groups])
+                grads_checked.append(True)
+
+        def plan(buckets):
+            return [(b, b.planner.tables(b.locals, b.grads(flat), check) if b.planner else None) for b in buckets]
+
         # every check first: a bad gradient, lr or decay raises before any tensor changes
         try:
-            launches = [(b, b.planner.tables(b.locals, b.grads(flat), check)) if b.planner else (b, None)
-                        for b in buckets]
+            launches = plan(self._buckets(flat))
         except StorageMoved:  # p.data was replaced: the buckets point at the old storage
             self._invalidate_layout(forget_counts=False)
-            buckets = self._buckets(flat)
-            launches = [(b, b.planner.tables(b.locals, b.grads(flat), check)) if b.planner else (b, None)
-                        for b in buckets]
+            launches = plan(self._buckets(flat))
         if any(t is None for _, t in launches):
             check()
         checked = self.__dict__.setdefault("_hyper_checked", {})

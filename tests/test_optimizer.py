@@ -167,9 +167,10 @@ def test_named_backend_unavailable_says_why():
         AdamWTau(_params(), backend="cuda")
 
 
-def test_bad_step_input_changes_nothing():
+@pytest.mark.parametrize("backend", ["reference", "cpu"])  # cpu: the cached-tables path checks on new grads
+def test_bad_step_input_changes_nothing(backend):
     p = _params()
-    opt = _run(AdamWTau, p, 2, lr=1e-3, weight_decay=0.1, backend="reference")
+    opt = _run(AdamWTau, p, 2, lr=1e-3, weight_decay=0.1, backend=backend)
     before = _snapshot(p, opt)
     for p_ in p:
         p_.grad = torch.randn(p_.shape)
