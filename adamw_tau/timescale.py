@@ -74,15 +74,13 @@ GROUP_KINDS = tuple(LR_WIDTH_RULES)
 
 
 def _flag_positive(flag: str, value) -> float:
+    """_positive for a command-line flag: a missing or non-numeric value is a ValueError too."""
     if value is None:
         raise ValueError(f"{flag} is missing: give it a number > 0")
     try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{flag} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{flag} must be a finite number > 0, got {value!r}")
-    return v
+        return _positive(flag, value)
+    except TypeError as e:
+        raise ValueError(str(e)) from None
 
 
 def transfer(lr: float, *, dataset_size: float, batch_size: float, to_dataset_size: float,
