@@ -70,13 +70,17 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_ms(fn, device: str, reps: int, warmup: int) -> float:
-    """Median milliseconds of fn(): CUDA events on GPU, perf_counter on CPU."""
+def time_ms(fn, device: str, reps: int, warmup: int, budget_s: float | None = None) -> float:
+    """Median milliseconds of fn(): CUDA events on GPU, perf_counter on CPU. With
+    ``budget_s``, stop after that many seconds once 3 calls are timed."""
     for _ in range(warmup):
         fn()
     _sync(device)
     times = []
+    start = time.perf_counter()
     for _ in range(reps):
+        if budget_s is not None and len(times) >= 3 and time.perf_counter() - start > budget_s:
+            break
         if device == "cuda":
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
@@ -279,7 +283,9 @@ def run(device: str | None = None, quick: bool = False, progress: bool = True, p
                     try:
                         params = _model(shapes, path, device)
                         opt = make_optimizer(impl, params, path)
-                        row.ms = time_ms(opt.step, device, reps, warmup)
+                        # on the CPU a row gets about a second: the default bench stays near a minute
+                        # (the for-loop and foreach GPT-2 rows alone took minutes at 7 reps)
+                        row.ms = time_ms(opt.step, device, reps, warmup, None if device == "cuda" else 1.0)
                         row.gbps = nbytes / row.ms / 1e6
                         row.pct_copy = 100.0 * cms / row.ms
                     except Exception as e:  # one failing backend never takes the bench down

@@ -24,11 +24,15 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"{'workload':18} {'path':12} {'impl':15} {'ms':>9} {'% copy':>7} {'x fused':>8} {'parity':>6}")
 for row in r["rows"]:
+    if row.get("error"):
+        print(f"{row['workload']:18} {row['path']:12} {row['impl']:15} FAILED: {row['error']}")
+        continue
     if row["ms"] is None:
         continue
     f = lambda v, fmt: format(v, fmt) if v is not None else "-"
     print(f"{row['workload']:18} {row['path']:12} {row['impl']:15} {f(row['ms'], '9.3f')} "
           f"{f(row['pct_copy'], '7.1f')} {f(row['speedup_vs_torch_fused'], '8.2f')} {f(row['parity_bits'], '6d')}")
 print("parity failures:", r["parity_failures"] or "none")
+print("failed rows:", r.get("failures") or "none")
 PY
 exit $(( tests_rc != 0 || bench_rc != 0 ))
