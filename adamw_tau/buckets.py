@@ -46,6 +46,7 @@ class Bucket:
         self.builder = None       # (key, contract.DeviceScalarBuilder) for device-counted steps
         self.planner = None       # tables.TablePlanner, for a kernel backend on contiguous tensors
         self.sharded = False      # DTensor params: the kernels step local shards
+        self.backend = None       # backends.BACKENDS name, for the bucket's device
         self.params: list = []
         self.ids: list = []
 
@@ -157,7 +158,7 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
         b.first_step = states[0]["step"]
         contiguous = all(t.is_contiguous() for ts in (b.locals, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs,
                                                        b.masters) for t in ts)
-        backend = opt.backend_for(b.device)
+        b.backend = backend = opt.backend_for(b.device)
         if contiguous and backend in _KERNEL_BACKENDS and not compiling:
             b.planner = TablePlanner(b.locals, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, b.ids,
                                      b.device, chunk_for(backend))

@@ -200,3 +200,31 @@ def test_params_on_two_devices_step_in_one_call_per_device():
         o2.step()
     for p, q in zip(mixed, ref):
         assert torch.equal(p.detach().cpu().view(torch.int32), q.detach().view(torch.int32))
+
+
+def test_step_hooks_run_and_the_profiler_sees_the_step(monkeypatch):
+    """The step wrapper skips torch's profiler range and hook walk only when neither is in use."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+    model = _model()
+    opt = AdamWTau(model.parameters(), lr=1e-2, tau_iters=50.0, backend="cpu")
+    _train(model, opt, 1)
+    calls = []
+    pre = opt.register_step_pre_hook(lambda o, a, k: calls.append(("pre", o is opt)))
+    post = opt.register_step_post_hook(lambda o, a, k: calls.append(("post", o is opt)))
+    glob = register_optimizer_step_pre_hook(lambda o, a, k: calls.append(("global", o is opt)))
+    _train(model, opt, 1)
+    assert calls == [("global", True), ("pre", True), ("post", True)]
+    for h in (pre, post, glob):
+        h.remove()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        _train(model, opt, 1)
+    assert "Optimizer.step#AdamWTau.step" in {e.name for e in prof.events()}
+    # no hooks, no profiler: the step opens no profiler range (zero_grad and backward may)
+    def no_range(*a, **k):
+        raise AssertionError("record_function on the plain path")
+    before = _bits(model)
+    with monkeypatch.context() as mp:
+        mp.setattr(torch.autograd.profiler, "record_function", no_range)
+        opt.step()
+    assert opt.state[next(model.parameters())]["step"].item() == 4
+    assert any(not torch.equal(a, b) for a, b in zip(before, _bits(model)))

@@ -1,0 +1,137 @@
+"""Clear errors for bad input, raised before any tensor is touched.
+
+Each error says what is wrong, where (which group, which parameter) and what to do. The
+optimizer calls these at construction, when a state dict is loaded, and in step() only
+when something they check can have changed (optimizer.py's note on host work).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .timescale import tau_iter_from_tau_epoch
+
+DECAY_KEYS = ("tau_epochs", "iters_per_epoch", "tau_iters", "weight_decay")
+PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+STATE_DTYPES = (None, torch.float32, torch.bfloat16)
+
+
+def finite(name: str, value, *, minimum: float = 0.0, strict: bool = False) -> float:
+    """``value`` as a float, if it is a finite number >= minimum (> with strict)."""
+    if isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a Python number, got a tensor; pass float({name})")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or v < minimum or (strict and v == minimum):
+        bound = f"> {minimum}" if strict else f">= {minimum}"
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+    return v
+
+
+def decay_spec(src: dict, where: str) -> dict | None:
+    """The decay form ``src`` names, normalised, or None if it names none."""
+    given = {k: src[k] for k in DECAY_KEYS if src.get(k) is not None}
+    if not given:
+        return None
+    forms = [f for f, keys in (("tau_epochs", ("tau_epochs", "iters_per_epoch")),
+                                ("tau_iters", ("tau_iters",)),
+                                ("weight_decay", ("weight_decay",))) if any(k in given for k in keys)]
+    if len(forms) > 1:
+        raise ValueError(f"{where}: decay is given as {' and '.join(forms)} at once; give exactly one of "
+                         "tau_epochs (with iters_per_epoch), tau_iters, or weight_decay")
+    spec = {"decay": "none", "tau_iters": None, "tau_epochs": None, "iters_per_epoch": None, "weight_decay": 0.0}
+    if forms[0] == "tau_epochs":
+        if "tau_epochs" not in given:
+            raise ValueError(f"{where}: iters_per_epoch is given without tau_epochs; add tau_epochs=... "
+                             "or drop iters_per_epoch")
+        if "iters_per_epoch" not in given:
+            raise ValueError(f"{where}: tau_epochs needs iters_per_epoch (dataset size / batch size) to become "
+                             "a timescale in iterations; pass iters_per_epoch=..., or give tau_iters instead")
+        tau_e = finite(f"{where}: tau_epochs", given["tau_epochs"], strict=True)
+        m = finite(f"{where}: iters_per_epoch", given["iters_per_epoch"], strict=True)
+        spec.update(decay="tau", tau_epochs=tau_e, iters_per_epoch=m, tau_iters=tau_iter_from_tau_epoch(tau_e, m))
+    elif forms[0] == "tau_iters":
+        spec.update(decay="tau", tau_iters=finite(f"{where}: tau_iters", given["tau_iters"], strict=True))
+    else:
+        wd = finite(f"{where}: weight_decay", given["weight_decay"])
+        spec.update(decay="lambda" if wd > 0 else "none", weight_decay=wd)
+    return spec
+
+
+def check_hyper(group: dict, where: str) -> None:
+    """lr (a number, or a one-element float tensor), eps, betas, state_dtype, lr_peak."""
+    lr = group["lr"]
+    if isinstance(lr, torch.Tensor):
+        if lr.numel() != 1 or not lr.is_floating_point():
+            raise TypeError(f"{where}: lr as a tensor must hold one floating-point value, got shape "
+                            f"{tuple(lr.shape)} and dtype {lr.dtype}")
+    else:
+        finite(f"{where}: lr", lr)
+    finite(f"{where}: eps", group["eps"])
+    betas = group["betas"]
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise ValueError(f"{where}: betas must be a pair (beta1, beta2), got {betas!r}")
+    for i, b in enumerate(betas):
+        if finite(f"{where}: betas[{i}]", b) >= 1.0:
+            raise ValueError(f"{where}: betas[{i}] must be in [0, 1), got {b!r}")
+    if group["state_dtype"] not in STATE_DTYPES:
+        raise TypeError(f"{where}: state_dtype must be None, torch.float32 or torch.bfloat16, "
+                        f"got {group['state_dtype']!r}")
+    if "lr_peak" in group:
+        finite(f"{where}: lr_peak", group["lr_peak"])
+
+
+def check_params(params: list, where: str) -> None:
+    """Dense real float32/bfloat16/float16 tensors only."""
+    for i, p in enumerate(params):
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"{where}: params[{i}] is a {type(p).__name__}, not a tensor")
+        if p.is_complex():
+            raise TypeError(f"{where}: params[{i}] is complex ({p.dtype}); AdamWTau updates real "
+                            "tensors: register torch.view_as_real(p) as the parameter instead")
+        if p.dtype not in PARAM_DTYPES:
+            raise TypeError(f"{where}: params[{i}] has dtype {p.dtype}; AdamWTau updates float32, "
+                            "bfloat16 and float16 parameters (use torch.optim.AdamW for others)")
+        if p.is_sparse:
+            raise TypeError(f"{where}: params[{i}] is sparse; AdamWTau updates dense tensors")
+
+
+def check_grads(param_groups: list[dict]) -> None:
+    """Each gradient dense, of its parameter's shape and device, and a float dtype we step."""
+    pid = 0
+    for gi, group in enumerate(param_groups):
+        for p in group["params"]:
+            g = p.grad
+            if g is not None and (g.is_sparse or g.shape != p.shape or g.device != p.device
+                                  or g.dtype not in PARAM_DTYPES):
+                where = f"param group {gi}: params[{pid}]"
+                if g.is_sparse:
+                    raise RuntimeError(f"{where} has a sparse gradient; AdamWTau does not support sparse "
+                                       "gradients (use torch.optim.SparseAdam)")
+                if g.dtype not in PARAM_DTYPES:
+                    raise TypeError(f"{where} has a gradient of dtype {g.dtype}")
+                raise RuntimeError(f"{where} has a gradient of shape {tuple(g.shape)} on {g.device}, but "
+                                   f"the parameter is {tuple(p.shape)} on {p.device}")
+            pid += 1
+
+
+def check_state_dict(param_groups: list[dict], state_dict: dict) -> None:
+    """A checkpoint's groups, parameter count and state shapes fit this optimizer."""
+    groups = state_dict.get("param_groups", [])
+    if len(groups) != len(param_groups):
+        raise ValueError(f"load_state_dict: the checkpoint has {len(groups)} param groups, this optimizer "
+                         f"{len(param_groups)}; build the optimizer with the same groups as the one saved")
+    params = [p for g in param_groups for p in g["params"]]
+    ids = [i for g in groups for i in g["params"]]
+    if len(ids) != len(params):
+        raise ValueError(f"load_state_dict: the checkpoint holds {len(ids)} parameters, this optimizer "
+                         f"{len(params)}; build the optimizer over the same parameters as the one saved")
+    for saved_id, p in zip(ids, params):
+        for key, value in state_dict.get("state", {}).get(saved_id, {}).items():
+            if key != "step" and isinstance(value, torch.Tensor) and value.shape != p.shape:
+                raise ValueError(f"load_state_dict: state {key!r} of parameter {saved_id} has shape "
+                                 f"{tuple(value.shape)} but the parameter is {tuple(p.shape)}; the checkpoint "
+                                 "belongs to another model")
