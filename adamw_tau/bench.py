@@ -21,12 +21,16 @@ from .testing import PATHS, Path, parity_bits
 # --- workloads -----------------------------------------------------------------------------
 
 
-def gpt2_124m_shapes() -> list[tuple]:
-    d, v, ctx, layers = 768, 50257, 1024, 12
-    shapes = [(v, d), (ctx, d)]
+def gpt2_shapes(d: int, vocab: int, ctx: int, layers: int) -> list[tuple]:
+    """GPT-2's parameters in transformers' order (Conv1D weights stored (in, out))."""
+    shapes = [(vocab, d), (ctx, d)]
     for _ in range(layers):
         shapes += [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
     return shapes + [(d,), (d,)]
+
+
+def gpt2_124m_shapes() -> list[tuple]:
+    return gpt2_shapes(d=768, vocab=50257, ctx=1024, layers=12)
 
 
 def llama_1b_shapes() -> list[tuple]:
@@ -165,73 +169,14 @@ class Report:
     rows: list = field(default_factory=list)
     parity_failures: list = field(default_factory=list)
     failures: list = field(default_factory=list)  # rows that raised: "impl workload path: why"
-    host_cost: list = field(default_factory=list)  # HostRow
+    host_cost: list = field(default_factory=list)  # bench_host.HostRow
+    client: list = field(default_factory=list)  # bench_host.ClientRow
 
     def as_dict(self) -> dict:
         return {"device": self.device, "device_name": self.device_name, "torch": self.torch_version,
                 "rows": [asdict(r) for r in self.rows], "parity_failures": self.parity_failures,
-                "failures": self.failures, "host_cost": [asdict(r) for r in self.host_cost]}
-
-
-# --- host cost: step() on tiny tensors, so the device is idle and the host's work shows -----
-
-HOST_COUNTS = (1, 52, 148, 2000)
-
-
-@dataclass
-class HostRow:
-    impl: str
-    tensors: int
-    ms: float | None = None
-    error: str | None = None
-
-
-def host_cost(device: str, impls, counts=HOST_COUNTS, reps: int = 50, numel: int = 16) -> list[HostRow]:
-    """Median wall time of one step() over ``counts`` tensors of ``numel`` fp32 elements,
-    the device synchronised before each call (perf_counter around the call alone)."""
-    rows = []
-    for impl in impls:
-        for n in counts:
-            row = HostRow(impl, n)
-            try:
-                params = _model([(numel,)] * n, PATHS["fp32"], device)
-                opt = make_optimizer(impl, params, PATHS["fp32"])
-                for _ in range(3):
-                    opt.step()
-                times = []
-                for _ in range(reps if n < 1000 else max(5, reps // 4)):
-                    _sync(device)
-                    t0 = time.perf_counter()
-                    opt.step()
-                    times.append(time.perf_counter() - t0)
-                row.ms = statistics.median(times) * 1e3
-            except Exception as e:
-                row.error = _why(e)
-            rows.append(row)
-    return rows
-
-
-def us_per_tensor(rows: list[HostRow], impl: str) -> float | None:
-    """The slope from the fewest to the most tensors, in µs per tensor."""
-    mine = sorted((r for r in rows if r.impl == impl and r.ms is not None), key=lambda r: r.tensors)
-    if len(mine) < 2:
-        return None
-    return (mine[-1].ms - mine[0].ms) / (mine[-1].tensors - mine[0].tensors) * 1e3
-
-
-def format_host_table(rows: list[HostRow]) -> str:
-    counts = sorted({r.tensors for r in rows})
-    impls = list(dict.fromkeys(r.impl for r in rows))
-    lines = ["host cost: median step() ms on tiny fp32 tensors (device idle), and µs per added tensor",
-             f"{'impl':16}" + "".join(f"{n:>10}" for n in counts) + f"{'µs/tensor':>11}"]
-    for impl in impls:
-        cells = []
-        for n in counts:
-            r = next((r for r in rows if r.impl == impl and r.tensors == n), None)
-            cells.append(f"{r.ms:10.3f}" if r is not None and r.ms is not None else f"{'failed':>10}")
-        slope = us_per_tensor(rows, impl)
-        lines.append(f"{impl:16}" + "".join(cells) + (f"{slope:11.2f}" if slope is not None else f"{'-':>11}"))
-    return "\n".join(lines)
+                "failures": self.failures, "host_cost": [asdict(r) for r in self.host_cost],
+                "client": [asdict(r) for r in self.client]}
 
 
 def _why(e: BaseException) -> str:
@@ -260,8 +205,10 @@ def run(device: str | None = None, quick: bool = False, progress: bool = True, p
     ours = our_backends(device)
     impls = [f"ours:{b}" for b in ours] + (["torch:for-loop"] if device == "cuda" else []) + \
         ["torch:foreach", "torch:fused"]
+    from .bench_host import client_cost, host_cost
     report.host_cost = host_cost(device, [i for i in impls if i != "torch:for-loop"],
                                  reps=20 if quick else 50)
+    report.client = client_cost(device, [i for i in impls if i != "torch:for-loop"], reps=20 if quick else 50)
     wl = {} if host_only else workloads(device, quick)
     if only_workloads:
         wl = {k: v for k, v in wl.items() if k in only_workloads}

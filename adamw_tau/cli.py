@@ -9,12 +9,13 @@ from . import timescale
 
 
 def _bench(args) -> int:
-    from . import bench
+    from . import bench, bench_host
     report = bench.run(device=args.device, quick=args.quick, progress=not args.no_progress,
                        only_workloads=args.workload, only_paths=args.path, host_only=args.host_only)
     if report.rows:
         print(bench.format_table(report))
-    print("\n" + bench.format_host_table(report.host_cost))
+    print("\n" + bench_host.format_host_table(report.host_cost))
+    print("\n" + bench_host.format_client_table(report.client))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report.as_dict(), f, indent=2)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from adamw_tau import backends, bench, cli
+from adamw_tau import backends, bench, bench_host, cli
 
 
 def test_convert_llama2_like_setting(capsys):
@@ -104,14 +104,27 @@ def test_bench_survives_a_failing_backend_and_says_why(monkeypatch, capsys, tmp_
 
 def test_host_cost_table_on_cpu(capsys):
     """The host-cost benchmark runs without a GPU: a regression in µs per tensor shows in CI."""
-    rows = bench.host_cost("cpu", ["ours:cpu", "ours:reference", "torch:fused"], counts=(1, 40), reps=5)
+    rows = bench_host.host_cost("cpu", ["ours:cpu", "ours:reference", "torch:fused"], counts=(1, 40), reps=5)
     assert [(r.impl, r.tensors) for r in rows] == [(i, n) for i in ("ours:cpu", "ours:reference", "torch:fused")
                                                     for n in (1, 40)]
     assert all(r.error is None and math.isfinite(r.ms) and r.ms > 0 for r in rows)
     one, forty = (r.ms for r in rows if r.impl == "ours:cpu")
-    assert bench.us_per_tensor(rows, "ours:cpu") == pytest.approx((forty - one) / 39 * 1e3)
-    table = bench.format_host_table(rows)
+    assert bench_host.us_per_tensor(rows, "ours:cpu") == pytest.approx((forty - one) / 39 * 1e3)
+    table = bench_host.format_host_table(rows)
     assert "µs/tensor" in table and "ours:reference" in table
     assert cli.main(["bench", "--device", "cpu", "--host-only", "--quick", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "host cost" in out and "ours:cpu" in out and "torch:fused" in out and "workload" not in out
+
+
+def test_client_step_table_on_cpu():
+    """The HF-style client (52 tensors in 2 groups, lr changed every step) times ours beside torch fused."""
+    rows = bench_host.client_cost("cpu", ["ours:cpu", "torch:fused"], reps=3)
+    assert [r.tensors for r in rows] == [52, 52] and rows[0].params == rows[1].params > 4_000_000
+    assert all(r.error is None and r.ms > 0 for r in rows)
+    assert rows[0].vs_torch_fused == pytest.approx(rows[0].ms / rows[1].ms) and rows[1].vs_torch_fused == 1.0
+    opt = bench_host.client_optimizer("ours:cpu", bench_host.client_model("cpu"))
+    assert [len(g["params"]) for g in opt.param_groups] == [18, 34]  # matrices, vectors
+    assert [t["weight_decay"] for t in opt.timescales()] == [pytest.approx(0.1), 0.0]
+    table = bench_host.format_client_table(rows)
+    assert "52 tensors" in table and "ours:cpu" in table and "failed" not in table
