@@ -7,6 +7,7 @@ when something they check can have changed (optimizer.py's note on host work).
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -21,10 +22,9 @@ def finite(name: str, value, *, minimum: float = 0.0, strict: bool = False) -> f
     """``value`` as a float, if it is a finite number >= minimum (> with strict)."""
     if isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a Python number, got a tensor; pass float({name})")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not isinstance(value, numbers.Real):  # a string would pass float()
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    v = float(value)
     if not math.isfinite(v) or v < minimum or (strict and v == minimum):
         bound = f"> {minimum}" if strict else f">= {minimum}"
         raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
@@ -61,15 +61,19 @@ def decay_spec(src: dict, where: str) -> dict | None:
     return spec
 
 
-def check_hyper(group: dict, where: str) -> None:
-    """lr (a number, or a one-element float tensor), eps, betas, state_dtype, lr_peak."""
-    lr = group["lr"]
+def check_lr(lr, where: str) -> None:
+    """A finite number >= 0, or a one-element floating-point tensor (read on the device)."""
     if isinstance(lr, torch.Tensor):
         if lr.numel() != 1 or not lr.is_floating_point():
             raise TypeError(f"{where}: lr as a tensor must hold one floating-point value, got shape "
                             f"{tuple(lr.shape)} and dtype {lr.dtype}")
     else:
         finite(f"{where}: lr", lr)
+
+
+def check_hyper(group: dict, where: str) -> None:
+    """lr, eps, betas, state_dtype, lr_peak."""
+    check_lr(group["lr"], where)
     finite(f"{where}: eps", group["eps"])
     betas = group["betas"]
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2):

@@ -18,7 +18,7 @@ import torch
 
 from . import backends
 from .buckets import Bucket, BucketLayout, build
-from .checks import DECAY_KEYS, check_grads, check_hyper, check_params, check_state_dict, decay_spec, finite
+from .checks import DECAY_KEYS, check_grads, check_hyper, check_lr, check_params, check_state_dict, decay_spec, finite
 from .contract import DeviceScalarBuilder, bias_table, decay_factor, host_scalars
 from .tables import StorageMoved
 from .timescale import tau_epoch_from_tau_iter
@@ -257,14 +257,17 @@ class AdamWTau(torch.optim.Optimizer):
         return flat, launches
 
     def _check_groups(self) -> None:
-        """Hyperparameters, checked again only when a value changed (schedulers change lr every step)."""
+        """Hyperparameters, checked again only when one changed; lr, which schedulers change
+        every step, by itself."""
         checked = self._hyper_checked
         for gi, group in enumerate(self.param_groups):
+            seen = (tuple(group["betas"]), group["eps"], group["state_dtype"], group.get("lr_peak"))
             lr = group["lr"]
-            seen = (lr, tuple(group["betas"]), group["eps"], group["state_dtype"], group.get("lr_peak"))
-            if isinstance(lr, torch.Tensor) or checked.get(gi) != seen:
+            if checked.get(gi) != seen:
                 check_hyper(group, f"param group {gi}")
                 checked[gi] = seen
+            elif not (type(lr) is float and 0.0 <= lr < math.inf):  # noqa: E721 (a float subclass: the full check)
+                check_lr(lr, f"param group {gi}")
 
     def _scalars(self, b: Bucket, group: dict, tables):
         """The bucket's step scalars: built on the device, or on the host (contract.host_scalars)."""

@@ -178,9 +178,15 @@ def test_bad_step_input_changes_nothing(backend):
     with pytest.raises(RuntimeError, match="sparse"):
         opt.step()
     p[2].grad = torch.randn(p[2].shape)
-    opt.param_groups[0]["lr"] = float("nan")
-    with pytest.raises(ValueError, match="lr"):
+    for bad in (float("nan"), -1e-3, float("inf"), "0.1"):  # lr alone changed: its own check
+        opt.param_groups[0]["lr"] = bad
+        with pytest.raises((ValueError, TypeError), match="param group 0: lr"):
+            opt.step()
+    opt.param_groups[0]["lr"] = 1e-3
+    opt.param_groups[0]["eps"] = -1.0
+    with pytest.raises(ValueError, match="param group 0: eps"):
         opt.step()
+    opt.param_groups[0]["eps"] = 1e-8
     opt.param_groups[0]["lr"] = 20.0  # lr * lambda > 1: the decay factor would be negative
     with pytest.raises(ValueError, match="decay factor"):
         opt.step()
