@@ -19,7 +19,8 @@ import torch
 from . import backends
 from .buckets import Bucket, BucketLayout, build
 from .checks import DECAY_KEYS, check_grads, check_hyper, check_lr, check_params, check_state_dict, decay_spec, finite
-from .contract import DeviceScalarBuilder, bias_table, decay_factor, host_scalars
+from .contract import bias_table
+from .step_scalars import bucket_scalars
 from .tables import StorageMoved
 from .timescale import tau_epoch_from_tau_iter
 
@@ -209,24 +210,6 @@ class AdamWTau(torch.optim.Optimizer):
         return (bool(group["capturable"]) or self._count_on_device or isinstance(group["lr"], torch.Tensor)
                 or torch.compiler.is_compiling())
 
-    def _device_scalars(self, b: Bucket, group: dict) -> torch.Tensor:
-        """The bucket's scalars built on its device from its step count there (contract.DeviceScalarBuilder)."""
-        key = (group["lr_peak"], *group["betas"], group["eps"], group["decay"], group["tau_iters"],
-               group["weight_decay"])
-        if b.builder is None or b.builder[0] != key:
-            b.builder = (key, DeviceScalarBuilder(
-                lr_peak=group["lr_peak"], beta1=group["betas"][0], beta2=group["betas"][1], eps=group["eps"],
-                decay_mode=group["decay"], tau_iters=group["tau_iters"], weight_decay=group["weight_decay"],
-                device=b.device))
-        lr = group["lr"]
-        if isinstance(lr, torch.Tensor):
-            lr64 = lr.to(device=b.device, dtype=torch.float64, non_blocking=True).reshape(1)
-        else:
-            # a Python lr: its decay factor is range-checked here, on the host
-            decay_factor(group["decay"], lr, group["lr_peak"], group["tau_iters"], group["weight_decay"])
-            lr64 = torch.full((1,), lr, dtype=torch.float64, device=b.device)  # a fill, no host copy
-        return b.builder[1](lr64, b.steps[:1] + 1)
-
     def _buckets(self, flat) -> list[Bucket]:
         if torch.compiler.is_compiling():
             # traced once into the graph; the graph's replays run no Python, so nothing is cached
@@ -269,17 +252,6 @@ class AdamWTau(torch.optim.Optimizer):
             elif not (type(lr) is float and 0.0 <= lr < math.inf):  # noqa: E721 (a float subclass: the full check)
                 check_lr(lr, f"param group {gi}")
 
-    def _scalars(self, b: Bucket, group: dict, tables):
-        """The bucket's step scalars: built on the device, or on the host (contract.host_scalars)."""
-        if b.on_device:
-            return self._device_scalars(b, group)
-        scalars = host_scalars(
-            lr=group["lr"], lr_peak=group["lr_peak"], beta1=group["betas"][0], beta2=group["betas"][1],
-            eps=group["eps"], step=b.done + 1, decay_mode=group["decay"], tau_iters=group["tau_iters"],
-            weight_decay=group["weight_decay"])
-        # kernels launched from tables take them by value; the list-form op reads a device tensor
-        return scalars if tables is not None else scalars.as_tensor(b.device)
-
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
@@ -296,7 +268,8 @@ class AdamWTau(torch.optim.Optimizer):
         flat, launches = self._plan_launches()
         self._check_groups()
         work = [(b, tables, self.param_groups[b.group]) for b, tables in launches]
-        work = [(b, tables, group, self._scalars(b, group, tables)) for b, tables, group in work]
+        work = [(b, tables, group, bucket_scalars(b, group, by_value=tables is not None))
+                for b, tables, group in work]
         seed = self._seed
         for b, tables, group, scalars in work:
             scale = None if grad_scale is None else grad_scale.to(b.device, torch.float32, non_blocking=True)
