@@ -32,6 +32,11 @@ for row in r["rows"]:
     f = lambda v, fmt: format(v, fmt) if v is not None else "-"
     print(f"{row['workload']:18} {row['path']:12} {row['impl']:15} {f(row['ms'], '9.3f')} "
           f"{f(row['pct_copy'], '7.1f')} {f(row['speedup_vs_torch_fused'], '8.2f')} {f(row['parity_bits'], '6d')}")
+for h in r.get("host_cost", []):
+    print(f"host cost {h['impl']:15} {h['tensors']:5d} tensors " + (f"{h['ms']:.3f} ms" if h["ms"] else f"FAILED: {h['error']}"))
+for c in r.get("client", []):
+    ratio = f" = {c['vs_torch_fused']:.2f}x torch fused" if c.get("vs_torch_fused") else ""
+    print(f"client step {c['impl']:15} " + (f"{c['ms']:.3f} ms{ratio}" if c["ms"] else f"FAILED: {c['error']}"))
 print("parity failures:", r["parity_failures"] or "none")
 print("failed rows:", r.get("failures") or "none")
 PY
