@@ -15,6 +15,7 @@ tensors: 22 ms of host work per step before the buckets were cached.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .tables import TablePlanner, chunk_for
@@ -44,6 +45,7 @@ class Bucket:
         self.group, self.device, self.master, self.amsgrad, self.done = group, device, master, amsgrad, done
         self.on_device = on_device
         self.builder = None       # (key, contract.DeviceScalarBuilder) for device-counted steps
+        self.host_steps = None    # the NumPy array under ``steps`` when the host counts
         self.planner = None       # tables.TablePlanner, for a kernel backend on contiguous tensors
         self.sharded = False      # DTensor params: the kernels step local shards
         self.backend = None       # backends.BACKENDS name, for the bucket's device
@@ -152,7 +154,9 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
             # the device's counts may lag b.done (skipped steps): carry them over, never read them here
             b.steps = torch.stack([s["step"].to(b.device, torch.float32).reshape(()) for s in states])
         else:
-            b.steps = torch.full((len(states),), float(b.done), dtype=torch.float32)
+            # NumPy-backed: one += in NumPy counts them all, 0.4 µs against 1.9 µs for a torch add_
+            b.host_steps = np.full(len(states), float(b.done), dtype=np.float32)
+            b.steps = torch.from_numpy(b.host_steps)
         for i, s in enumerate(states):
             s["step"] = b.steps[i]
         b.first_step = states[0]["step"]

@@ -284,7 +284,9 @@ class AdamWTau(torch.optim.Optimizer):
                 backends.step_function(b.backend)(
                     b.locals, b.grads(flat), b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, scalars,
                     b.ids, seed, b.amsgrad, maximize, sr, scale, inf)
-            if inf is None:
+            if inf is None and b.host_steps is not None:
+                b.host_steps += 1  # the states' "step" tensors are views of it
+            elif inf is None:
                 b.steps += 1
             else:
                 b.steps += (inf == 0).to(torch.float32)  # a skipped step does not count
