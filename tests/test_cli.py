@@ -1,6 +1,7 @@
 """`adamw-tau convert` against hand-computed values; `adamw-tau bench` parity column and exit code."""
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -128,3 +129,22 @@ def test_client_step_table_on_cpu():
     assert [t["weight_decay"] for t in opt.timescales()] == [pytest.approx(0.1), 0.0]
     table = bench_host.format_client_table(rows)
     assert "52 tensors" in table and "ours:cpu" in table and "failed" not in table
+
+
+def test_back_to_back_timing_and_its_columns():
+    """The b2b figure is the time per call of calls issued back to back; the table shows its
+    columns only when some row has it (GPU runs)."""
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(0.002)
+    ms = bench.time_stream_ms(fn, "cpu", steps=4, reps=3)
+    assert len(calls) == 1 + 4 * 3 and 2.0 <= ms < 20.0
+    report = bench.Report("cuda", "GPU", torch.__version__)
+    report.rows = [bench.Row("w", "fp32", "ours:cuda", 1, 10, 280, ms=2.0, copy_ms=1.5, pct_copy=75.0,
+                             ms_stream=1.6, pct_copy_stream=93.75, parity_bits=0)]
+    table = bench.format_table(report)
+    assert "% copy b2b" in table and "93.8" in table and "1.600" in table
+    report.rows[0].ms_stream = report.rows[0].pct_copy_stream = None
+    assert "b2b" not in bench.format_table(report)
