@@ -1,4 +1,5 @@
 """The C++ CPU kernel (and, with a GPU, the CUDA kernel) against the reference, 0 bits."""
+import re
 import shutil
 import subprocess
 
@@ -78,25 +79,103 @@ def test_op_rejects_bad_buckets_before_writing(change, words):
     assert all(torch.equal(a, b) for a, b in zip(args[0], before))
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None and extension.toolkit_problem() is not None,
-                    reason="no nvcc on this machine")
-def test_cuda_sources_compile(tmp_path, monkeypatch):
-    """Compile only, with the flags a build gets: a broken .cu file fails CI wherever nvcc is installed."""
-    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0+PTX")
+NO_NVCC = pytest.mark.skipif(shutil.which("nvcc") is None and extension.toolkit_problem() is not None,
+                             reason="no nvcc on this machine")
+
+
+@pytest.fixture(scope="module")
+def cuda_object(tmp_path_factory):
+    """csrc/adamw_cuda.cu compiled once (about a minute) with the flags a build gets, for sm_90
+    with PTX: (nvcc's result, the object file). The compile and the SASS tests share it."""
     from torch.utils.cpp_extension import CUDA_HOME, include_paths
     import os
     import glob
     import sysconfig
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_CUDA_ARCH_LIST", "9.0+PTX")
+        arch = extension.cuda_arch_flags()
     nvcc = shutil.which("nvcc") or os.path.join(CUDA_HOME, "bin", "nvcc")
     dirs = include_paths() + [os.path.join(CUDA_HOME or "", "include"), "/usr/local/cuda/include",
                               os.path.join(os.path.dirname(os.path.realpath(nvcc)), "..", "include")]
     dirs += glob.glob(os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "*", "include"))
     incs = sum((["-I", d] for d in dirs if os.path.isdir(d)), [])
-    cmd = [nvcc, "-c", "-o", str(tmp_path / "k.o"), *extension.NVCC_FLAGS, *extension.cuda_arch_flags(), "-I", str(extension.CSRC),
+    obj = tmp_path_factory.mktemp("cuda") / "k.o"
+    cmd = [nvcc, "-c", "-o", str(obj), *extension.NVCC_FLAGS, *arch, "-I", str(extension.CSRC),
            "-I", sysconfig.get_paths()["include"], *incs, "-D_GLIBCXX_USE_CXX11_ABI=1",
            str(extension.CSRC / "adamw_cuda.cu")]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    return subprocess.run(cmd, capture_output=True, text=True), obj
+
+
+@NO_NVCC
+def test_cuda_sources_compile(cuda_object):
+    """Compile only, with the flags a build gets: a broken .cu file fails CI wherever nvcc is installed."""
+    out, _ = cuda_object
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def _cuobjdump():
+    import os
+    from torch.utils.cpp_extension import CUDA_HOME
+    nvcc = shutil.which("nvcc")
+    candidates = [shutil.which("cuobjdump"), os.path.join(CUDA_HOME or "", "bin", "cuobjdump"),
+                  nvcc and os.path.join(os.path.dirname(os.path.realpath(nvcc)), "cuobjdump")]
+    try:  # Triton wheels bundle one
+        import triton
+        candidates.append(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump"))
+    except ImportError:
+        pass
+    return next((c for c in candidates if c and os.path.isfile(c) and os.access(c, os.X_OK)), None)
+
+
+# adamw_kernel<P, G, S, AMSGRAD, W> as mangled: Kind F32/BF16/F16 = 0/1/2, Write Plain/Master = 0/1
+_KERNEL = re.compile(r"adamw_kernelILNS_4KindE(\d)ELS2_(\d)ELS2_(\d)ELb(\d)ELNS_5WriteE(\d)E")
+_SIZE = {"0": 4, "1": 2, "2": 2}
+
+
+@NO_NVCC
+def test_cuda_vector_path_is_16_bytes(cuda_object):
+    """[note: 16-byte vectors] in csrc/adamw_cuda.cu, read from the sm_90 SASS: the vector path of
+    each checked instantiation moves every stream in 16-byte global accesses (LDG/STG.E.128, two
+    per fp32 stream when a 16-bit stream sets 8 elements a pass), none in 8 bytes, and no
+    instantiation spills. The 4-element kernel fails it: its 16-bit streams moved 8 bytes an
+    access (LDG.E.64; before [note: global accesses], generic LD.E.64 and LD.E.128)."""
+    out, obj = cuda_object
+    assert out.returncode == 0, out.stderr[-3000:]
+    tool = _cuobjdump()
+    if tool is None:
+        pytest.skip("no cuobjdump")
+    sass = subprocess.run([tool, "-sass", str(obj)], capture_output=True, text=True, check=True).stdout
+    ops, current = {}, None
+    for line in sass.splitlines():
+        if "Function :" in line:
+            found = _KERNEL.search(line)
+            current = found.groups() if found else None
+            ops.setdefault(current, [])
+        elif current is not None:
+            ops[current] += re.findall(r"\b(?:LDG|STG|LD|ST)\.E[.\w]*", line)
+    # (P, G, S, AMSGRAD, W): the streams a pass loads and stores (w: the fp32 master)
+    plain, master = ("pgmv", "pmv"), ("wgmv", "wpmv")
+    checked = {("0", "0", "0", "0", "0"): plain, ("1", "1", "1", "0", "0"): plain,
+               ("2", "2", "2", "0", "0"): plain, ("1", "1", "0", "0", "1"): master}
+    problems = []
+    for key, (loaded, stored) in checked.items():
+        assert key in ops, f"no SASS for adamw_kernel{key}: mangled names changed? found {sorted(k for k in ops if k)}"
+        size = {"p": _SIZE[key[0]], "g": _SIZE[key[1]], "m": _SIZE[key[2]], "v": _SIZE[key[2]], "w": 4}
+        vec = 16 // min(size.values())  # elements a pass: 16 bytes of the narrowest stream
+        loads, stores = (sum(size[c] * vec // 16 for c in streams) for streams in (loaded, stored))
+        got = ops[key]
+        # 8-byte data accesses (the table rows are read as LDG.E.64.CONSTANT: not data)
+        narrow = sorted({o for o in got if ".64" in o and "CONSTANT" not in o})
+        wide = (sum(o.startswith("LDG.E.128") for o in got), sum(o.startswith("STG.E.128") for o in got))
+        if narrow or wide[0] < loads or wide[1] < stores:
+            problems.append(f"{key}: 8-byte {narrow}, LDG/STG.E.128 {wide} of at least {(loads, stores)}; "
+                            f"all: {sorted(set(got))}")
+    assert not problems, "\n".join(problems)
+    usage = subprocess.run([tool, "-res-usage", str(obj)], capture_output=True, text=True, check=True).stdout
+    kernels = re.findall(r"Function (\S*adamw_kernel\S*):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", usage)
+    assert len(kernels) == sum(1 for k in ops if k), usage[:2000]
+    assert all(stack == "0" and local == "0" for _, _, stack, local in kernels), \
+        [(_KERNEL.search(n).groups(), stack, local) for n, _, stack, local in kernels if stack != "0" or local != "0"]
 
 
 @pytest.mark.cuda
