@@ -186,6 +186,8 @@ def adamw_fused_kernel(
 
 
 # --- launcher ---------------------------------------------------------------------------------
+import functools  # noqa: E402
+
 import torch  # noqa: E402
 
 _TL_DTYPE = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
@@ -207,13 +209,21 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
         grad_scale if grad_scale is not None else ptr,
         found_inf if found_inf is not None else ptr,
         seed & 0xFFFFFFFF, seed >> 32, *h,
-        P_DTYPE=_TL_DTYPE[param_dtype], G_DTYPE=_TL_DTYPE[grad_dtype], S_DTYPE=_TL_DTYPE[state_dtype],
-        AMSGRAD=bool(amsgrad), MAXIMIZE=bool(maximize), HAS_MASTER=bool(master),
-        SR=bool(stochastic_rounding) and not master and param_dtype != torch.float32,
-        HAS_SCALE=grad_scale is not None, HAS_FOUND_INF=found_inf is not None,
-        ALIGNED=bool(tables.aligned), HOST_SCALARS=on_host, BLOCK=tables.chunk, num_warps=NUM_WARPS,
-        enable_fp_fusion=False,
+        **_constexprs(param_dtype, grad_dtype, state_dtype, bool(amsgrad), bool(maximize), bool(master),
+                      bool(stochastic_rounding), grad_scale is not None, found_inf is not None,
+                      bool(tables.aligned), on_host, tables.chunk),
     )
+
+
+@functools.lru_cache(maxsize=None)
+def _constexprs(param_dtype, grad_dtype, state_dtype, amsgrad, maximize, master, stochastic_rounding, has_scale,
+                has_found_inf, aligned, host_scalars, chunk) -> dict:
+    """The kernel's compile-time arguments and launch options for one variant, built once."""
+    return dict(P_DTYPE=_TL_DTYPE[param_dtype], G_DTYPE=_TL_DTYPE[grad_dtype], S_DTYPE=_TL_DTYPE[state_dtype],
+                AMSGRAD=amsgrad, MAXIMIZE=maximize, HAS_MASTER=master,
+                SR=stochastic_rounding and not master and param_dtype != torch.float32,
+                HAS_SCALE=has_scale, HAS_FOUND_INF=has_found_inf, ALIGNED=aligned, HOST_SCALARS=host_scalars,
+                BLOCK=chunk, num_warps=NUM_WARPS, enable_fp_fusion=False)
 
 
 # fp32 values that are never read (HOST_SCALARS=False), typed as the real ones
