@@ -129,6 +129,10 @@ def test_client_step_table_on_cpu():
     assert [t["weight_decay"] for t in opt.timescales()] == [pytest.approx(0.1), 0.0]
     table = bench_host.format_client_table(rows)
     assert "52 tensors" in table and "ours:cpu" in table and "failed" not in table
+    # a backend that cannot run gets a row that says why; the others stand
+    rows = bench_host.client_cost("cpu", ["ours:cuda", "torch:fused"], reps=2)
+    assert rows[0].ms is None and "cuda" in rows[0].error and rows[1].ms > 0
+    assert "failed" in bench_host.format_client_table(rows)
 
 
 def test_back_to_back_timing_and_its_columns():
