@@ -19,11 +19,13 @@ The addresses of params and states do not change while the bucket layout holds;
 gradients are new tensors after every ``zero_grad()``, but the caching allocator mostly
 hands them the same addresses. ``TablePlanner`` keeps the tables of the last addresses
 it saw, so a step whose params and gradients sit where they sat last step costs two
-address lists and no copy; otherwise only the grad column is rewritten and the tables
-are sent to the device again (pinned memory, non-blocking).
+address lists and no copy; otherwise only the grad column is rewritten and the tensor
+table is sent to the device again (pinned memory, non-blocking), with the block tables
+too if the aligned split changed.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +46,7 @@ VEC_BYTES = 16        # the widest load the kernels issue
 VEC_ELEMS = 8         # 16 bytes of 16-bit values; numel must be a multiple for the aligned path
 
 _ptr = torch.Tensor.data_ptr
+_shape = operator.attrgetter("shape")
 
 
 class StorageMoved(RuntimeError):
@@ -91,6 +94,15 @@ class TablePlanner:
     Build it when the bucket is built (its tensors then stay where they are); call
     ``tables(params, grads)`` every step. It returns the cached tables while the params and
     gradients sit at the addresses of the last call, and rebuilds them otherwise.
+
+    [note: new gradients] After ``zero_grad()`` every gradient is a new tensor, and on the
+    CPU (and wherever the allocator hands out other blocks) at a new address each step, so
+    the rebuild is a per-step path too. Its first call runs ``check()`` (the optimizer's
+    clear errors for every gradient); later rebuilds only test what the kernels rely on:
+    each gradient's shape and device, in C-level maps. When that test fails, ``check()``
+    says what is wrong. Dtypes need no test here: the bucket layout's key holds them.
+    Measured on the 2-core CPU machine, 2000 tiny tensors, gradients at new addresses each
+    step: 2.05 ms a step with the full check every time, 1.2 ms of it in the check.
     """
 
     def __init__(self, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids,
@@ -107,13 +119,19 @@ class TablePlanner:
         live = rows[:, NUMEL] > 0  # empty tensors have no blocks and no row
         self._rows = rows[live]
         self._live = None if live.all() else np.flatnonzero(live).tolist()
+        live_params = params if self._live is None else [params[i] for i in self._live]
+        self._p_addresses = self._rows[:, P].tolist()
+        self._shapes = list(map(_shape, live_params))
+        self._devices = list(map(torch.Tensor.get_device, live_params))
         self._key: list | None = None
+        self._checked = False
         self._tables: list[LaunchTables] = []
+        self._split: tuple | None = None  # (aligned mask, block tables) of the last build
 
     def tables(self, params, grads, check=None) -> list[LaunchTables] | None:
         """The tables for these tensors, or None if a gradient is not contiguous. ``check()``
-        runs first whenever the gradients are not the last call's (it raises on bad
-        gradients, before any table is built)."""
+        raises, before any table is built, on a gradient the kernels cannot step (the
+        class's note says when it runs)."""
         if self._live is not None:
             params = [params[i] for i in self._live]
             grads = [grads[i] for i in self._live]
@@ -124,30 +142,46 @@ class TablePlanner:
             key = None
         if key is not None and key == self._key:
             return self._tables
-        if check is not None:
+        if check is not None and (key is None or not self._checked):
             check()
+            self._checked = True
+        if key is None:
+            raise RuntimeError("adamw_tau: a gradient has no data pointer (sparse or meta): the kernels step dense "
+                               "tensors")
         if not all(map(torch.Tensor.is_contiguous, grads)):
             self._key = None
             return None  # the caller steps contiguous copies instead
+        if not self._fits(grads):
+            if check is not None:
+                check()  # raises with the parameter's name and what is wrong
+            raise RuntimeError("adamw_tau: a gradient's shape or device differs from its parameter's")
         n = len(params)
-        if key[:n] != self._rows[:, P].tolist():
+        if key[:n] != self._p_addresses:
             raise StorageMoved("a parameter's storage moved since its bucket was built (p.data was replaced)")
         self._rows[:, G] = key[n:]
         self._tables = self._build(self._rows)
         self._key = key
         return self._tables
 
+    def _fits(self, grads) -> bool:
+        return list(map(_shape, grads)) == self._shapes and list(map(torch.Tensor.get_device, grads)) == self._devices
+
     def _build(self, rows: np.ndarray) -> list[LaunchTables]:
-        out = []
+        # the block tables depend only on numels and the aligned split; a new gradient address
+        # rarely changes the split, and then only the tensor table goes to the device again
         ok = aligned_rows(rows)
-        for aligned in (True, False):
-            part = rows[ok == aligned]
-            if len(part) == 0:
-                continue
-            blocks = block_table(part[:, NUMEL], self.chunk)
-            out.append(LaunchTables(_to_device(part, self.device), _to_device(blocks, self.device),
-                                    len(blocks), aligned, self.chunk))
-        return out
+        if self._split is not None and np.array_equal(self._split[0], ok):
+            blocks_for = self._split[1]
+        else:
+            blocks_for = {}
+            for aligned in (True, False):
+                part = rows[ok == aligned]
+                if len(part):
+                    blocks = block_table(part[:, NUMEL], self.chunk)
+                    blocks_for[aligned] = (_to_device(blocks, self.device), len(blocks))
+            self._split = (ok, blocks_for)
+        return [LaunchTables(_to_device(rows[ok == aligned], self.device), blocks, n_blocks, aligned, self.chunk)
+                for aligned, (blocks, n_blocks) in blocks_for.items()]
 
 
 def check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, amsgrad) -> None:

@@ -178,6 +178,10 @@ def test_bad_step_input_changes_nothing(backend):
     with pytest.raises(RuntimeError, match="sparse"):
         opt.step()
     p[2].grad = torch.randn(p[2].shape)
+    p[2].grad.data = torch.randn(p[2].numel() + 1)  # torch's setter checks shapes; .data does not
+    with pytest.raises(RuntimeError, match=r"param group 0: params\[2\] has a gradient of shape"):
+        opt.step()
+    p[2].grad = torch.randn(p[2].shape)
     for bad in (float("nan"), -1e-3, float("inf"), "0.1"):  # lr alone changed: its own check
         opt.param_groups[0]["lr"] = bad
         with pytest.raises((ValueError, TypeError), match="param group 0: lr"):

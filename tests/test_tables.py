@@ -71,6 +71,33 @@ def test_planner_reuses_tables_while_addresses_hold():
     assert planner.tables(b["params"], strided) is None  # the caller steps contiguous copies
 
 
+def test_new_gradients_get_one_full_check_then_a_shape_and_device_test():
+    """[note: new gradients] in tables.py: a rebuild for gradients at new addresses runs the
+    optimizer's full check only the first time, or when the quick test fails; block tables
+    are sent again only when the aligned split changes."""
+    b, grads, ids, planner = _planner([16, 32])
+    checks = []
+    (first,) = planner.tables(b["params"], grads, check=lambda: checks.append("full"))
+    assert checks == ["full"] and first.aligned
+    for _ in range(3):  # after zero_grad(): new tensors, new addresses
+        new = [g.clone() for g in grads]
+        (t,) = planner.tables(b["params"], new, check=lambda: checks.append("full"))
+        assert t.tensors[:, tables.G].tolist() == [g.data_ptr() for g in new]
+        assert t.blocks is first.blocks and t.tensors is not first.tensors
+    assert checks == ["full"]
+    wrong = [grads[0].clone(), torch.randn(33).to(grads[1].dtype)]
+    with pytest.raises(RuntimeError, match="shape or device"):  # check() found nothing to name
+        planner.tables(b["params"], wrong, check=lambda: checks.append("asked"))
+    assert checks == ["full", "asked"]
+    wrong = [grads[0].clone(), torch.randn(4, 8).to(grads[1].dtype)]  # same numel, other shape
+    with pytest.raises(RuntimeError, match="shape or device"):
+        planner.tables(b["params"], wrong)
+    shifted = [torch.randn(17).to(grads[0].dtype)[1:], grads[1].clone()]  # 2 bytes off: not 16-byte aligned
+    launches = planner.tables(b["params"], shifted)
+    assert sorted(t.aligned for t in launches) == [False, True]
+    assert all(t.blocks is not first.blocks for t in launches)
+
+
 def test_cpu_op_rejects_tables_of_the_wrong_dtype_or_shape():
     from adamw_tau import backends
     from adamw_tau.contract import host_scalars
