@@ -4,7 +4,9 @@ Two measurements, both in ``adamw-tau bench`` (``--host-only`` for these alone) 
 runnable without a GPU, so a regression in µs per tensor shows in CI:
 
 * ``host_cost``: step() on 1 to 2000 tiny fp32 tensors, the device idle, so the time is
-  the host's; the slope is the cost of one more tensor.
+  the host's; the slope is the cost of one more tensor. Measured twice: with the same
+  gradient tensors every step, and with new ones at other addresses every step (two sets
+  in turn), as after ``zero_grad()`` when the allocator hands out other blocks.
 * ``client_cost``: a small language model's step as a Hugging Face user runs it: GPT-2's
   shapes at 4 layers and width 256 (52 tensors, 4.5M parameters), weights with decay and
   biases/norms without (two param groups), a cosine schedule changing lr every step. The
@@ -32,36 +34,44 @@ class HostRow:
     tensors: int
     ms: float | None = None
     error: str | None = None
+    new_grads: bool = False  # new gradient tensors, at other addresses, every step
 
 
-def host_cost(device: str, impls, counts=HOST_COUNTS, reps: int = 50, numel: int = 16) -> list[HostRow]:
+def host_cost(device: str, impls, counts=HOST_COUNTS, reps: int = 50, numel: int = 16,
+              new_grads=(False, True)) -> list[HostRow]:
     """Median wall time of one step() over ``counts`` tensors of ``numel`` fp32 elements,
-    the device synchronised before each call (perf_counter around the call alone)."""
+    the device synchronised before each call (perf_counter around the call alone), for
+    each ``new_grads`` mode."""
     rows = []
-    for impl in impls:
-        for n in counts:
-            row = HostRow(impl, n)
-            try:
-                params = _model([(numel,)] * n, PATHS["fp32"], device)
-                opt = make_optimizer(impl, params, PATHS["fp32"])
-                for _ in range(3):
-                    opt.step()
-                times = []
-                for _ in range(reps if n < 1000 else max(5, reps // 4)):
-                    _sync(device)
-                    t0 = time.perf_counter()
-                    opt.step()
-                    times.append(time.perf_counter() - t0)
-                row.ms = statistics.median(times) * 1e3
-            except Exception as e:
-                row.error = _why(e)
-            rows.append(row)
+    for fresh in new_grads:
+        for impl in impls:
+            for n in counts:
+                row = HostRow(impl, n, new_grads=fresh)
+                try:
+                    params = _model([(numel,)] * n, PATHS["fp32"], device)
+                    pools = [[p.grad for p in params], [p.grad.clone() for p in params]]
+                    opt = make_optimizer(impl, params, PATHS["fp32"])
+                    times = []
+                    for i in range(3 + (reps if n < 1000 else max(5, reps // 4))):
+                        if fresh:  # outside the timing, as backward() would be
+                            for p, g in zip(params, pools[i % 2]):
+                                p.grad = g
+                        _sync(device)
+                        t0 = time.perf_counter()
+                        opt.step()
+                        if i >= 3:
+                            times.append(time.perf_counter() - t0)
+                    row.ms = statistics.median(times) * 1e3
+                except Exception as e:
+                    row.error = _why(e)
+                rows.append(row)
     return rows
 
 
-def us_per_tensor(rows: list[HostRow], impl: str) -> float | None:
+def us_per_tensor(rows: list[HostRow], impl: str, new_grads: bool = False) -> float | None:
     """The slope from the fewest to the most tensors, in µs per tensor."""
-    mine = sorted((r for r in rows if r.impl == impl and r.ms is not None), key=lambda r: r.tensors)
+    mine = sorted((r for r in rows if r.impl == impl and r.new_grads == new_grads and r.ms is not None),
+                  key=lambda r: r.tensors)
     if len(mine) < 2:
         return None
     return (mine[-1].ms - mine[0].ms) / (mine[-1].tensors - mine[0].tensors) * 1e3
@@ -69,16 +79,18 @@ def us_per_tensor(rows: list[HostRow], impl: str) -> float | None:
 
 def format_host_table(rows: list[HostRow]) -> str:
     counts = sorted({r.tensors for r in rows})
-    impls = list(dict.fromkeys(r.impl for r in rows))
-    lines = ["host cost: median step() ms on tiny fp32 tensors (device idle), and µs per added tensor",
-             f"{'impl':16}" + "".join(f"{n:>10}" for n in counts) + f"{'µs/tensor':>11}"]
-    for impl in impls:
+    kinds = list(dict.fromkeys((r.impl, r.new_grads) for r in rows))
+    lines = ["host cost: median step() ms on tiny fp32 tensors (device idle), and µs per added tensor; "
+             "'new grads': new gradient tensors at other addresses every step",
+             f"{'impl':27}" + "".join(f"{n:>10}" for n in counts) + f"{'µs/tensor':>11}"]
+    for impl, fresh in kinds:
         cells = []
         for n in counts:
-            r = next((r for r in rows if r.impl == impl and r.tensors == n), None)
+            r = next((r for r in rows if (r.impl, r.new_grads, r.tensors) == (impl, fresh, n)), None)
             cells.append(f"{r.ms:10.3f}" if r is not None and r.ms is not None else f"{'failed':>10}")
-        slope = us_per_tensor(rows, impl)
-        lines.append(f"{impl:16}" + "".join(cells) + (f"{slope:11.2f}" if slope is not None else f"{'-':>11}"))
+        slope = us_per_tensor(rows, impl, fresh)
+        label = impl + (", new grads" if fresh else "")
+        lines.append(f"{label:27}" + "".join(cells) + (f"{slope:11.2f}" if slope is not None else f"{'-':>11}"))
     return "\n".join(lines)
 
 

@@ -34,7 +34,8 @@ for row in r["rows"]:
           f"{f(row['pct_copy'], '7.1f')} {f(row['speedup_vs_torch_fused'], '8.2f')} {f(row.get('ms_stream'), '9.3f')} "
           f"{f(row.get('pct_copy_stream'), '6.1f')} {f(row['parity_bits'], '6d')}")
 for h in r.get("host_cost", []):
-    print(f"host cost {h['impl']:15} {h['tensors']:5d} tensors " + (f"{h['ms']:.3f} ms" if h["ms"] else f"FAILED: {h['error']}"))
+    label = h["impl"] + (", new grads" if h.get("new_grads") else "")
+    print(f"host cost {label:27} {h['tensors']:5d} tensors " + (f"{h['ms']:.3f} ms" if h["ms"] else f"FAILED: {h['error']}"))
 for c in r.get("client", []):
     ratio = f" = {c['vs_torch_fused']:.2f}x torch fused" if c.get("vs_torch_fused") else ""
     print(f"client step {c['impl']:15} " + (f"{c['ms']:.3f} ms{ratio}" if c["ms"] else f"FAILED: {c['error']}"))

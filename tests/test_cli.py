@@ -103,16 +103,26 @@ def test_bench_survives_a_failing_backend_and_says_why(monkeypatch, capsys, tmp_
                              for p in ("fp32", "bf16_states")]
 
 
-def test_host_cost_table_on_cpu(capsys):
-    """The host-cost benchmark runs without a GPU: a regression in µs per tensor shows in CI."""
-    rows = bench_host.host_cost("cpu", ["ours:cpu", "ours:reference", "torch:fused"], counts=(1, 40), reps=5)
-    assert [(r.impl, r.tensors) for r in rows] == [(i, n) for i in ("ours:cpu", "ours:reference", "torch:fused")
-                                                    for n in (1, 40)]
+def test_host_cost_table_on_cpu(capsys, monkeypatch):
+    """The host-cost benchmark runs without a GPU: a regression in µs per tensor shows in CI,
+    with the same gradients every step and with new ones at other addresses."""
+    from adamw_tau import tables
+    builds = []
+    real_build = tables.TablePlanner._build
+    monkeypatch.setattr(tables.TablePlanner, "_build", lambda self, rows: builds.append(1) or real_build(self, rows))
+    impls = ("ours:cpu", "ours:reference", "torch:fused")
+    rows = bench_host.host_cost("cpu", list(impls), counts=(1, 40), reps=5)
+    assert [(r.new_grads, r.impl, r.tensors) for r in rows] == [(f, i, n) for f in (False, True) for i in impls
+                                                                for n in (1, 40)]
     assert all(r.error is None and math.isfinite(r.ms) and r.ms > 0 for r in rows)
-    one, forty = (r.ms for r in rows if r.impl == "ours:cpu")
+    # ours:cpu builds its tables once with the same gradients, every step with new ones (3 warm-up + 5 timed)
+    assert len(builds) == 2 * 1 + 2 * 8
+    one, forty = (r.ms for r in rows if r.impl == "ours:cpu" and not r.new_grads)
     assert bench_host.us_per_tensor(rows, "ours:cpu") == pytest.approx((forty - one) / 39 * 1e3)
+    one, forty = (r.ms for r in rows if r.impl == "ours:cpu" and r.new_grads)
+    assert bench_host.us_per_tensor(rows, "ours:cpu", new_grads=True) == pytest.approx((forty - one) / 39 * 1e3)
     table = bench_host.format_host_table(rows)
-    assert "µs/tensor" in table and "ours:reference" in table
+    assert "µs/tensor" in table and "ours:reference" in table and "ours:cpu, new grads" in table
     assert cli.main(["bench", "--device", "cpu", "--host-only", "--quick", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "host cost" in out and "ours:cpu" in out and "torch:fused" in out and "workload" not in out
