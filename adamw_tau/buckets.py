@@ -63,6 +63,17 @@ def state_dtype(group: dict, p: torch.Tensor, master: bool) -> torch.dtype:
     return torch.float32 if master else p.dtype
 
 
+def _check_state_shapes(state: dict, p: torch.Tensor, group: int, pid: int) -> None:
+    """A parameter's saved states must have its shape: after ``p.data`` is replaced by a
+    tensor of another shape they do not, and a kernel would read past them."""
+    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master_param"):
+        t = state.get(key)
+        if t is not None and t.shape != p.shape:
+            raise RuntimeError(f"param group {group}: params[{pid}] has shape {tuple(p.shape)} but its state "
+                               f"{key!r} has shape {tuple(t.shape)} (p.data was replaced by a tensor of another "
+                               "shape?); clear its state (opt.state[p].clear()) to start it again")
+
+
 def init_state(state: dict, group: dict, p: torch.Tensor, master: bool, sdtype: torch.dtype) -> dict:
     if "step" not in state:
         state["step"] = torch.tensor(0.0, dtype=torch.float32)
@@ -126,10 +137,10 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
             master = bool(group["master_weights"]) and p.dtype != torch.float32
             sdtype = state_dtype(group, p, master)
             state = opt.state.get(p, {})
-            if id(p) in known:
-                done = known[id(p)]
-            elif "step" not in state:
+            if "step" not in state:  # a new parameter, or its state cleared
                 done = 0
+            elif id(p) in known:
+                done = known[id(p)]
             elif compiling:
                 done = -1  # unknown to the host: the count is carried over on the device below
             else:
@@ -143,6 +154,8 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
             b.ids.append(pid)
     for b in buckets.values():
         group = opt.param_groups[b.group]
+        for p, pid in zip(b.params, b.ids):
+            _check_state_shapes(opt.state.get(p, {}), p, b.group, pid)
         states = [init_state(opt.state[p], group, p, b.master, state_dtype(group, p, b.master)) for p in b.params]
         b.sharded = _DTensor is not None and isinstance(b.params[0], _DTensor)
         b.locals = [_local(p) for p in b.params]

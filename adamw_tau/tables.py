@@ -152,13 +152,13 @@ class TablePlanner:
         if not all(map(torch.Tensor.is_contiguous, grads)):
             self._key = None
             return None  # the caller steps contiguous copies instead
+        n = len(params)
+        if key[:n] != self._p_addresses:  # before the shape test: a replaced p.data may have a new shape
+            raise StorageMoved("a parameter's storage moved since its bucket was built (p.data was replaced)")
         if not self._fits(grads):
             if check is not None:
                 check()  # raises with the parameter's name and what is wrong
             raise RuntimeError("adamw_tau: a gradient's shape or device differs from its parameter's")
-        n = len(params)
-        if key[:n] != self._p_addresses:
-            raise StorageMoved("a parameter's storage moved since its bucket was built (p.data was replaced)")
         self._rows[:, G] = key[n:]
         self._tables = self._build(self._rows)
         self._key = key

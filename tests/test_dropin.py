@@ -228,3 +228,27 @@ def test_step_hooks_run_and_the_profiler_sees_the_step(monkeypatch):
         opt.step()
     assert opt.state[next(model.parameters())]["step"].item() == 4
     assert any(not torch.equal(a, b) for a, b in zip(before, _bits(model)))
+
+
+def test_replaced_param_data_of_a_new_shape_rebuilds_the_bucket():
+    """p.data replaced by a tensor of another shape (with a gradient to match): the bucket is
+    rebuilt for it, as for a move at the same shape. Its old states do not fit: a clear error,
+    nothing written; with its state cleared, the step is the reference's first."""
+    model = _model()
+    opt = AdamWTau(model.parameters(), lr=1e-2, tau_iters=50.0, backend="cpu")
+    _train(model, opt, 2)
+    w = model[2].weight  # not the bucket's first tensor: its layout is not rebuilt for other reasons
+    w.data = torch.randn(3, 2)
+    w.grad = torch.randn(3, 2)
+    before = _bits(model)
+    with pytest.raises(RuntimeError, match=r"params\[2\] has shape \(3, 2\) but its state 'exp_avg' has shape"):
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, _bits(model)))
+    opt.state[w].clear()
+    q = torch.nn.Parameter(w.detach().clone())
+    q.grad = w.grad.clone()
+    opt.step()
+    AdamWTau([q], lr=1e-2, tau_iters=50.0, backend="reference").step()
+    assert opt.state[w]["step"].item() == 1 and opt.state[w]["exp_avg"].shape == (3, 2)
+    assert torch.equal(w.detach().view(torch.int32), q.detach().view(torch.int32))
+    assert opt.state[model[0].weight]["step"].item() == 3  # the failed step counted nothing
