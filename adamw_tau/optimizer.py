@@ -180,9 +180,10 @@ class AdamWTau(torch.optim.Optimizer):
     # [note: host work]
     # A step on a small model is host-bound, so step() does per tensor only what must be
     # done every step: collect the gradients and compare their addresses with the cached
-    # launch tables (buckets.py). Gradients are checked when those addresses change (new
-    # tensors after zero_grad()), hyperparameters when a value changes, and everything is
-    # checked before the first launch, so a bad value raises with no tensor changed.
+    # launch tables (buckets.py). At new addresses the tables are rebuilt, and the gradients
+    # get the full check the first time and a shape-and-device test after it (tables.py's
+    # note on new gradients); hyperparameters are checked when a value changes. Everything
+    # is checked before the first launch, so a bad value raises with no tensor changed.
 
     @staticmethod
     def profile_hook_step(func):
