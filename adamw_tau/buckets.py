@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .checks import check_state_shapes
 from .tables import TablePlanner, chunk_for
 
 _KERNEL_BACKENDS = ("triton", "cuda", "cpu")
@@ -61,17 +62,6 @@ def state_dtype(group: dict, p: torch.Tensor, master: bool) -> torch.dtype:
     if group["state_dtype"] is not None:
         return group["state_dtype"]
     return torch.float32 if master else p.dtype
-
-
-def _check_state_shapes(state: dict, p: torch.Tensor, group: int, pid: int) -> None:
-    """A parameter's saved states must have its shape: after ``p.data`` is replaced by a
-    tensor of another shape they do not, and a kernel would read past them."""
-    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master_param"):
-        t = state.get(key)
-        if t is not None and t.shape != p.shape:
-            raise RuntimeError(f"param group {group}: params[{pid}] has shape {tuple(p.shape)} but its state "
-                               f"{key!r} has shape {tuple(t.shape)} (p.data was replaced by a tensor of another "
-                               "shape?); clear its state (opt.state[p].clear()) to start it again")
 
 
 def init_state(state: dict, group: dict, p: torch.Tensor, master: bool, sdtype: torch.dtype) -> dict:
@@ -155,7 +145,7 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
     for b in buckets.values():
         group = opt.param_groups[b.group]
         for p, pid in zip(b.params, b.ids):
-            _check_state_shapes(opt.state.get(p, {}), p, b.group, pid)
+            check_state_shapes(opt.state.get(p, {}), p, f"param group {b.group}: params[{pid}]")
         states = [init_state(opt.state[p], group, p, b.master, state_dtype(group, p, b.master)) for p in b.params]
         b.sharded = _DTensor is not None and isinstance(b.params[0], _DTensor)
         b.locals = [_local(p) for p in b.params]

@@ -122,6 +122,17 @@ def check_grads(param_groups: list[dict]) -> None:
             pid += 1
 
 
+def check_state_shapes(state: dict, p: torch.Tensor, where: str) -> None:
+    """A parameter's states must have its shape: after ``p.data`` is replaced by a tensor of
+    another shape they do not, and a kernel would read past them."""
+    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master_param"):
+        t = state.get(key)
+        if t is not None and t.shape != p.shape:
+            raise RuntimeError(f"{where} has shape {tuple(p.shape)} but its state {key!r} has shape "
+                               f"{tuple(t.shape)} (p.data was replaced by a tensor of another shape?); clear its "
+                               "state (opt.state[p].clear()) to start it again")
+
+
 def check_state_dict(param_groups: list[dict], state_dict: dict) -> None:
     """A checkpoint's groups, parameter count and state shapes fit this optimizer."""
     groups = state_dict.get("param_groups", [])

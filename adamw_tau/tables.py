@@ -127,7 +127,8 @@ class TablePlanner:
         self._checked = False
         self._tables: list[LaunchTables] = []
         self._split: tuple | None = None  # (aligned mask, block tables) of the last build
-        self._fixed_ok: np.ndarray | None = None  # rows aligned in every column but the grad's
+        # aligned_rows of every column but the grad's (still 0 here), tested once
+        self._fixed_ok = aligned_rows(self._rows)
 
     def tables(self, params, grads, check=None) -> list[LaunchTables] | None:
         """The tables for these tensors, or None if a gradient is not contiguous. ``check()``
@@ -168,17 +169,10 @@ class TablePlanner:
         return list(map(_shape, grads)) == self._shapes and list(map(torch.Tensor.get_device, grads)) == self._devices
 
     def _build(self, rows: np.ndarray) -> list[LaunchTables]:
-        # aligned_rows(rows), with all but the grad column tested once, at construction
-        if self._fixed_ok is None:
-            fixed = rows.copy()
-            fixed[:, G] = 0
-            self._fixed_ok = aligned_rows(fixed)
-        ok = self._fixed_ok & (rows[:, G] % VEC_BYTES == 0)
+        ok = self._fixed_ok & (rows[:, G] % VEC_BYTES == 0)  # aligned_rows(rows)
         # the block tables depend only on numels and the aligned split; a new gradient address
         # rarely changes the split, and then only the tensor table goes to the device again
-        if self._split is not None and np.array_equal(self._split[0], ok):
-            blocks_for = self._split[1]
-        else:
+        if self._split is None or not np.array_equal(self._split[0], ok):
             blocks_for = {}
             for aligned in (True, False):
                 part = rows[ok == aligned]
@@ -186,11 +180,8 @@ class TablePlanner:
                     blocks = block_table(part[:, NUMEL], self.chunk)
                     blocks_for[aligned] = (_to_device(blocks, self.device), len(blocks))
             self._split = (ok, blocks_for)
-        if len(blocks_for) == 1:  # one launch: every row, copied (the next rebuild rewrites rows)
-            ((aligned, (blocks, n_blocks)),) = blocks_for.items()
-            return [LaunchTables(_to_device(rows.copy(), self.device), blocks, n_blocks, aligned, self.chunk)]
         return [LaunchTables(_to_device(rows[ok == aligned], self.device), blocks, n_blocks, aligned, self.chunk)
-                for aligned, (blocks, n_blocks) in blocks_for.items()]
+                for aligned, (blocks, n_blocks) in self._split[1].items()]
 
 
 def check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, amsgrad) -> None:
