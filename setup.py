@@ -1,5 +1,5 @@
 """Packaging. The C++/CUDA extension is built here only when asked (ADAMW_TAU_BUILD_EXT=1);
-otherwise adamw_tau compiles it with ninja at first use (adamw_tau/extension.py)."""
+otherwise adamw_tau compiles it with ninja at first use (adamw_tau/launch/extension.py)."""
 import os
 
 from setuptools import setup
@@ -12,7 +12,7 @@ if os.environ.get("ADAMW_TAU_BUILD_EXT") == "1":
     srcs = [os.path.join("csrc", f) for f in ("ops.cpp", "adamw_cpu.cpp")]
     import sys
     sys.path.insert(0, here)
-    from adamw_tau.extension import CXX_FLAGS as cxx, NVCC_FLAGS, toolkit_problem  # noqa: E402
+    from adamw_tau.launch.extension import CXX_FLAGS as cxx, NVCC_FLAGS, toolkit_problem  # noqa: E402
 
     problem = toolkit_problem()
     if problem is None:

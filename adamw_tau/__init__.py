@@ -6,11 +6,18 @@ import os as _os
 _root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
 if _os.path.isfile(_os.path.join(_root, "triton_kernels", "adamw_fused.py")):
     __path__.append(_root)  # noqa: F821
-from .contract import StepScalars, host_scalars
-from .mup import mup_param_groups
-from .optimizer import AdamWTau
-from .timescale import (iters_per_epoch, lambda_from_tau_epoch, lambda_from_tau_iter, tau_epoch_from_lambda,
-                        tau_epoch_from_tau_iter, tau_iter_from_lambda, tau_iter_from_tau_epoch)
+from .core.contract import StepScalars, host_scalars
+from .core.timescale import (
+    iters_per_epoch,
+    lambda_from_tau_epoch,
+    lambda_from_tau_iter,
+    tau_epoch_from_lambda,
+    tau_epoch_from_tau_iter,
+    tau_iter_from_lambda,
+    tau_iter_from_tau_epoch,
+)
+from .optim.optimizer import AdamWTau
+from .scaling.mup import mup_param_groups
 
 __all__ = ["AdamWTau", "mup_param_groups", "StepScalars", "host_scalars", "iters_per_epoch", "lambda_from_tau_epoch",
            "lambda_from_tau_iter", "tau_epoch_from_lambda", "tau_epoch_from_tau_iter", "tau_iter_from_lambda",

@@ -5,23 +5,23 @@ import argparse
 import json
 import sys
 
-from . import timescale
+from .core import timescale
 
 
 def _bench(args) -> int:
-    from . import bench, bench_host
-    report = bench.run(device=args.device, quick=args.quick, progress=not args.no_progress,
+    from .bench import bandwidth, host_cost
+    report = bandwidth.run(device=args.device, quick=args.quick, progress=not args.no_progress,
                        only_workloads=args.workload, only_paths=args.path, host_only=args.host_only)
     if report.rows:
-        print(bench.format_table(report))
-    print("\n" + bench_host.format_host_table(report.host_cost))
-    print("\n" + bench_host.format_client_table(report.client))
+        print(bandwidth.format_table(report))
+    print("\n" + host_cost.format_host_table(report.host_cost))
+    print("\n" + host_cost.format_client_table(report.client))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report.as_dict(), f, indent=2)
         print(f"wrote {args.json}")
     if args.plot and report.rows:
-        bench.plot(report, args.plot)
+        bandwidth.plot(report, args.plot)
         print(f"wrote {args.plot}")
     status = 0
     if report.failures:
@@ -81,8 +81,9 @@ def _convert(args) -> int:
 
 
 def _transfer(args) -> int:
+    from .scaling.transfer import transfer
     try:
-        r = timescale.transfer(args.lr, weight_decay=args.weight_decay, tau_epochs=args.tau_epochs,
+        r = transfer(args.lr, weight_decay=args.weight_decay, tau_epochs=args.tau_epochs,
                                dataset_size=args.dataset_size, batch_size=args.batch_size,
                                to_dataset_size=args.to_dataset_size, to_batch_size=args.to_batch_size,
                                width_mult=args.width_mult)
@@ -109,7 +110,7 @@ def _transfer(args) -> int:
 
 
 def _published(args) -> int:
-    from . import published
+    from .scaling import published
     if args.json:
         print(json.dumps(published.rows()))
     else:
@@ -118,8 +119,8 @@ def _published(args) -> int:
 
 
 def _sweep(args) -> int:
-    from . import sweeps
-    return sweeps.main(args)
+    from .experiments import commands
+    return commands.main(args)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -162,7 +163,7 @@ def parser() -> argparse.ArgumentParser:
     pb.add_argument("--json", action="store_true")
     pb.set_defaults(func=_published)
     try:
-        from .sweeps import add_parser
+        from .experiments.commands import add_parser
         add_parser(sub, _sweep)
     except ImportError:
         pass

@@ -5,8 +5,8 @@
 import pytest
 import torch
 
-from adamw_tau import bench
-from adamw_tau.testing import PATHS
+from adamw_tau.bench import workloads as bench
+from adamw_tau.testing.parity import PATHS
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 WORKLOADS = bench.workloads(DEVICE, quick=True)
@@ -20,7 +20,7 @@ def test_step(benchmark, workload, path, impl):
     p = PATHS[path]
     if impl.startswith("torch") and not bench.torch_supports(p):
         pytest.skip("torch.optim.AdamW has no such path")
-    params = bench._model(WORKLOADS[workload], p, DEVICE)
+    params = bench.make_params(WORKLOADS[workload], p, DEVICE)
     opt = bench.make_optimizer(impl, params, p)
 
     def step():

@@ -1,6 +1,6 @@
 // CUDA implementation of adamw_tau::launch_: one launch per table, whatever its tensor count.
 //
-// The tensor and block tables are built, cached and checked by adamw_tau/tables.py, where
+// The tensor and block tables are built, cached and checked by adamw_tau/launch/tables.py, where
 // the CPU tests run them; this file holds only what must run on the GPU: the kernel and
 // its launch. 64-bit indices throughout; 16-byte vector loads and stores where every
 // pointer allows them, element by element in the tail.

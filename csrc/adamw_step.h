@@ -10,7 +10,7 @@
 
 namespace adamw_tau {
 
-// One row of the tensor table that adamw_tau/tables.py builds (int64 [n, 8]): the addresses
+// One row of the tensor table that adamw_tau/launch/tables.py builds (int64 [n, 8]): the addresses
 // of p, g, m, v, vmax and the fp32 master (0 where absent), numel, param_id. The kernels read
 // the table as an array of these.
 struct TensorArgs {

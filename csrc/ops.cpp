@@ -1,7 +1,7 @@
 // adamw_tau::launch_, declared once; implemented per device in adamw_cpu.cpp and adamw_cuda.cu.
 //
-// It steps the tensors that the launch tables (adamw_tau/tables.py) point at: a raw launch,
-// called by the adamw_tau::adamw_step_ custom op (adamw_tau/ops.py, what torch.compile sees)
+// It steps the tensors that the launch tables (adamw_tau/launch/tables.py) point at: a raw launch,
+// called by the adamw_tau::adamw_step_ custom op (adamw_tau/launch/ops.py, what torch.compile sees)
 // and, in eager, by the optimizer straight from its cached tables.
 #include <Python.h>
 #include <torch/library.h>

@@ -8,7 +8,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from adamw_tau.testing import hard_values  # noqa: F401  (re-exported for tests)
+from adamw_tau.testing.parity import hard_values  # noqa: F401  (re-exported for tests)
 
 
 def pytest_collection_modifyitems(config, items):

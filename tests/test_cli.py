@@ -6,7 +6,9 @@ import time
 import pytest
 import torch
 
-from adamw_tau import backends, bench, bench_host, cli
+from adamw_tau import cli
+from adamw_tau.bench import bandwidth, host_cost, timing, workloads
+from adamw_tau.launch import ops
 
 
 def test_convert_llama2_like_setting(capsys):
@@ -38,12 +40,12 @@ def test_convert_bad_input():
 
 
 def test_bytes_per_element_matches_the_issue():
-    from adamw_tau.testing import PATHS
-    assert bench.bytes_per_element(PATHS["fp32"]) == 28
-    assert bench.bytes_per_element(PATHS["bf16_master"]) == 28
-    assert bench.bytes_per_element(PATHS["bf16_states"]) == 14
-    assert len(bench.gpt2_124m_shapes()) == 148
-    assert abs(sum(math.prod(s) for s in bench.gpt2_124m_shapes()) - 124.4e6) < 0.1e6
+    from adamw_tau.testing.parity import PATHS
+    assert workloads.bytes_per_element(PATHS["fp32"]) == 28
+    assert workloads.bytes_per_element(PATHS["bf16_master"]) == 28
+    assert workloads.bytes_per_element(PATHS["bf16_states"]) == 14
+    assert len(workloads.gpt2_124m_shapes()) == 148
+    assert abs(sum(math.prod(s) for s in workloads.gpt2_124m_shapes()) - 124.4e6) < 0.1e6
 
 
 ARGS = ["bench", "--quick", "--device", "cpu", "--workload", "small_2000x4096", "--path", "fp32",
@@ -61,7 +63,7 @@ def test_bench_quick_prints_parity_zero(capsys, tmp_path):
 
 
 def test_bench_fails_loudly_when_a_backend_is_off_by_one_bit(monkeypatch, capsys):
-    real = backends.step_function
+    real = ops.step_function
 
     def corrupted(name):
         fn = real(name)
@@ -74,7 +76,7 @@ def test_bench_fails_loudly_when_a_backend_is_off_by_one_bit(monkeypatch, capsys
             w.view(-1)[-1] ^= 1
         return wrong
 
-    monkeypatch.setattr(backends, "step_function", corrupted)
+    monkeypatch.setattr(ops, "step_function", corrupted)
     assert cli.main(ARGS) == 1
     assert "PARITY FAILED" in capsys.readouterr().err
 
@@ -82,14 +84,14 @@ def test_bench_fails_loudly_when_a_backend_is_off_by_one_bit(monkeypatch, capsys
 def test_bench_survives_a_failing_backend_and_says_why(monkeypatch, capsys, tmp_path):
     """On an H100 one backend's crash took the whole bench down: now its row says why, the
     other rows and the parity column still print, and the exit status is non-zero."""
-    real = bench.make_optimizer
+    real = bandwidth.make_optimizer
 
     def broken(impl, params, path):
         if impl == "ours:cpu":
             raise RuntimeError("expected scalar type Long but found Byte\nsecond line")
         return real(impl, params, path)
 
-    monkeypatch.setattr(bench, "make_optimizer", broken)
+    monkeypatch.setattr(bandwidth, "make_optimizer", broken)
     out_json = tmp_path / "b.json"
     assert cli.main(ARGS + ["--json", str(out_json)]) == 1
     captured = capsys.readouterr()
@@ -106,22 +108,22 @@ def test_bench_survives_a_failing_backend_and_says_why(monkeypatch, capsys, tmp_
 def test_host_cost_table_on_cpu(capsys, monkeypatch):
     """The host-cost benchmark runs without a GPU: a regression in µs per tensor shows in CI,
     with the same gradients every step and with new ones at other addresses."""
-    from adamw_tau import tables
+    from adamw_tau.launch import tables
     builds = []
     real_build = tables.TablePlanner._build
     monkeypatch.setattr(tables.TablePlanner, "_build", lambda self, rows: builds.append(1) or real_build(self, rows))
     impls = ("ours:cpu", "ours:reference", "torch:fused")
-    rows = bench_host.host_cost("cpu", list(impls), counts=(1, 40), reps=5)
+    rows = host_cost.host_cost("cpu", list(impls), counts=(1, 40), reps=5)
     assert [(r.new_grads, r.impl, r.tensors) for r in rows] == [(f, i, n) for f in (False, True) for i in impls
                                                                 for n in (1, 40)]
     assert all(r.error is None and math.isfinite(r.ms) and r.ms > 0 for r in rows)
     # ours:cpu builds its tables once with the same gradients, every step with new ones (3 warm-up + 5 timed)
     assert len(builds) == 2 * 1 + 2 * 8
     one, forty = (r.ms for r in rows if r.impl == "ours:cpu" and not r.new_grads)
-    assert bench_host.us_per_tensor(rows, "ours:cpu") == pytest.approx((forty - one) / 39 * 1e3)
+    assert host_cost.us_per_tensor(rows, "ours:cpu") == pytest.approx((forty - one) / 39 * 1e3)
     one, forty = (r.ms for r in rows if r.impl == "ours:cpu" and r.new_grads)
-    assert bench_host.us_per_tensor(rows, "ours:cpu", new_grads=True) == pytest.approx((forty - one) / 39 * 1e3)
-    table = bench_host.format_host_table(rows)
+    assert host_cost.us_per_tensor(rows, "ours:cpu", new_grads=True) == pytest.approx((forty - one) / 39 * 1e3)
+    table = host_cost.format_host_table(rows)
     assert "µs/tensor" in table and "ours:reference" in table and "ours:cpu, new grads" in table
     assert cli.main(["bench", "--device", "cpu", "--host-only", "--quick", "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -130,19 +132,19 @@ def test_host_cost_table_on_cpu(capsys, monkeypatch):
 
 def test_client_step_table_on_cpu():
     """The HF-style client (52 tensors in 2 groups, lr changed every step) times ours beside torch fused."""
-    rows = bench_host.client_cost("cpu", ["ours:cpu", "torch:fused"], reps=3)
+    rows = host_cost.client_cost("cpu", ["ours:cpu", "torch:fused"], reps=3)
     assert [r.tensors for r in rows] == [52, 52] and rows[0].params == rows[1].params > 4_000_000
     assert all(r.error is None and r.ms > 0 for r in rows)
     assert rows[0].vs_torch_fused == pytest.approx(rows[0].ms / rows[1].ms) and rows[1].vs_torch_fused == 1.0
-    opt = bench_host.client_optimizer("ours:cpu", bench_host.client_model("cpu"))
+    opt = host_cost.client_optimizer("ours:cpu", host_cost.client_model("cpu"))
     assert [len(g["params"]) for g in opt.param_groups] == [18, 34]  # matrices, vectors
     assert [t["weight_decay"] for t in opt.timescales()] == [pytest.approx(0.1), 0.0]
-    table = bench_host.format_client_table(rows)
+    table = host_cost.format_client_table(rows)
     assert "52 tensors" in table and "ours:cpu" in table and "failed" not in table
     # a backend that cannot run gets a row that says why; the others stand
-    rows = bench_host.client_cost("cpu", ["ours:cuda", "torch:fused"], reps=2)
+    rows = host_cost.client_cost("cpu", ["ours:cuda", "torch:fused"], reps=2)
     assert rows[0].ms is None and "cuda" in rows[0].error and rows[1].ms > 0
-    assert "failed" in bench_host.format_client_table(rows)
+    assert "failed" in host_cost.format_client_table(rows)
 
 
 def test_back_to_back_timing_and_its_columns():
@@ -153,12 +155,12 @@ def test_back_to_back_timing_and_its_columns():
     def fn():
         calls.append(1)
         time.sleep(0.002)
-    ms = bench.time_stream_ms(fn, "cpu", steps=4, reps=3)
+    ms = timing.time_stream_ms(fn, "cpu", steps=4, reps=3)
     assert len(calls) == 1 + 4 * 3 and 2.0 <= ms < 20.0
-    report = bench.Report("cuda", "GPU", torch.__version__)
-    report.rows = [bench.Row("w", "fp32", "ours:cuda", 1, 10, 280, ms=2.0, copy_ms=1.5, pct_copy=75.0,
+    report = bandwidth.Report("cuda", "GPU", torch.__version__)
+    report.rows = [bandwidth.Row("w", "fp32", "ours:cuda", 1, 10, 280, ms=2.0, copy_ms=1.5, pct_copy=75.0,
                              ms_stream=1.6, pct_copy_stream=93.75, parity_bits=0)]
-    table = bench.format_table(report)
+    table = bandwidth.format_table(report)
     assert "% copy b2b" in table and "93.8" in table and "1.600" in table
     report.rows[0].ms_stream = report.rows[0].pct_copy_stream = None
-    assert "b2b" not in bench.format_table(report)
+    assert "b2b" not in bandwidth.format_table(report)

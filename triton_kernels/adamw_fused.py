@@ -1,8 +1,8 @@
-"""Multi-tensor, one-pass fused AdamW in Triton, bitwise equal to ``adamw_tau.reference``.
+"""Multi-tensor, one-pass fused AdamW in Triton, bitwise equal to ``adamw_tau.core.reference``.
 
 One launch steps every tensor of a bucket: the tensor table holds each tensor's pointers,
 and the block table maps each program to (tensor, first element); both are built by
-``adamw_tau.tables``. Each element of p, g, m, v (and master, max_exp_avg_sq) is read once
+``adamw_tau.launch.tables``. Each element of p, g, m, v (and master, max_exp_avg_sq) is read once
 and written once.
 
 [note: wide loads]
@@ -92,7 +92,7 @@ def adamw_fused_kernel(
     HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, ALIGNED: tl.constexpr, HOST_SCALARS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # columns of the tensor table: adamw_tau.tables.COLUMNS
+    # columns of the tensor table: adamw_tau.launch.tables.COLUMNS
     pid = tl.program_id(0).to(tl.int64)
     row = tl.load(blocks_ptr + 2 * pid)
     start = tl.load(blocks_ptr + 2 * pid + 1)

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
-from . import AdamWTau
-from .bench import _model, _sync, _why, gpt2_shapes, make_optimizer
-from .testing import PATHS
+from ..optim.optimizer import AdamWTau
+from ..testing.parity import PATHS
+from .timing import sync, why
+from .workloads import gpt2_shapes, make_optimizer, make_params
 
 HOST_COUNTS = (1, 52, 148, 2000)
 
@@ -48,7 +49,7 @@ def host_cost(device: str, impls, counts=HOST_COUNTS, reps: int = 50, numel: int
             for n in counts:
                 row = HostRow(impl, n, new_grads=fresh)
                 try:
-                    params = _model([(numel,)] * n, PATHS["fp32"], device)
+                    params = make_params([(numel,)] * n, PATHS["fp32"], device)
                     pools = [[p.grad for p in params], [p.grad.clone() for p in params]]
                     opt = make_optimizer(impl, params, PATHS["fp32"])
                     times = []
@@ -56,14 +57,14 @@ def host_cost(device: str, impls, counts=HOST_COUNTS, reps: int = 50, numel: int
                         if fresh:  # outside the timing, as backward() would be
                             for p, g in zip(params, pools[i % 2]):
                                 p.grad = g
-                        _sync(device)
+                        sync(device)
                         t0 = time.perf_counter()
                         opt.step()
                         if i >= 3:
                             times.append(time.perf_counter() - t0)
                     row.ms = statistics.median(times) * 1e3
                 except Exception as e:
-                    row.error = _why(e)
+                    row.error = why(e)
                 rows.append(row)
     return rows
 
@@ -147,16 +148,16 @@ def client_cost(device: str, impls, reps: int = 50, total_steps: int = 1000) -> 
                 opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total_steps) / total_steps)))
             times = []
             for i in range(reps + 3):
-                _sync(device)
+                sync(device)
                 t0 = time.perf_counter()
                 opt.step()
-                _sync(device)
+                sync(device)
                 if i >= 3:
                     times.append(time.perf_counter() - t0)
                 sched.step()
             row.ms = statistics.median(times) * 1e3
         except Exception as e:
-            row.error = _why(e)
+            row.error = why(e)
         rows.append(row)
     fused = next((r.ms for r in rows if r.impl == "torch:fused" and r.ms), None)
     for r in rows:

@@ -11,14 +11,13 @@ dataset  Wang & Aitchison's claim: the best tau_epoch stays put as the dataset g
          best lambda falls ~ 1/size. Teacher-student regression at several sizes.
 width    muP MLPs at several widths: an lr sweep with lambda fixed vs tau fixed.
 lm       a byte-level transformer on the standard library's source: both claims on real text
-         (adamw_tau/sweep_lm.py).
+         (adamw_tau/experiments/lm/sweep.py).
 
 Every run is one parameter group of one AdamWTau (the fastest backend available), so a whole
 grid steps in one optimizer step; the loss and gradients of all runs are computed batched.
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass
@@ -26,38 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import AdamWTau, mup_param_groups
+from ..optim.optimizer import AdamWTau
+from . import common
 
-# --- shared ---------------------------------------------------------------------------------
-
-
-def _bar(total: int, desc: str, enabled: bool = True):
-    try:
-        from tqdm import tqdm
-        return tqdm(total=total, desc=desc, leave=False, disable=not enabled)
-    except ImportError:  # pragma: no cover
-        class _B:
-            def update(self, n=1): pass
-            def close(self): pass
-        return _B()
-
-
-def _geom(lo: float, hi: float, n: int) -> list[float]:
-    return [float(x) for x in np.geomspace(lo, hi, n)]
-
-
-def _write_csv(path: str, header: list[str], rows: list[list]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+# --- ridge ----------------------------------------------------------------------------------
 
 
 def valley_slope(loss: np.ndarray, lrs, decays, band: float = 0.05) -> tuple[float, float]:
@@ -125,9 +96,6 @@ def _train_linear(data, runs, epochs: int, batch: int, schedule: str, seed: int,
     return loss
 
 
-# --- ridge ----------------------------------------------------------------------------------
-
-
 @dataclass
 class RidgeConfig:
     n: int = 200
@@ -155,15 +123,15 @@ def sweep_ridge(out: str, quick: bool = False, progress: bool = True, init: floa
     cfg = RidgeConfig(epochs=10, seeds=2, grid=7) if quick else RidgeConfig()
     if init is not None:
         cfg.init = init
-    lrs = _geom(1e-4, 1.0, cfg.grid)
+    lrs = common.geom(1e-4, 1.0, cfg.grid)
     # the torch form's lambda axis has the lr axis's log step (so lr*lambda fixed is a grid
     # diagonal) and reaches 1/lr_min, where even the smallest lr decays; cells with
     # lr*lambda > 1 (a negative decay factor) are not run
     step = (math.log10(lrs[-1]) - math.log10(lrs[0])) / (cfg.grid - 1)
     torch_lambdas = [10.0 ** (-3.0 + k * step) for k in range(int(round(6.0 / step)) + 1)]
-    lh_lambdas = _geom(1e-4, 1.0, cfg.grid)          # LH form: d = 1 - lambda * eta_t, lambda <= 1
+    lh_lambdas = common.geom(1e-4, 1.0, cfg.grid)          # LH form: d = 1 - lambda * eta_t, lambda <= 1
     m = cfg.n // cfg.batch
-    tau_epochs = _geom(0.1, 1000.0, cfg.grid)       # tau form: tau_iter = tau_epoch * M
+    tau_epochs = common.geom(0.1, 1000.0, cfg.grid)       # tau form: tau_iter = tau_epoch * M
     forms = {
         "torch": (torch_lambdas, lambda lr, x: {"lr": lr, "weight_decay": x} if lr * x <= 1.0 else None),
         "loshchilov_hutter": (lh_lambdas, lambda lr, x: {"lr": lr, "tau_iters": 1.0 / x}),
@@ -171,7 +139,7 @@ def sweep_ridge(out: str, quick: bool = False, progress: bool = True, init: floa
     }
     results = {}
     rows = []
-    bar = _bar(len(forms) * 2 * cfg.seeds * cfg.epochs, "sweep ridge", progress)
+    bar = common.progress_bar(len(forms) * 2 * cfg.seeds * cfg.epochs, "sweep ridge", progress)
     for sched in ("constant", "sqrt"):
         for form, (axis, opts) in forms.items():
             runs = [opts(lr, x) for lr in lrs for x in axis]
@@ -187,7 +155,7 @@ def sweep_ridge(out: str, quick: bool = False, progress: bool = True, init: floa
                     rows.append([sched, form, lr, x, loss[i, j]])
     bar.close()
     os.makedirs(out, exist_ok=True)
-    _write_csv(os.path.join(out, "ridge.csv"), ["schedule", "form", "lr", "decay_axis", "val_loss"], rows)
+    common.write_csv(os.path.join(out, "ridge.csv"), ["schedule", "form", "lr", "decay_axis", "val_loss"], rows)
     _plot_ridge(results, lrs, os.path.join(out, "ridge.png"))
     summary = {f"{s}/{f}": (r["slope"], r["corr"]) for (s, f), r in results.items()}
     print("ridge: slope and correlation of log(valley centre) vs log(lr) across lr rows "
@@ -198,7 +166,7 @@ def sweep_ridge(out: str, quick: bool = False, progress: bool = True, init: floa
 
 
 def _plot_ridge(results, lrs, path):
-    plt = _plt()
+    plt = common.pyplot()
     scheds = ("constant", "sqrt")
     forms = ("torch", "loshchilov_hutter", "tau")
     ylabels = {"torch": "λ (d = 1 − lr_t·λ)", "loshchilov_hutter": "λ (d = 1 − λ·η_t)", "tau": "τ_epoch"}
@@ -245,10 +213,10 @@ def sweep_dataset(out: str, quick: bool = False, progress: bool = True) -> dict:
     has that to forget within the run, and the noise of the late updates to average out.
     """
     sizes = [100, 400, 1600] if quick else [200, 800, 3200]
-    tau_epochs = _geom(0.05, 50.0, 6 if quick else 11)
+    tau_epochs = common.geom(0.05, 50.0, 6 if quick else 11)
     epochs, batch, lr, d, seeds = (8, 20, 1e-2, 50, 1) if quick else (30, 20, 1e-2, 100, 3)
     rows, best = [], []
-    bar = _bar(len(sizes) * seeds * epochs, "sweep dataset", progress)
+    bar = common.progress_bar(len(sizes) * seeds * epochs, "sweep dataset", progress)
     curves = {}
     for n in sizes:
         m = n // batch
@@ -273,8 +241,8 @@ def sweep_dataset(out: str, quick: bool = False, progress: bool = True) -> dict:
         rows += [[n, t, 1.0 / (lr * m * t), l] for t, l in zip(tau_epochs, loss)]
     bar.close()
     os.makedirs(out, exist_ok=True)
-    _write_csv(os.path.join(out, "dataset.csv"), ["dataset_size", "tau_epochs", "lambda", "val_loss"], rows)
-    plt = _plt()
+    common.write_csv(os.path.join(out, "dataset.csv"), ["dataset_size", "tau_epochs", "lambda", "val_loss"], rows)
+    plt = common.pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for n, loss in curves.items():
         a1.plot(tau_epochs, loss, "o-", label=f"N = {n}")
@@ -300,116 +268,3 @@ def sweep_dataset(out: str, quick: bool = False, progress: bool = True) -> dict:
     return {"best": best, "slope": slope, "tau_epochs": tau_epochs, "curves": curves}
 
 
-# --- width ----------------------------------------------------------------------------------
-
-
-class _MLP(torch.nn.Module):
-    def __init__(self, d_in: int, width: int):
-        super().__init__()
-        self.inp = torch.nn.Linear(d_in, width)
-        self.hidden = torch.nn.Linear(width, width)
-        self.out = torch.nn.Linear(width, 1)
-        with torch.no_grad():  # muP init: readout variance 1/fan_in^2
-            self.out.weight.normal_(0, 1.0 / width)
-
-    def forward(self, x):
-        return self.out(torch.relu(self.hidden(torch.relu(self.inp(x))))).squeeze(-1)
-
-
-def sweep_width(out: str, quick: bool = False, progress: bool = True) -> dict:
-    widths = [64, 128, 256] if quick else [64, 128, 256, 512]
-    lrs = _geom(3e-4, 3e-1, 5 if quick else 9)
-    steps, d_in, n, batch = (150, 16, 512, 32) if quick else (600, 32, 2048, 64)
-    # lambda = 0.5 at the reference lr 1e-2 is tau_iter = 200 steps, well inside the run
-    base_width, lam, ref_lr = widths[0], 0.5, 1e-2
-    g = torch.Generator().manual_seed(5)
-    X = torch.randn(n, d_in, generator=g)
-    Xv = torch.randn(1024, d_in, generator=g)
-    torch.manual_seed(5)
-    teacher = _MLP(d_in, 32)
-    with torch.no_grad():  # a teacher with O(1) outputs, scaled to unit variance: loss 1 = predicting the mean
-        teacher.out.weight.normal_(0, 1.0)
-        y, yv = teacher(X), teacher(Xv)
-        mu, sd = y.mean(), y.std()
-        y = (y - mu) / sd + 0.3 * torch.randn(n, generator=g)
-        yv = (yv - mu) / sd
-    rows, table = [], {}
-    bar = _bar(2 * len(widths) * len(lrs), "sweep width", progress)
-    for mode in ("lambda_fixed", "tau_fixed"):
-        for w in widths:
-            for lr in lrs:
-                torch.manual_seed(0)
-                model, base = _MLP(d_in, w), _MLP(d_in, base_width)
-                groups = mup_param_groups(model, base, lr=lr)
-                if mode == "lambda_fixed":
-                    opt = AdamWTau(groups, lr=lr, weight_decay=lam)
-                else:
-                    # the same τ at every lr and width: τ_iter = 1 / (lr_ref · λ)
-                    opt = AdamWTau(groups, lr=lr, tau_iters=1.0 / (ref_lr * lam))
-                gen = torch.Generator().manual_seed(1)
-                for _ in range(steps):
-                    idx = torch.randint(0, n, (batch,), generator=gen)
-                    loss = ((model(X[idx]) - y[idx]) ** 2).mean()
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                with torch.no_grad():
-                    v = float(((model(Xv) - yv) ** 2).mean())
-                v = v if math.isfinite(v) else float("nan")
-                table[(mode, w, lr)] = v
-                rows.append([mode, w, lr, v])
-                bar.update(1)
-    bar.close()
-    os.makedirs(out, exist_ok=True)
-    _write_csv(os.path.join(out, "width.csv"), ["mode", "width", "lr", "val_loss"], rows)
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    best = {}
-    for ax, mode in zip(axes, ("lambda_fixed", "tau_fixed")):
-        for w in widths:
-            vals = [table[(mode, w, lr)] for lr in lrs]
-            ax.plot(lrs, vals, "o-", label=f"width {w}")
-            best[(mode, w)] = lrs[int(np.nanargmin(vals))]
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("base lr (μP-scaled per group)")
-        ax.set_title({"lambda_fixed": "λ fixed (torch form)", "tau_fixed": "τ fixed"}[mode])
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel("val loss")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "width.png"), dpi=110)
-    plt.close(fig)
-    print("width: best base lr per width")
-    for mode in ("lambda_fixed", "tau_fixed"):
-        print(f"  {mode:13s} " + "  ".join(f"w{w}: {best[(mode, w)]:.2g}" for w in widths))
-    return {"best": best, "table": table}
-
-
-SWEEPS = {"ridge": sweep_ridge, "dataset": sweep_dataset, "width": sweep_width}
-
-
-def add_parser(sub, func) -> None:
-    s = sub.add_parser("sweep", help="reproduce the seeds' experiments (ridge, dataset, width, lm)")
-    s.add_argument("which", choices=[*SWEEPS, "lm"])
-    s.add_argument("--out", default=".", help="folder for the PNG and CSV (default: here)")
-    s.add_argument("--quick", action="store_true", help="a small grid, for CI")
-    s.add_argument("--no-progress", action="store_true")
-    s.add_argument("--init", type=float, default=None,
-                   help="ridge: the scale of the random start w0 (default 1.0; 0 starts at zero)")
-    s.add_argument("--device", default=None, help="lm: cpu (default) or cuda")
-    s.add_argument("--part", default=None, metavar="I/K", help="lm: run the I-th of K shares of the grid")
-    s.add_argument("--plan", action="store_true", help="lm: print the runs, FLOPs and estimated time per part, and stop")
-    s.add_argument("--backend", default=None, help="lm: AdamWTau backend (default: auto on cuda, reference on cpu)")
-    s.add_argument("--compile", action="store_true", help="lm: torch.compile the model")
-    s.set_defaults(func=func)
-
-
-def main(args) -> int:
-    if args.which == "lm":
-        from . import sweep_lm
-        return sweep_lm.main(args)
-    extra = {"init": args.init} if args.which == "ridge" and args.init is not None else {}
-    SWEEPS[args.which](args.out, quick=args.quick, progress=not args.no_progress, **extra)
-    for ext in ("png", "csv"):
-        print(f"wrote {os.path.join(args.out, f'{args.which}.{ext}')}")
-    return 0

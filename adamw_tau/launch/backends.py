@@ -2,7 +2,7 @@
 
 Every backend steps one bucket of tensors that share a device and a dtype path, and must
 give the same bits as ``reference.adamw_step_``. The kernel backends launch from tables
-(``launcher``); ``step_function`` gives any backend's step on tensor lists.
+(``launcher``); ``ops.step_function`` gives any backend's step on tensor lists.
 """
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import reference
-from .contract import NUM_SCALARS
+from ..core.contract import NUM_SCALARS
 
 BACKENDS = ("reference", "triton", "cuda", "cpu")
 # "auto" tries these in order. On CUDA the C++ kernel won or tied every row measured on an
@@ -23,7 +22,7 @@ BACKENDS = ("reference", "triton", "cuda", "cpu")
 # against 11.5 ms), so it comes first -- but only once built: its first build compiles for
 # a minute or more, and auto never makes a step wait for a compiler. Until then (or where no
 # toolkit is found) auto takes Triton, which compiles in seconds. `python -m
-# adamw_tau.extension` or ADAMW_TAU_BUILD_EXT=1 at install builds it ahead of time.
+# adamw_tau.launch.extension` or ADAMW_TAU_BUILD_EXT=1 at install builds it ahead of time.
 AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 
 
@@ -80,20 +79,12 @@ def resolve(name: str, device: torch.device) -> str:
     return name
 
 
-def step_function(name: str) -> Callable:
-    """Backend ``name``'s step on tensor lists: the reference, or the registered op."""
-    if name == "reference":
-        return reference.adamw_step_
-    from . import ops
-    return ops.list_step(name)
-
-
 @functools.lru_cache(maxsize=None)
 def launcher(name: str) -> Callable:
     """``launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
     stochastic_rounding, grad_scale, found_inf)`` for a kernel backend."""
     if name == "triton":
-        from .triton_kernels.adamw_fused import launch
+        from ..triton_kernels.adamw_fused import launch
         return launch
     if name not in ("cuda", "cpu"):
         raise ValueError(f"backend {name!r} launches no kernel from tables")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .checks import check_state_shapes
 from .tables import TablePlanner, chunk_for
 
 _KERNEL_BACKENDS = ("triton", "cuda", "cpu")
@@ -109,6 +108,17 @@ def _stale(opt, buckets: list[Bucket]) -> bool:
     """True if a compiled step has run since the buckets were built: it re-points the
     states' step entries, and the host's counts no longer hold."""
     return any(opt.state[b.params[0]].get("step") is not b.first_step for b in buckets if b.params)
+
+
+def check_state_shapes(state: dict, p: torch.Tensor, where: str) -> None:
+    """A parameter's states must have its shape: after ``p.data`` is replaced by a tensor of
+    another shape they do not, and a kernel would read past them."""
+    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master_param"):
+        t = state.get(key)
+        if t is not None and t.shape != p.shape:
+            raise RuntimeError(f"{where} has shape {tuple(p.shape)} but its state {key!r} has shape "
+                               f"{tuple(t.shape)} (p.data was replaced by a tensor of another shape?); clear its "
+                               "state (opt.state[p].clear()) to start it again")
 
 
 def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = None) -> list[Bucket]:

@@ -1,7 +1,7 @@
 """Building and loading the C++/CUDA extension (csrc/) that registers adamw_tau::launch_.
 
 Ahead of time: ``ADAMW_TAU_BUILD_EXT=1 pip install -e .`` builds ``adamw_tau._C`` (CUDA
-parts only when a toolkit matching torch's CUDA is found), or ``python -m adamw_tau.extension``
+parts only when a toolkit matching torch's CUDA is found), or ``python -m adamw_tau.launch.extension``
 fills the JIT cache. Otherwise it is compiled with ninja on first use and cached by
 torch.utils.cpp_extension. Every failure becomes a reason string: ``backend="auto"`` moves
 on to the next backend, a named backend raises it.
@@ -27,9 +27,10 @@ from pathlib import Path
 
 import torch
 
-CSRC = Path(__file__).resolve().parent / "csrc"
+_PACKAGE = Path(__file__).resolve().parent.parent
+CSRC = _PACKAGE / "csrc"
 if not (CSRC / "ops.cpp").is_file():  # a plain checkout: csrc/ sits beside the package
-    CSRC = Path(__file__).resolve().parent.parent / "csrc"
+    CSRC = _PACKAGE.parent / "csrc"
 
 # -march=native: the JIT build is compiled on, and cached for, the machine that runs it (AOT builds omit it)
 CXX_FLAGS = ["-O3", "-std=c++20", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"]
@@ -152,7 +153,7 @@ def load(cuda: bool) -> None:
         raise RuntimeError(f"adamw_tau C++ extension unavailable: {reason}")
 
 
-if __name__ == "__main__":  # python -m adamw_tau.extension: build ahead of time (fills the JIT cache)
+if __name__ == "__main__":  # python -m adamw_tau.launch.extension: build ahead of time (fills the JIT cache)
     for cuda in (False, True):
         if cuda and not torch.cuda.is_available():
             break

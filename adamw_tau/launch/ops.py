@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..core import reference
 from . import backends, tables
 
 _MUTATED = ("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "masters")
@@ -73,3 +74,10 @@ def list_step(backend: str):
                         masters, scalars, list(param_ids), seed, amsgrad, maximize, stochastic_rounding,
                         grad_scale, found_inf)
     return step
+
+
+def step_function(name: str):
+    """Backend ``name``'s step on tensor lists: the reference, or the registered op."""
+    if name == "reference":
+        return reference.adamw_step_
+    return list_step(name)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ..core.contract import DeviceScalarBuilder, StepScalars, decay_factor, host_scalars
 from .buckets import Bucket
-from .contract import DeviceScalarBuilder, StepScalars, decay_factor, host_scalars
 
 
 def bucket_scalars(b: Bucket, group: dict, by_value: bool) -> StepScalars | torch.Tensor:

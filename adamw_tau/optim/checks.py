@@ -11,7 +11,7 @@ import numbers
 
 import torch
 
-from .timescale import tau_iter_from_tau_epoch
+from ..core.timescale import tau_iter_from_tau_epoch
 
 DECAY_KEYS = ("tau_epochs", "iters_per_epoch", "tau_iters", "weight_decay")
 PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -120,17 +120,6 @@ def check_grads(param_groups: list[dict]) -> None:
                 raise RuntimeError(f"{where} has a gradient of shape {tuple(g.shape)} on {g.device}, but "
                                    f"the parameter is {tuple(p.shape)} on {p.device}")
             pid += 1
-
-
-def check_state_shapes(state: dict, p: torch.Tensor, where: str) -> None:
-    """A parameter's states must have its shape: after ``p.data`` is replaced by a tensor of
-    another shape they do not, and a kernel would read past them."""
-    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master_param"):
-        t = state.get(key)
-        if t is not None and t.shape != p.shape:
-            raise RuntimeError(f"{where} has shape {tuple(p.shape)} but its state {key!r} has shape "
-                               f"{tuple(t.shape)} (p.data was replaced by a tensor of another shape?); clear its "
-                               "state (opt.state[p].clear()) to start it again")
 
 
 def check_state_dict(param_groups: list[dict], state_dict: dict) -> None:

@@ -16,23 +16,35 @@ import math
 
 import torch
 
-from . import backends
-from .buckets import Bucket, BucketLayout, build
-from .checks import DECAY_KEYS, check_grads, check_hyper, check_lr, check_params, check_state_dict, decay_spec, finite
-from .contract import bias_table
-from .step_scalars import bucket_scalars
-from .tables import StorageMoved
-from .timescale import tau_epoch_from_tau_iter
+from ..core.contract import bias_table
+from ..core.timescale import tau_epoch_from_tau_iter
+from ..launch import backends, ops
+from ..launch.buckets import Bucket, BucketLayout, build
+from ..launch.step_scalars import bucket_scalars
+from ..launch.tables import StorageMoved
+from .checks import (
+    DECAY_KEYS,
+    check_grads,
+    check_hyper,
+    check_lr,
+    check_params,
+    check_state_dict,
+    decay_spec,
+    finite,
+)
 
 try:  # torch's global step hooks, registered with torch.optim.optimizer.register_optimizer_step_*_hook
-    from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+    from torch.optim.optimizer import (
+        _global_optimizer_post_hooks,
+        _global_optimizer_pre_hooks,
+    )
     _GLOBAL_STEP_HOOKS = (_global_optimizer_pre_hooks, _global_optimizer_post_hooks)
 except ImportError:  # a torch without them: always take torch's own wrapper
     _GLOBAL_STEP_HOOKS = None
 
 
 class AdamWTau(torch.optim.Optimizer):
-    """Fused AdamW, bitwise equal to ``adamw_tau.reference`` on every backend.
+    """Fused AdamW, bitwise equal to ``adamw_tau.core.reference`` on every backend.
 
     Args:
         params: parameters or param groups (a group may override any argument below,
@@ -282,7 +294,7 @@ class AdamWTau(torch.optim.Optimizer):
                 for t in tables:
                     launch(t, scalars, *b.dtypes, seed, b.amsgrad, maximize, b.master, sr, scale, inf)
             else:
-                backends.step_function(b.backend)(
+                ops.step_function(b.backend)(
                     b.locals, b.grads(flat), b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, scalars,
                     b.ids, seed, b.amsgrad, maximize, sr, scale, inf)
             if inf is None and b.host_steps is not None:

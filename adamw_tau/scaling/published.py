@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import timescale
+from ..core import timescale
 
 LLAMA1 = ("Touvron et al. 2023, LLaMA, arXiv:2302.13971, §2.3 (AdamW, weight decay 0.1) and Table 2 "
           "(lr, batch 4M tokens, tokens)")

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from . import backends, reference
-from .contract import host_scalars
+from ..core import reference
+from ..core.contract import host_scalars
+from ..launch import ops
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def parity_bits(backend: str, path: Path, sizes, *, steps: int = 3, device="cpu"
     ``offsets``: storage offsets (elements) that misalign the tensors; ``grad_span_extra``:
     decades of gradient magnitude beyond the path's usual span.
     """
-    fn = backends.step_function(backend)
+    fn = ops.step_function(backend)
     ours = make_bucket(sizes, path, amsgrad=amsgrad, device=device, seed=seed, offsets=offsets)
     ref = clone_bucket(ours)
     gen = torch.Generator().manual_seed(seed + 1)
@@ -178,7 +179,7 @@ def check_past_2_31(backend: str, device="cuda") -> int:
     ref = [[t[s].clone() for s in pieces] for t in (p, g, m, v)]
     s = host_scalars(lr=1e-3, lr_peak=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, step=1, decay_mode="tau",
                      tau_iters=100.0).as_tensor(device)
-    backends.step_function(backend)([p], [g], [m], [v], [], [], s, [0], 0, False, False, False, None, None)
+    ops.step_function(backend)([p], [g], [m], [v], [], [], s, [0], 0, False, False, False, None, None)
     reference.adamw_step_(ref[0], ref[1], ref[2], ref[3], [], [], s, [0, 1], 0, False, False, False, None, None)
     ours = {"p": [p[s] for s in pieces], "m": [m[s] for s in pieces], "v": [v[s] for s in pieces]}
     return differing_words(ours, {"p": ref[0], "m": ref[2], "v": ref[3]})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adamw_tau.contract import MASK32, mix32, sr_key
+from adamw_tau.core.contract import MASK32, mix32, sr_key
 
 
 def r(x):

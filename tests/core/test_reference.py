@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from adamw_tau import reference
-from adamw_tau.contract import host_scalars, sr_bits, sr_key
-from adamw_tau.testing import PATHS, grad_span, hard_values, make_bucket
+from adamw_tau.core import reference
+from adamw_tau.core.contract import host_scalars, sr_bits, sr_key
+from adamw_tau.testing.parity import PATHS, grad_span, hard_values, make_bucket
 from numpy_oracle import adamw_step, stochastic_round_np, sr_bits_np
 
 DT = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -70,7 +70,7 @@ def test_sr_bits_match_python_and_cover_64bit_indices():
     key = sr_key(2**40 + 17, 12, 5)
     idx = torch.tensor([0, 1, 2**31 + 3, 2**33 + 1], dtype=torch.int64)
     got = sr_bits(key, idx).tolist()
-    from adamw_tau.contract import mix32
+    from adamw_tau.core.contract import mix32
     want = [mix32(mix32((i >> 32) ^ key) ^ (i & 0xFFFFFFFF)) for i in idx.tolist()]
     assert got == want
     assert len(set(got)) == 4
@@ -114,7 +114,7 @@ def test_found_inf_leaves_everything_bit_identical():
 @pytest.mark.cuda
 @pytest.mark.parametrize("path", list(PATHS))
 def test_reference_cpu_equals_cuda(path):
-    from adamw_tau.testing import clone_bucket, differing_words
+    from adamw_tau.testing.parity import clone_bucket, differing_words
     pth = PATHS[path]
     sizes = [1, 1023, 100_003]
     cpu = make_bucket(sizes, pth, amsgrad=True, seed=4)

@@ -5,8 +5,11 @@ import math
 import pytest
 import torch
 
-from adamw_tau import cli, mup, stdlib_corpus, sweep_lm
-from adamw_tau.tiny_gpt import TinyGPT, flops_per_token
+from adamw_tau import cli
+from adamw_tau.experiments.lm import corpus as stdlib_corpus
+from adamw_tau.experiments.lm import grid, sweep
+from adamw_tau.scaling import mup
+from adamw_tau.experiments.lm.tiny_gpt import TinyGPT, flops_per_token
 
 
 def test_corpus_rule_and_split():
@@ -21,7 +24,7 @@ def test_corpus_rule_and_split():
     assert c.train.numel() + c.val.numel() == c.total_bytes
     assert c.n_val_files == len(files) // stdlib_corpus.VAL_EVERY
     assert len(c.sha256) == 16 and int(c.sha256, 16) >= 0
-    assert c.train.numel() > max(sweep_lm.FULL.ds_sizes) + 1  # the full grid's largest dataset fits
+    assert c.train.numel() > max(grid.FULL.ds_sizes) + 1  # the full grid's largest dataset fits
     assert c.train.dtype == torch.uint8
 
 
@@ -39,21 +42,21 @@ def test_tiny_gpt_mup_classes_and_flops():
 
 
 def test_full_plan_fits_the_parts():
-    cfg = sweep_lm.FULL
-    jobs = sweep_lm.jobs(cfg)
+    cfg = grid.FULL
+    jobs = grid.jobs(cfg)
     assert max(cfg.ds_sizes) / min(cfg.ds_sizes) >= 16 and cfg.ds_seeds >= 2
     assert max(cfg.w_widths) / min(cfg.w_widths) >= 8
-    shares = sweep_lm.split(jobs, cfg, 4)
+    shares = grid.split(jobs, cfg, 4)
     assert sorted(map(id, sum(shares, []))) == sorted(map(id, jobs))  # every run exactly once
     for share in shares:
-        assert sweep_lm.PART_OVERHEAD_S + sum(sweep_lm.estimate_seconds(j, cfg) for j in share) < 8 * 60
+        assert grid.PART_OVERHEAD_S + sum(grid.estimate_seconds(j, cfg) for j in share) < 8 * 60
     # the estimate is never faster than the H100 measurement it was fitted to (tokens/s)
     for width, measured in ((128, 1.5e6), (256, 1.5e6), (512, 1.1e6)):
-        assert cfg.batch * cfg.ctx / sweep_lm.step_seconds(width, cfg) <= measured
-    assert sweep_lm.parse_part("2/4") == (2, 4)
+        assert cfg.batch * cfg.ctx / grid.step_seconds(width, cfg) <= measured
+    assert grid.parse_part("2/4") == (2, 4)
     for bad in ("0/4", "5/4", "x"):
         with pytest.raises(ValueError, match="--part"):
-            sweep_lm.parse_part(bad)
+            grid.parse_part(bad)
 
 
 def test_sweep_lm_quick(tmp_path, capsys):
@@ -61,9 +64,9 @@ def test_sweep_lm_quick(tmp_path, capsys):
     out = capsys.readouterr().out
     with open(tmp_path / "lm.csv") as f:
         rows = list(csv.DictReader(f))
-    cfg = sweep_lm.QUICK
-    assert len(rows) == len(sweep_lm.jobs(cfg))
-    assert set(rows[0]) == set(sweep_lm.COLUMNS)
+    cfg = grid.QUICK
+    assert len(rows) == len(grid.jobs(cfg))
+    assert set(rows[0]) == set(grid.COLUMNS)
     c = stdlib_corpus.load()
     assert {r["corpus_sha256"] for r in rows} == {c.sha256} and {int(r["corpus_bytes"]) for r in rows} == {c.total_bytes}
     assert all(math.isfinite(float(r["val_loss"])) for r in rows)
@@ -83,34 +86,34 @@ def test_sweep_lm_quick(tmp_path, capsys):
 
 
 def test_sweep_lm_refuses_to_mix_corpora(tmp_path):
-    rows = [{k: "0" for k in sweep_lm.COLUMNS}]
+    rows = [{k: "0" for k in grid.COLUMNS}]
     rows[0].update(config="quick", corpus_sha256="0123456789abcdef", experiment="dataset", mode="tau")
     with open(tmp_path / "lm.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=sweep_lm.COLUMNS)
+        w = csv.DictWriter(f, fieldnames=grid.COLUMNS)
         w.writeheader()
         w.writerows(rows)
     with pytest.raises(SystemExit, match="another corpus"):
-        sweep_lm.run(str(tmp_path), quick=True, progress=False)
+        sweep.run(str(tmp_path), quick=True, progress=False)
 
 
 def test_part_runs_only_its_share(tmp_path, monkeypatch):
     trained = []
-    monkeypatch.setattr(sweep_lm, "train_run", lambda job, *a, **k: trained.append(job) or dict(
+    monkeypatch.setattr(sweep, "train_run", lambda job, *a, **k: trained.append(job) or dict(
         weight_decay=1.0, iters_per_epoch=1, steps=1, epochs=1, train_loss=1.0, val_loss=1.0, seconds=0.0,
         device="cpu"))
-    r = sweep_lm.run(str(tmp_path), quick=True, part="2/3", progress=False)
-    share = sweep_lm.split(sweep_lm.jobs(sweep_lm.QUICK), sweep_lm.QUICK, 3)[1]
-    assert list(map(repr, trained)) == list(map(repr, share)) and r["missing"] == len(sweep_lm.jobs(sweep_lm.QUICK)) - len(share)
+    r = sweep.run(str(tmp_path), quick=True, part="2/3", progress=False)
+    share = grid.split(grid.jobs(grid.QUICK), grid.QUICK, 3)[1]
+    assert list(map(repr, trained)) == list(map(repr, share)) and r["missing"] == len(grid.jobs(grid.QUICK)) - len(share)
     trained.clear()
-    r = sweep_lm.run(str(tmp_path), quick=True, progress=False)  # the rest; then the summary
-    assert len(trained) == len(sweep_lm.jobs(sweep_lm.QUICK)) - len(share) and r["missing"] == 0
+    r = sweep.run(str(tmp_path), quick=True, progress=False)  # the rest; then the summary
+    assert len(trained) == len(grid.jobs(grid.QUICK)) - len(share) and r["missing"] == 0
     assert (tmp_path / "lm.png").exists()
 
 
 def test_too_small_a_corpus_stops_before_training(tmp_path, monkeypatch):
     import dataclasses
-    big = dataclasses.replace(sweep_lm.QUICK, ds_sizes=(10 ** 9,))
-    monkeypatch.setattr(sweep_lm, "QUICK", big)
-    monkeypatch.setattr(sweep_lm, "train_run", lambda *a, **k: pytest.fail("trained despite the check"))
+    big = dataclasses.replace(grid.QUICK, ds_sizes=(10 ** 9,))
+    monkeypatch.setattr(sweep, "QUICK", big)
+    monkeypatch.setattr(sweep, "train_run", lambda *a, **k: pytest.fail("trained despite the check"))
     with pytest.raises(ValueError, match="needs 1000000001 training bytes"):
-        sweep_lm.run(str(tmp_path), quick=True, progress=False)
+        sweep.run(str(tmp_path), quick=True, progress=False)

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from adamw_tau import cli, sweeps
+from adamw_tau import cli
+from adamw_tau.experiments import linear_sweeps, width_sweep
 
 
 def _rows(path):
@@ -26,7 +27,7 @@ def test_sweep_ridge_quick(tmp_path, capsys):
 
 
 def test_sweep_dataset_quick(tmp_path):
-    r = sweeps.sweep_dataset(str(tmp_path), quick=True, progress=False)
+    r = linear_sweeps.sweep_dataset(str(tmp_path), quick=True, progress=False)
     rows = _rows(tmp_path / "dataset.csv")
     assert len(rows) == 3 * 6
     assert len(r["best"]) == 3 and all(math.isfinite(b[2]) for b in r["best"])
@@ -34,7 +35,7 @@ def test_sweep_dataset_quick(tmp_path):
 
 
 def test_sweep_width_quick(tmp_path):
-    sweeps.sweep_width(str(tmp_path), quick=True, progress=False)
+    width_sweep.sweep_width(str(tmp_path), quick=True, progress=False)
     rows = _rows(tmp_path / "width.csv")
     assert len(rows) == 2 * 3 * 5
     assert sum(math.isfinite(float(r["val_loss"])) for r in rows) >= len(rows) - 2
@@ -46,6 +47,6 @@ def test_valley_slope_reads_the_valley():
     lam = np.geomspace(1e-3, 1, 7)
     diag = np.array([[abs(np.log(lr * x) - np.log(1e-3)) + 1 for x in lam] for lr in lrs])
     flat = np.array([[abs(np.log(x) - np.log(1e-2)) + 1 for x in lam] for _ in lrs])
-    assert sweeps.valley_slope(diag, lrs, lam)[0] == pytest.approx(-1, abs=0.1)
-    assert sweeps.valley_slope(flat, lrs, lam)[0] == pytest.approx(0, abs=0.05)
-    assert math.isnan(sweeps.valley_slope(np.ones((5, 7)), lrs, lam)[0])  # decay never matters
+    assert linear_sweeps.valley_slope(diag, lrs, lam)[0] == pytest.approx(-1, abs=0.1)
+    assert linear_sweeps.valley_slope(flat, lrs, lam)[0] == pytest.approx(0, abs=0.05)
+    assert math.isnan(linear_sweeps.valley_slope(np.ones((5, 7)), lrs, lam)[0])  # decay never matters

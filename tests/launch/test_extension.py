@@ -6,9 +6,9 @@ import subprocess
 import pytest
 import torch
 
-from adamw_tau import extension
-from adamw_tau.testing import PATHS, make_bucket, parity_bits
-from adamw_tau.contract import host_scalars
+from adamw_tau.launch import extension
+from adamw_tau.testing.parity import PATHS, make_bucket, parity_bits
+from adamw_tau.core.contract import host_scalars
 
 SIZES = [1, 3, 1023, 4097, 70_001, 5]
 
@@ -49,7 +49,7 @@ def _op_args(path, device="cpu", amsgrad=True):
 
 @pytest.mark.parametrize("path", ["fp32", "bf16_master", "bf16_sr"])
 def test_opcheck(path):
-    from adamw_tau import ops  # noqa: F401  (registers the op)
+    from adamw_tau.launch import ops  # noqa: F401  (registers the op)
     torch.library.opcheck(torch.ops.adamw_tau.adamw_step_.default, (*_op_args(PATHS[path]), "cpu"))
 
 
@@ -58,7 +58,7 @@ def test_triton_op_opcheck():
     import os
     if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
         pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1")
-    from adamw_tau import ops  # noqa: F401
+    from adamw_tau.launch import ops  # noqa: F401
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.library.opcheck(torch.ops.adamw_tau.adamw_step_.default, (*_op_args(PATHS["bf16_sr"], device), "triton"))
 
@@ -70,7 +70,7 @@ def test_triton_op_opcheck():
     (lambda a: a[1].__setitem__(0, torch.randn(66)[::2]), "not contiguous"),
 ])
 def test_op_rejects_bad_buckets_before_writing(change, words):
-    from adamw_tau import ops  # noqa: F401
+    from adamw_tau.launch import ops  # noqa: F401
     args = list(_op_args(PATHS["fp32"]))
     before = [t.clone() for t in args[0]]
     change(args)
@@ -181,5 +181,5 @@ def test_cuda_vector_path_is_16_bytes(cuda_object):
 @pytest.mark.cuda
 @pytest.mark.slow
 def test_cuda_tensor_over_2_31_elements():
-    from adamw_tau.testing import check_past_2_31
+    from adamw_tau.testing.parity import check_past_2_31
     assert check_past_2_31("cuda") == 0

@@ -10,8 +10,8 @@ Compiled Triton is not the interpreter: these cases are why this file exists
 import pytest
 import torch
 
-from adamw_tau.backends import availability
-from adamw_tau.testing import random_parity
+from adamw_tau.launch.backends import availability
+from adamw_tau.testing.parity import random_parity
 
 CASES = 60
 

@@ -1,12 +1,12 @@
-"""The launch tables (adamw_tau/tables.py): the one place that builds what the Triton, CUDA
+"""The launch tables (adamw_tau/launch/tables.py): the one place that builds what the Triton, CUDA
 and CPU kernels read. The CPU op reads them through the same TensorArgs struct as the CUDA
 kernel, so a wrong column, dtype or offset here fails on the CPU."""
 import numpy as np
 import pytest
 import torch
 
-from adamw_tau import tables
-from adamw_tau.testing import PATHS, make_bucket, parity_bits
+from adamw_tau.launch import tables
+from adamw_tau.testing.parity import PATHS, make_bucket, parity_bits
 
 
 def _planner(sizes, offsets=None, amsgrad=True, path="bf16_master"):
@@ -99,8 +99,8 @@ def test_new_gradients_get_one_full_check_then_a_shape_and_device_test():
 
 
 def test_cpu_op_rejects_tables_of_the_wrong_dtype_or_shape():
-    from adamw_tau import backends
-    from adamw_tau.contract import host_scalars
+    from adamw_tau.launch import backends
+    from adamw_tau.core.contract import host_scalars
     backends.launcher("cpu")
     b, grads, ids, planner = _planner([33])
     (t,) = planner.tables(b["params"], grads)

@@ -6,7 +6,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from adamw_tau.testing import PATHS, parity_bits  # noqa: E402
+from adamw_tau.testing.parity import PATHS, parity_bits  # noqa: E402
 
 SIZES = [1, 3, 1023, 4097, 2048, 5]
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -41,7 +41,7 @@ def test_triton_many_tensors_one_launch(device, monkeypatch):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_triton_table_is_rebuilt_when_storages_change(device):
-    from adamw_tau import tables
+    from adamw_tau.launch import tables
     tables._PLANNERS.clear()
     assert parity_bits("triton", PATHS["fp32"], [10, 20], steps=3, device=device) == 0
     # fresh gradients every step: a table per distinct set of pointers, never a stale one
@@ -51,5 +51,5 @@ def test_triton_table_is_rebuilt_when_storages_change(device):
 @pytest.mark.cuda
 @pytest.mark.slow
 def test_triton_tensor_over_2_31_elements():
-    from adamw_tau.testing import check_past_2_31
+    from adamw_tau.testing.parity import check_past_2_31
     assert check_past_2_31("triton") == 0

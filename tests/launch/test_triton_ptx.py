@@ -20,7 +20,7 @@ import pytest
 triton = pytest.importorskip("triton")
 tl = pytest.importorskip("triton.language")
 
-from adamw_tau.tables import chunk_for  # noqa: E402
+from adamw_tau.launch.tables import chunk_for  # noqa: E402
 
 RUNTIME_TYPES = {"table_ptr": "*i64", "blocks_ptr": "*i64", "scalars_ptr": "*fp32", "grad_scale_ptr": "*fp32",
                  "found_inf_ptr": "*fp32", "seed_lo": "i64", "seed_hi": "i64", "h_step": "i32",

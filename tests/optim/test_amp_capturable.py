@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from adamw_tau import AdamWTau
-from adamw_tau.backends import availability
-from adamw_tau.contract import DeviceScalarBuilder, bias_table_rows, host_scalars
+from adamw_tau.launch.backends import availability
+from adamw_tau.core.contract import DeviceScalarBuilder, bias_table_rows, host_scalars
 
 CPU_BACKENDS = [b for b in ("cpu", "triton", "reference") if availability(b, torch.device("cpu")) is None]
 CUDA_BACKENDS = ["triton", "cuda", "reference"]

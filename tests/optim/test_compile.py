@@ -4,7 +4,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from adamw_tau import AdamWTau
-from adamw_tau.backends import availability
+from adamw_tau.launch.backends import availability
 
 CPU_BACKENDS = [b for b in ("cpu", "triton", "reference") if availability(b, torch.device("cpu")) is None]
 

@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
-from adamw_tau import AdamWTau, timescale
-from adamw_tau.backends import BackendUnavailable
+from adamw_tau import AdamWTau
+from adamw_tau.core import timescale
+from adamw_tau.launch.backends import BackendUnavailable
 
 
 def _params(seed=0, shapes=((7, 5), (13,), (3, 4, 2))):
@@ -69,7 +70,7 @@ def test_doubling_lr_leaves_tau_decay_unchanged_but_doubles_lambda_decay():
     lam = AdamWTau(p, lr=1e-3, weight_decay=2.0)
 
     def per_step_decay(opt):
-        from adamw_tau.contract import decay_factor
+        from adamw_tau.core.contract import decay_factor
         g = opt.param_groups[0]
         return decay_factor(g["decay"], g["lr"], g["lr_peak"], g["tau_iters"], g["weight_decay"])
 

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from adamw_tau import cli, published, timescale
+from adamw_tau import cli
+from adamw_tau.scaling import published, transfer
 
 
 def test_issue_example(capsys):
@@ -30,7 +31,7 @@ def test_issue_example(capsys):
     (5e-4, 0.01, 1e5, 100, 1e5, 100, 0.5),      # narrower: hidden lr x2, λ ÷2
 ])
 def test_transfer_matches_the_formula(lr, lam, n0, b0, n1, b1, w):
-    r = timescale.transfer(lr, weight_decay=lam, dataset_size=n0, batch_size=b0, to_dataset_size=n1,
+    r = transfer.transfer(lr, weight_decay=lam, dataset_size=n0, batch_size=b0, to_dataset_size=n1,
                            to_batch_size=b1, width_mult=w)
     m0, m1 = n0 / b0, n1 / b1
     tau_epoch = 1.0 / (lr * lam * m0)
@@ -43,16 +44,16 @@ def test_transfer_matches_the_formula(lr, lam, n0, b0, n1, b1, w):
 
 
 def test_transfer_from_tau_epochs_equals_from_lambda():
-    a = timescale.transfer(1e-3, weight_decay=0.1, dataset_size=5e4, batch_size=128, to_dataset_size=1e6)
-    b = timescale.transfer(1e-3, tau_epochs=25.6, dataset_size=5e4, batch_size=128, to_dataset_size=1e6)
-    for kind in timescale.GROUP_KINDS:
+    a = transfer.transfer(1e-3, weight_decay=0.1, dataset_size=5e4, batch_size=128, to_dataset_size=1e6)
+    b = transfer.transfer(1e-3, tau_epochs=25.6, dataset_size=5e4, batch_size=128, to_dataset_size=1e6)
+    for kind in transfer.GROUP_KINDS:
         assert math.isclose(a["groups"][kind]["weight_decay"], b["groups"][kind]["weight_decay"])
     assert math.isclose(b["from"]["weight_decay"], 0.1)
 
 
 def test_transfer_mup_kinds_are_mup_param_groups_kinds():
-    from adamw_tau import mup
-    assert set(timescale.GROUP_KINDS) == set(mup.CLASSES)
+    from adamw_tau.scaling import mup
+    assert set(transfer.GROUP_KINDS) == set(mup.CLASSES)
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -64,7 +65,7 @@ def test_transfer_mup_kinds_are_mup_param_groups_kinds():
 ])
 def test_transfer_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        timescale.transfer(1e-3, dataset_size=5e4, batch_size=128, to_dataset_size=5e5, **kwargs)
+        transfer.transfer(1e-3, dataset_size=5e4, batch_size=128, to_dataset_size=5e5, **kwargs)
 
 
 def test_transfer_cli_errors_name_the_flag(capsys):

@@ -5,9 +5,6 @@ hidden layers' 1/√fan_in.
 """
 from __future__ import annotations
 
-import math
-
-import torch
 import torch.nn.functional as F
 from torch import nn
 
