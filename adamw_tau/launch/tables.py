@@ -83,6 +83,12 @@ def _to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
     t = torch.from_numpy(np.ascontiguousarray(a))
     if device.type == "cpu":
         return t
+    if torch.cuda.is_current_stream_capturing():
+        # a capture records no host-to-device copy, and tables made inside one would be freed
+        # while the graph still reads them (optim/step_plan.py's note on capture)
+        raise RuntimeError("adamw_tau: launch tables would be built inside a CUDA-graph capture (the first step, "
+                           "or one after new gradient tensors or a loaded state dict). Take eager warm-up steps "
+                           "before capturing, and keep the gradients' tensors fixed across replays")
     # pinned and non-blocking: no step waits on the device. The host allocator keeps the
     # pinned block until the copy has run, so the host array may go at once.
     return t.pin_memory().to(device, non_blocking=True)

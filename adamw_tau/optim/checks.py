@@ -31,6 +31,15 @@ def finite(name: str, value, *, minimum: float = 0.0, strict: bool = False) -> f
     return v
 
 
+def check_seed(seed) -> None:
+    """The stochastic-rounding seed: an int in [0, 2**63), the range every backend takes as is
+    (the C++ op's ``int`` is int64; Triton and the reference would mask a larger one)."""
+    if type(seed) is not int:  # noqa: E721 (a bool is an int subclass, and not a seed)
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    if not 0 <= seed < 2 ** 63:
+        raise ValueError(f"seed must be in [0, 2**63), got {seed}; take seed % 2**63 to keep its low bits")
+
+
 def decay_spec(src: dict, where: str) -> dict | None:
     """The decay form ``src`` names, normalised, or None if it names none."""
     given = {k: src[k] for k in DECAY_KEYS if src.get(k) is not None}

@@ -8,39 +8,25 @@ Decay is given exactly one way, for the optimizer and, overriding it, per group:
 lr_peak is each group's lr at construction, kept in the group: LR schedulers change
 ``lr`` and the tau form follows lr_t / lr_peak, so the decay's shape follows the
 schedule while the lr's size leaves it alone.
+
+``opt.state`` is the one truth: the buckets, tables and step counts the step keeps are
+caches of it, rebuilt whenever it changes (launch/state.py's note).
 """
 from __future__ import annotations
-
-import functools
-import math
 
 import torch
 
 from ..core.contract import bias_table
-from ..core.timescale import tau_epoch_from_tau_iter
 from ..launch import backends, ops
 from ..launch.buckets import Bucket, BucketLayout, build
+from ..launch.state import OptimizerState, tracked
 from ..launch.step_scalars import bucket_scalars
-from ..launch.tables import StorageMoved
-from .checks import (
-    DECAY_KEYS,
-    check_grads,
-    check_hyper,
-    check_lr,
-    check_params,
-    check_state_dict,
-    decay_spec,
-    finite,
-)
+from . import checkpoints, report, step_hooks
+from .checks import DECAY_KEYS, check_hyper, check_params, check_seed, check_state_dict, decay_spec, finite
+from .step_plan import check_capture, check_groups, plan_launches
 
-try:  # torch's global step hooks, registered with torch.optim.optimizer.register_optimizer_step_*_hook
-    from torch.optim.optimizer import (
-        _global_optimizer_post_hooks,
-        _global_optimizer_pre_hooks,
-    )
-    _GLOBAL_STEP_HOOKS = (_global_optimizer_pre_hooks, _global_optimizer_post_hooks)
-except ImportError:  # a torch without them: always take torch's own wrapper
-    _GLOBAL_STEP_HOOKS = None
+# what pickle, deepcopy and torch.save(opt) keep beyond torch's defaults, state and param_groups
+_PICKLED = ("_backend", "_seed", "_default_decay", "_count_on_device")
 
 
 class AdamWTau(torch.optim.Optimizer):
@@ -59,7 +45,7 @@ class AdamWTau(torch.optim.Optimizer):
             stochastically, from bits keyed by (seed, step, parameter index, element index).
         state_dtype: dtype of exp_avg / exp_avg_sq (/ max_exp_avg_sq): torch.float32,
             torch.bfloat16, or None for torch's choice (the param's dtype; fp32 with master weights).
-        seed: the stochastic rounding seed.
+        seed: the stochastic rounding seed, an int in [0, 2**63).
         capturable: count steps on the parameters' device and build the per-step scalars
             there, so step() never waits on the device and can be captured in a CUDA graph.
             A tensor lr (changed in place by LR schedulers) implies it. GradScaler also
@@ -79,8 +65,7 @@ class AdamWTau(torch.optim.Optimizer):
                  state_dtype: torch.dtype | None = None, seed: int = 0, capturable: bool = False):
         if backend != "auto" and backend not in backends.BACKENDS:
             raise ValueError(f"backend must be 'auto' or one of {backends.BACKENDS}, got {backend!r}")
-        if not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}")
+        check_seed(seed)
         self._backend = backend
         self._seed = seed
         self._default_decay = decay_spec(
@@ -90,11 +75,17 @@ class AdamWTau(torch.optim.Optimizer):
                         master_weights=master_weights, stochastic_rounding=stochastic_rounding,
                         state_dtype=state_dtype, capturable=bool(capturable))
         check_hyper(defaults, "AdamWTau")
+        self._count_on_device = False
+        self._caches()
+        super().__init__(params, defaults)
+        self.state = OptimizerState(self.state)
+
+    def _caches(self) -> None:
+        """What the step keeps besides opt.state: all of it rebuilt from opt.state and the groups."""
         self._hyper_checked: dict[int, tuple] = {}
         self._resolved: dict[torch.device, str] = {}
         self._layout = BucketLayout()
-        self._count_on_device = False
-        super().__init__(params, defaults)
+        self._captured_tables: list = []  # tables a CUDA graph replays (step_plan.check_capture)
 
     # --- construction -----------------------------------------------------------------------
     def add_param_group(self, param_group: dict) -> None:
@@ -109,7 +100,7 @@ class AdamWTau(torch.optim.Optimizer):
         merged = {**self.defaults, **group}
         check_hyper(merged, where)
         for device in {p.device for p in params}:
-            self._backend_for(device)
+            self.backend_for(device)
             # device-counted steps (capturable, GradScaler, torch.compile) look the bias corrections
             # up in tables; built here, eagerly, they are never traced
             bias_table(merged["betas"][0], False, device)
@@ -117,7 +108,7 @@ class AdamWTau(torch.optim.Optimizer):
         group.update(spec)
         group["params"] = params
         super().add_param_group(group)
-        self._invalidate_layout(forget_counts=False)
+        self._layout.invalidate(forget_counts=False)
         group = self.param_groups[-1]
         if "lr_peak" not in group:
             lr = group["lr"]
@@ -125,98 +116,47 @@ class AdamWTau(torch.optim.Optimizer):
         if spec["decay"] == "tau":
             group["weight_decay"] = 1.0 / (group["lr_peak"] * group["tau_iters"]) if group["lr_peak"] > 0 else 0.0
 
+    # --- state dicts, pickle, deepcopy -----------------------------------------------------
+    def state_dict(self) -> dict:
+        """torch's state dict, with plain dicts (loads with ``torch.load(weights_only=True)``)."""
+        return checkpoints.packed(super().state_dict())
+
     def load_state_dict(self, state_dict: dict) -> None:
-        """torch's load, after checking that every saved state fits its parameter (nothing changes if not)."""
+        """torch's load, after checking that every saved state fits its parameter (nothing
+        changes if not), keeping the saved dtypes (checkpoints.py's note)."""
         check_state_dict(self.param_groups, state_dict)
         super().load_state_dict(state_dict)
-        self._invalidate_layout()
+        checkpoints.restore_dtypes(self.param_groups, self.state, state_dict)
 
-    def _invalidate_layout(self, forget_counts: bool = True) -> None:
-        # add_param_group runs inside torch's __init__, before ours sets the layout up
-        if "_layout" not in self.__dict__:
-            self._layout = BucketLayout()
-        self._layout.invalidate(forget_counts)
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), **{k: self.__dict__[k] for k in _PICKLED if k in self.__dict__}}
 
     def __setstate__(self, state: dict) -> None:
+        # torch's load_state_dict comes here too, with new state and groups
         super().__setstate__(state)
-        self.__dict__.pop("_layout", None)
-        self._invalidate_layout()
+        self.state = tracked(self.state)
+        self.__dict__.setdefault("_backend", "auto")
+        self.__dict__.setdefault("_seed", 0)
         self.__dict__.setdefault("_count_on_device", False)
-        self.__dict__["_hyper_checked"] = {}
-        for group in self.param_groups:
-            # groups saved by torch.optim.AdamW carry only weight_decay (lambda form)
-            group.setdefault("tau_iters", None)
-            group.setdefault("tau_epochs", None)
-            group.setdefault("iters_per_epoch", None)
-            group.setdefault("decay", "tau" if group["tau_iters"] is not None
-                             else ("lambda" if group.get("weight_decay", 0.0) > 0 else "none"))
-            group.setdefault("lr_peak", float(group["lr"]))
-            for k in ("master_weights", "stochastic_rounding", "state_dtype", "amsgrad", "maximize", "capturable"):
-                group.setdefault(k, self.defaults.get(k, False))
+        self.__dict__.setdefault("_default_decay", decay_spec({"weight_decay": 0.0}, "AdamWTau"))
+        self._caches()
+        checkpoints.upgrade_groups(self.param_groups, self.defaults)
 
-    def _backend_for(self, device: torch.device) -> str:
+    def backend_for(self, device) -> str:
+        """The backend that steps parameters on ``device``."""
+        device = torch.device(device)
         name = self._resolved.get(device)
         if name is None:
             name = self._resolved[device] = backends.resolve(self._backend, device)
         return name
 
-    def backend_for(self, device) -> str:
-        """The backend that steps parameters on ``device``."""
-        return self._backend_for(torch.device(device))
-
-    # --- reporting -------------------------------------------------------------------------
     def timescales(self) -> list[dict]:
-        """Each group's decay: its form, effective tau_iter and tau_epoch, and torch-equivalent lambda.
-
-        tau_iter = 1 / (lr_peak * lambda) for the lambda form; inf with no decay. tau_epoch
-        needs iters_per_epoch (given with tau_epochs); None otherwise.
-        """
-        out = []
-        for group in self.param_groups:
-            mode = group["decay"]
-            if mode == "tau":
-                tau_iter = group["tau_iters"]
-            elif mode == "lambda":
-                tau_iter = 1.0 / (group["lr_peak"] * group["weight_decay"]) if group["lr_peak"] > 0 else math.inf
-            else:
-                tau_iter = math.inf
-            m = group.get("iters_per_epoch")
-            out.append(dict(
-                decay=mode, tau_iters=tau_iter,
-                tau_epochs=(tau_epoch_from_tau_iter(tau_iter, m) if m and math.isfinite(tau_iter) else None),
-                weight_decay=(0.0 if math.isinf(tau_iter) else 1.0 / (group["lr_peak"] * tau_iter)),
-                lr=float(group["lr"]), lr_peak=group["lr_peak"]))
-        return out
+        """Each group's decay: its form, effective tau_iter and tau_epoch, and torch-equivalent
+        lambda (``report.timescales``)."""
+        return report.timescales(self.param_groups)
 
     # --- the step --------------------------------------------------------------------------
-    # [note: host work]
-    # A step on a small model is host-bound, so step() does per tensor only what must be
-    # done every step: collect the gradients and compare their addresses with the cached
-    # launch tables (buckets.py). At new addresses the tables are rebuilt, and the gradients
-    # get the full check the first time and a shape-and-device test after it (tables.py's
-    # note on new gradients); hyperparameters are checked when a value changes. Everything
-    # is checked before the first launch, so a bad value raises with no tensor changed.
-
-    @staticmethod
-    def profile_hook_step(func):
-        """torch.optim.Optimizer's wrapper of step(), taken only when it has work to do.
-
-        [note: step wrapper] torch's wrapper opens a profiler range and walks four hook
-        tables on every call: 13.5 µs of a 37 µs one-tensor step on the 2-core CPU machine
-        (and about 20 µs of a CPU profile of one on an H200's host). Taken when torch.compile
-        traces, a profiler is on, or a step hook is registered; otherwise step() is called
-        directly.
-        """
-        hooked = torch.optim.Optimizer.profile_hook_step(func)
-
-        @functools.wraps(func)
-        def wrapper(self, *args, **kwargs):
-            if (torch.compiler.is_compiling() or _GLOBAL_STEP_HOOKS is None or _GLOBAL_STEP_HOOKS[0]
-                    or _GLOBAL_STEP_HOOKS[1] or self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
-                    or torch.autograd._profiler_enabled()):
-                return hooked(self, *args, **kwargs)
-            return func(self, *args, **kwargs)
-        return wrapper
+    profile_hook_step = staticmethod(step_hooks.wrap_step)
 
     def _counts_on_device(self, group: dict) -> bool:
         # a compiled step counts on the device too: a host count would be a constant in the graph
@@ -225,45 +165,11 @@ class AdamWTau(torch.optim.Optimizer):
 
     def _buckets(self, flat) -> list[Bucket]:
         if torch.compiler.is_compiling():
-            # traced once into the graph; the graph's replays run no Python, so nothing is cached
+            # traced once into the graph; the graph's replays run no Python, so nothing is cached,
+            # and eager steps after it must not trust the buckets they had
+            self._layout.forget()
             return build(self, flat, self._counts_on_device)
         return self._layout.get(self, flat, self._counts_on_device)
-
-    def _plan_launches(self) -> tuple[list, list[tuple[Bucket, list | None]]]:
-        """The gradients, and each bucket with its launch tables (None: the list-form op steps
-        it); gradients checked where they are new."""
-        flat = [p.grad for group in self.param_groups for p in group["params"]]
-        checked = []
-
-        def check():  # once a step at most, and only when some bucket's gradients are new tensors
-            if not checked:
-                check_grads(self.param_groups)
-                checked.append(True)
-
-        def plan(buckets):
-            return [(b, b.planner.tables(b.locals, b.grads(flat), check) if b.planner else None) for b in buckets]
-
-        try:
-            launches = plan(self._buckets(flat))
-        except StorageMoved:  # p.data was replaced: the buckets point at the old storage
-            self._invalidate_layout(forget_counts=False)
-            launches = plan(self._buckets(flat))
-        if any(t is None for _, t in launches):
-            check()
-        return flat, launches
-
-    def _check_groups(self) -> None:
-        """Hyperparameters, checked again only when one changed; lr, which schedulers change
-        every step, by itself."""
-        checked = self._hyper_checked
-        for gi, group in enumerate(self.param_groups):
-            seen = (tuple(group["betas"]), group["eps"], group["state_dtype"], group.get("lr_peak"))
-            lr = group["lr"]
-            if checked.get(gi) != seen:
-                check_hyper(group, f"param group {gi}")
-                checked[gi] = seen
-            elif not (type(lr) is float and 0.0 <= lr < math.inf):  # noqa: E721 (a float subclass: the full check)
-                check_lr(lr, f"param group {gi}")
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -276,10 +182,12 @@ class AdamWTau(torch.optim.Optimizer):
         if found_inf is not None and not self._count_on_device:
             # a skipped step must not advance step counts the host cannot see: count on the device
             self._count_on_device = True
-            self._invalidate_layout(forget_counts=False)
+            self._layout.invalidate(forget_counts=False)
         # every check first: a bad gradient, lr or decay raises before any tensor changes
-        flat, launches = self._plan_launches()
-        self._check_groups()
+        flat, launches = plan_launches(self.param_groups, self._buckets,
+                                       lambda: self._layout.invalidate(forget_counts=False))
+        check_groups(self.param_groups, self._hyper_checked)
+        check_capture(launches, self._captured_tables)
         work = [(b, tables, self.param_groups[b.group]) for b, tables in launches]
         work = [(b, tables, group, bucket_scalars(b, group, by_value=tables is not None))
                 for b, tables, group in work]
@@ -297,11 +205,5 @@ class AdamWTau(torch.optim.Optimizer):
                 ops.step_function(b.backend)(
                     b.locals, b.grads(flat), b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, scalars,
                     b.ids, seed, b.amsgrad, maximize, sr, scale, inf)
-            if inf is None and b.host_steps is not None:
-                b.host_steps += 1  # the states' "step" tensors are views of it
-            elif inf is None:
-                b.steps += 1
-            else:
-                b.steps += (inf == 0).to(torch.float32)  # a skipped step does not count
-            b.done += 1
+            b.count_step(inf)
         return loss

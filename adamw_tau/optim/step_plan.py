@@ -1,0 +1,82 @@
+"""What a step launches, decided and checked before anything is written.
+
+[note: host work]
+A step on a small model is host-bound, so step() does per tensor only what must be done
+every step: collect the gradients and compare their addresses with the cached launch
+tables (launch/buckets.py, launch/tables.py). At new addresses the tables are rebuilt, and
+the gradients get the full check the first time and a shape-and-device test after it
+(tables.py's note on new gradients); hyperparameters are checked when a value changes.
+Everything is checked before the first launch, so a bad value raises with no tensor changed.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from ..launch.buckets import Bucket
+from ..launch.tables import StorageMoved
+from .checks import check_grads, check_hyper, check_lr
+
+
+def plan_launches(param_groups: list[dict], buckets_for: Callable, rebuild: Callable
+                  ) -> tuple[list, list[tuple[Bucket, list | None]]]:
+    """The gradients, and each bucket with its launch tables (None: the list-form op steps
+    it); gradients checked where they are new. ``buckets_for(flat_grads)`` gives the buckets;
+    ``rebuild()`` drops them when a parameter's storage moved."""
+    flat = [p.grad for group in param_groups for p in group["params"]]
+    checked = []
+
+    def check():  # once a step at most, and only when some bucket's gradients are new tensors
+        if not checked:
+            check_grads(param_groups)
+            checked.append(True)
+
+    def plan(buckets):
+        return [(b, b.planner.tables(b.locals, b.grads(flat), check) if b.planner else None) for b in buckets]
+
+    try:
+        launches = plan(buckets_for(flat))
+    except StorageMoved:  # p.data was replaced: the buckets point at the old storage
+        rebuild()
+        launches = plan(buckets_for(flat))
+    if any(t is None for _, t in launches):
+        check()
+    return flat, launches
+
+
+def check_groups(param_groups: list[dict], checked: dict) -> None:
+    """Hyperparameters, checked again only when one changed (``checked`` remembers what was
+    seen); lr, which schedulers change every step, by itself."""
+    for gi, group in enumerate(param_groups):
+        seen = (tuple(group["betas"]), group["eps"], group["state_dtype"], group.get("lr_peak"))
+        lr = group["lr"]
+        if checked.get(gi) != seen:
+            check_hyper(group, f"param group {gi}")
+            checked[gi] = seen
+        elif not (type(lr) is float and 0.0 <= lr < math.inf):  # noqa: E721 (a float subclass: the full check)
+            check_lr(lr, f"param group {gi}")
+
+
+def check_capture(launches: list[tuple[Bucket, list | None]], keep: list) -> None:
+    """Under CUDA-graph capture: refuse host-counted buckets, and keep the tables a captured
+    step reads alive for as long as the optimizer lives.
+
+    [note: capture] A host-counted bucket passes its step's scalars by value and counts on the
+    host, so a captured step would replay step t's lr, bias corrections and rounding key
+    forever (torch's Adam refuses the same: capturable=False). A replay reads the tables'
+    raw addresses; an eager rebuild after capture (new gradients, a loaded state dict) makes
+    new tables, so the captured ones are kept in ``keep``. Tables are never built during a
+    capture (tables.py refuses: the first step needs an eager warm-up).
+    """
+    cuda = [(b, tables) for b, tables in launches if b.device.type == "cuda"]
+    if not cuda or not torch.cuda.is_current_stream_capturing():
+        return
+    for b, _ in cuda:
+        if not b.on_device:
+            raise RuntimeError(
+                f"AdamWTau: step() is being captured in a CUDA graph, but param group {b.group} counts steps on "
+                "the host (capturable is False): every replay would repeat this step's lr and bias corrections. "
+                "Pass capturable=True (for the optimizer or that group)")
+    keep.extend(t for _, tables in cuda if tables for t in tables)
