@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .state import CHANGES, OptimizerState, ParamState
-from .tables import TablePlanner, chunk_for
+from .tables import CaptureWithoutWarmup, TablePlanner, chunk_for
 
 _KERNEL_BACKENDS = ("triton", "cuda", "cpu")
 
@@ -192,6 +192,8 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
     ``step`` is still that bucket's view and, host-counted, reads what the bucket counted;
     otherwise the state's own ``step`` is read, as torch.optim.AdamW reads it.
     """
+    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        raise CaptureWithoutWarmup("the optimizer's states and step counts")
     buckets: dict[tuple, Bucket] = {}
     known = {id(p): (b.done, view) for b in (previous or ())
              if b.host_steps is None or b.host_steps.tobytes() == b.steps_bytes

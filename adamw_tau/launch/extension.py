@@ -17,7 +17,9 @@ neither a kernel nor PTX for the device is caught before the first step
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
+import platform
 import os
 import re
 import shutil
@@ -46,6 +48,23 @@ def cuda_arch_flags() -> list[str]:
     """The -gencode flags a build gets: torch.utils.cpp_extension's choice (note above)."""
     from torch.utils.cpp_extension import _get_cuda_arch_flags
     return _get_cuda_arch_flags()
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
+@functools.lru_cache(maxsize=None)
+def build_name(cuda: bool) -> str:
+    """The JIT build's name, and so its cache folder: keyed by what the binary was compiled
+    for, so a machine with another GPU arch (or CPU: the CPU build is -march=native) builds its
+    own instead of loading one without code for it, and ``auto`` never waits for that build."""
+    target = " ".join(cuda_arch_flags()) if cuda else f"{platform.machine()} {_cpu_model()}"
+    return f"adamw_tau_{'cuda' if cuda else 'cpu'}_{hashlib.sha256(target.encode()).hexdigest()[:10]}"
 
 
 def sources(cuda: bool) -> list[str]:
@@ -106,7 +125,7 @@ def _load(cuda: bool):
     if problem:
         return problem
     from torch.utils.cpp_extension import _get_build_directory, load
-    name = "adamw_tau_cuda" if cuda else "adamw_tau_cpu"
+    name = build_name(cuda)
     if not os.path.exists(os.path.join(_get_build_directory(name, False), f"{name}.so")):
         print(f"adamw_tau: compiling the {'CUDA' if cuda else 'CPU'} extension with ninja "
               "(first use only, a minute or more; cached)", file=sys.stderr, flush=True)
@@ -129,7 +148,7 @@ def is_built(cuda: bool) -> bool:
     if _registered(key):
         return True
     from torch.utils.cpp_extension import _get_build_directory
-    name = "adamw_tau_cuda" if cuda else "adamw_tau_cpu"
+    name = build_name(cuda)
     return os.path.exists(os.path.join(_get_build_directory(name, False), f"{name}.so"))
 
 

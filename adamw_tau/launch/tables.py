@@ -49,6 +49,18 @@ _ptr = torch.Tensor.data_ptr
 _shape = operator.attrgetter("shape")
 
 
+class CaptureWithoutWarmup(RuntimeError):
+    """What a step would build (states, step counts, tables) is not built inside a CUDA-graph capture."""
+
+    def __init__(self, what: str):
+        super().__init__(
+            f"adamw_tau: {what} would be built inside a CUDA-graph capture (the first step, or one after new "
+            "gradient tensors, a cleared state or a loaded state dict). Take eager warm-up steps before capturing "
+            "and keep the gradients' tensors fixed across replays; torch.compile's mode='reduce-overhead' records "
+            "the step with gradients at new addresses: compile step() with the default mode, or capture it with "
+            "torch.cuda.graph after warm-up")
+
+
 class StorageMoved(RuntimeError):
     """A parameter's storage is not where the tables say: rebuild the bucket."""
 
@@ -86,9 +98,7 @@ def _to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
     if torch.cuda.is_current_stream_capturing():
         # a capture records no host-to-device copy, and tables made inside one would be freed
         # while the graph still reads them (optim/step_plan.py's note on capture)
-        raise RuntimeError("adamw_tau: launch tables would be built inside a CUDA-graph capture (the first step, "
-                           "or one after new gradient tensors or a loaded state dict). Take eager warm-up steps "
-                           "before capturing, and keep the gradients' tensors fixed across replays")
+        raise CaptureWithoutWarmup("launch tables")
     # pinned and non-blocking: no step waits on the device. The host allocator keeps the
     # pinned block until the copy has run, so the host array may go at once.
     return t.pin_memory().to(device, non_blocking=True)
