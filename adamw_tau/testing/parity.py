@@ -6,6 +6,7 @@ bits differ, over every tensor the step writes.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -64,8 +65,24 @@ def _placed(t: torch.Tensor, offset: int) -> torch.Tensor:
     return out
 
 
-def make_bucket(sizes, path: Path, *, amsgrad: bool, device="cpu", seed: int = 0, offsets=None) -> dict:
-    """Hard data for one bucket; ``offsets[i]`` elements of storage offset misalign tensor i."""
+GUARD_FILL = 1.5  # exact in every dtype; a kernel step moves it
+
+
+def _guarded(t: torch.Tensor, offset: int, guard: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``t`` copied into a buffer ``offset`` elements in, with ``guard`` elements after it; the
+    copy and the views of the buffer around it (filled with GUARD_FILL), which no step may write."""
+    buf = torch.full((offset + t.numel() + guard,), GUARD_FILL, dtype=t.dtype, device=t.device)
+    out = buf[offset:offset + t.numel()]
+    out.copy_(t.reshape(-1))
+    return out.view(t.shape), [g for g in (buf[:offset], buf[offset + t.numel():]) if g.numel()]
+
+
+def make_bucket(sizes, path: Path, *, amsgrad: bool, device="cpu", seed: int = 0, offsets=None,
+                guard: int = 0) -> dict:
+    """Hard data for one bucket; ``offsets[i]`` elements of storage offset misalign tensor i.
+    ``guard`` > 0: every tensor sits in a buffer with ``guard`` elements after it (and its
+    offset before), and the bucket's ``"guards"`` are the views of that memory, so a kernel
+    that writes out of bounds differs from the reference there (``differing_words``)."""
     gen = torch.Generator().manual_seed(seed)
     out = dict(params=[], exp_avgs=[], exp_avg_sqs=[], max_exp_avg_sqs=[], masters=[])
     for n in sizes:
@@ -78,7 +95,15 @@ def make_bucket(sizes, path: Path, *, amsgrad: bool, device="cpu", seed: int = 0
         out["exp_avg_sqs"].append(v.to(path.state_dtype).to(device))
         if amsgrad:
             out["max_exp_avg_sqs"].append((v * torch.rand(n, generator=gen) * 2).to(path.state_dtype).to(device))
-    if offsets:
+    offsets = offsets or [0] * len(sizes)
+    if guard:
+        guards = []
+        for key, ts in out.items():
+            placed = [_guarded(t, o, guard) for t, o in zip(ts, offsets)]
+            out[key] = [t for t, _ in placed]
+            guards += [g for _, gs in placed for g in gs]
+        out["guards"] = guards
+    elif any(offsets):
         out = {k: [_placed(t, o) for t, o in zip(ts, offsets)] for k, ts in out.items()}
     return out
 
@@ -131,17 +156,19 @@ def random_parity(backend: str, device, seed: int) -> tuple[dict, int]:
     return cfg, bits
 
 
-def parity_bits(backend: str, path: Path, sizes, *, steps: int = 3, device="cpu", amsgrad: bool = False,
+def parity_bits(backend: str | Callable, path: Path, sizes, *, steps: int = 3, device="cpu", amsgrad: bool = False,
                 maximize: bool = False, decay: str = "tau", grad_scale: float | None = None,
                 seed: int = 0, check_every_step: bool = True, betas=(0.9, 0.999), eps: float = 1e-8,
-                offsets=None, grad_span_extra: float = 0.0) -> int:
+                offsets=None, grad_span_extra: float = 0.0, guard: int = 0) -> int:
     """Words differing between ``backend`` and the reference after each of ``steps`` steps (summed).
 
+    ``backend``: a backend's name, or a step function with the reference's signature.
     ``offsets``: storage offsets (elements) that misalign the tensors; ``grad_span_extra``:
-    decades of gradient magnitude beyond the path's usual span.
+    decades of gradient magnitude beyond the path's usual span; ``guard``: elements of memory
+    after each written tensor that must stay as they were (make_bucket), counted if not.
     """
-    fn = ops.step_function(backend)
-    ours = make_bucket(sizes, path, amsgrad=amsgrad, device=device, seed=seed, offsets=offsets)
+    fn = backend if callable(backend) else ops.step_function(backend)
+    ours = make_bucket(sizes, path, amsgrad=amsgrad, device=device, seed=seed, offsets=offsets, guard=guard)
     ref = clone_bucket(ours)
     gen = torch.Generator().manual_seed(seed + 1)
     ids = list(range(7, 7 + len(sizes)))

@@ -1,0 +1,111 @@
+// What one launch reads, without ATen: the tensor table's row (TensorArgs), the launch's
+// flags (LaunchArgs) and their dispatch to template arguments. The CUDA launcher and the CPU
+// op reach it through adamw_step.h, which adds the ATen checks; the host build of the CUDA
+// kernel body (kernel_body_host.cpp) includes it as it is.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "adamw_math.h"
+
+namespace adamw_tau {
+
+// One row of the tensor table that adamw_tau/launch/tables.py builds (int64 [n, 8]): the addresses
+// of p, g, m, v, vmax and the fp32 master (0 where absent), numel, param_id. The kernels read
+// the table as an array of these.
+struct TensorArgs {
+  void* p;
+  const void* g;
+  void* m;
+  void* v;
+  void* vmax;
+  float* master;
+  int64_t numel;
+  int64_t param_id;
+};
+static_assert(sizeof(TensorArgs) == 8 * sizeof(int64_t), "TensorArgs must be one int64 table row");
+static_assert(offsetof(TensorArgs, g) == 1 * 8 && offsetof(TensorArgs, master) == 5 * 8 &&
+                  offsetof(TensorArgs, numel) == 6 * 8 && offsetof(TensorArgs, param_id) == 7 * 8,
+              "TensorArgs fields must sit in tables.COLUMNS order");
+
+// One launch: the tables, the dtype path and the flags.
+struct LaunchArgs {
+  const TensorArgs* tensors;
+  const int64_t* blocks;  // (row, first element) pairs
+  int64_t n_tensors, n_blocks, chunk;
+  Kind param_kind, grad_kind, state_kind;
+  bool amsgrad, maximize, master, stochastic_rounding;
+  uint64_t seed;
+};
+
+// The launch's fields from tables already checked (adamw_step.h: launch_args). Stochastic
+// rounding applies only where a 16-bit param is written without a master.
+inline LaunchArgs make_launch_args(const int64_t* tensor_table, int64_t n_tensors, const int64_t* block_table,
+                                   int64_t n_blocks, int64_t chunk, Kind param_kind, Kind grad_kind, Kind state_kind,
+                                   uint64_t seed, bool amsgrad, bool maximize, bool master, bool stochastic_rounding) {
+  LaunchArgs a;
+  a.tensors = reinterpret_cast<const TensorArgs*>(tensor_table);
+  a.blocks = block_table;
+  a.n_tensors = n_tensors;
+  a.n_blocks = n_blocks;
+  a.chunk = chunk;
+  a.param_kind = param_kind;
+  a.grad_kind = grad_kind;
+  a.state_kind = state_kind;
+  a.amsgrad = amsgrad;
+  a.maximize = maximize;
+  a.master = master;
+  a.stochastic_rounding = stochastic_rounding && !master && param_kind != Kind::F32;
+  a.seed = seed;
+  return a;
+}
+
+// Grads share the param's kind or are fp32: the one pairing dispatch_kinds cannot take.
+inline bool grad_kind_ok(Kind param_kind, Kind grad_kind) {
+  return grad_kind == Kind::F32 || grad_kind == param_kind;
+}
+
+ADAMW_HD Scalars read_scalars(const float* s) {
+  Scalars out{s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], as_bits(s[8])};
+  return out;
+}
+
+// How the new fp32 weight reaches the param: as it is, rounded to nearest, or stochastically.
+enum class Write { Plain, Master, Stochastic };
+
+// Calls f.template operator()<AMSGRAD, W>() for the bucket's flags.
+template <typename F>
+void dispatch_flags(const LaunchArgs& b, F&& f) {
+  auto with_write = [&]<bool A>() {
+    if (b.master) f.template operator()<A, Write::Master>();
+    else if (b.stochastic_rounding) f.template operator()<A, Write::Stochastic>();
+    else f.template operator()<A, Write::Plain>();
+  };
+  if (b.amsgrad) with_write.template operator()<true>();
+  else with_write.template operator()<false>();
+}
+
+// Calls f.template operator()<P, G, S>() for the bucket's kinds (grads share the param's kind
+// or are fp32, which the caller has checked: grad_kind_ok; states are fp32, bf16, or fp16 as
+// torch keeps them for fp16 params).
+template <typename F>
+void dispatch_kinds(const LaunchArgs& b, F&& f) {
+  auto with_state = [&](auto pk, auto gk) {
+    if (b.state_kind == Kind::F32) f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::F32>();
+    else if (b.state_kind == Kind::BF16) f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::BF16>();
+    else f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::F16>();  // torch's choice for fp16 params
+  };
+  auto with_grad = [&](auto pk) {
+    if (b.grad_kind == Kind::F32) with_state(pk, std::integral_constant<Kind, Kind::F32>{});
+    else with_state(pk, pk);
+  };
+  switch (b.param_kind) {
+    case Kind::F32: with_grad(std::integral_constant<Kind, Kind::F32>{}); break;
+    case Kind::BF16: with_grad(std::integral_constant<Kind, Kind::BF16>{}); break;
+    case Kind::F16: with_grad(std::integral_constant<Kind, Kind::F16>{}); break;
+  }
+}
+
+}  // namespace adamw_tau
