@@ -104,6 +104,14 @@ def adamw_fused_kernel(
     v_ptr = tl.load(meta + 3).to(tl.pointer_type(S_DTYPE))
     vmax_ptr = tl.load(meta + 4).to(tl.pointer_type(S_DTYPE))
     w_ptr = tl.load(meta + 5).to(tl.pointer_type(tl.float32))
+    if HAS_FOUND_INF:
+        # a skipped step loads and stores nothing: it has no elements. One scalar load and a
+        # scalar select, not a broadcast load (found_inf_ptr + zeros_like(idx)) in the mask:
+        # the compiler cannot tell that such a load is constant, and every masked access fell
+        # back to scalar ones (PTX for sm_90, bf16 states: 40 scalar loads and 24 scalar stores
+        # against 4 and 3 of 16 bytes). Nor a scalar bool in the mask: the interpreter widens
+        # it to an fp32 block and `mask & ok` raises (docs/numerics.md, known differences).
+        numel = tl.where(tl.load(found_inf_ptr) == 0.0, numel, 0)
     if ALIGNED:
         start = tl.multiple_of(start, BLOCK)
         numel = tl.multiple_of(numel, 8)
@@ -115,9 +123,6 @@ def adamw_fused_kernel(
         w_ptr = tl.multiple_of(w_ptr, 16)
     idx = start + tl.arange(0, BLOCK).to(tl.int64)
     mask = idx < numel
-    if HAS_FOUND_INF:
-        # every lane reads the one flag (a broadcast load): a skipped step loads and stores nothing
-        mask = mask & (tl.load(found_inf_ptr + tl.zeros_like(idx)) == 0.0)
 
     if HOST_SCALARS:  # passed by value (fp32 arguments, already rounded to fp32 on the host)
         step_size = h_step_size
