@@ -104,6 +104,14 @@ def adamw_fused_kernel(
     v_ptr = tl.load(meta + 3).to(tl.pointer_type(S_DTYPE))
     vmax_ptr = tl.load(meta + 4).to(tl.pointer_type(S_DTYPE))
     w_ptr = tl.load(meta + 5).to(tl.pointer_type(tl.float32))
+    if HAS_FOUND_INF:
+        # a skipped step loads and stores nothing: it has no elements. One scalar load and a
+        # scalar select, not a broadcast load (found_inf_ptr + zeros_like(idx)) in the mask:
+        # the compiler cannot tell that such a load is constant, and every masked access fell
+        # back to scalar ones (PTX for sm_90, bf16 states: 40 scalar loads and 24 scalar stores
+        # against 4 and 3 of 16 bytes). Nor a scalar bool in the mask: the interpreter widens
+        # it to an fp32 block and `mask & ok` raises (docs/numerics.md, known differences).
+        numel = tl.where(tl.load(found_inf_ptr) == 0.0, numel, 0)
     if ALIGNED:
         start = tl.multiple_of(start, BLOCK)
         numel = tl.multiple_of(numel, 8)
@@ -115,9 +123,6 @@ def adamw_fused_kernel(
         w_ptr = tl.multiple_of(w_ptr, 16)
     idx = start + tl.arange(0, BLOCK).to(tl.int64)
     mask = idx < numel
-    if HAS_FOUND_INF:
-        # every lane reads the one flag (a broadcast load): a skipped step loads and stores nothing
-        mask = mask & (tl.load(found_inf_ptr + tl.zeros_like(idx)) == 0.0)
 
     if HOST_SCALARS:  # passed by value (fp32 arguments, already rounded to fp32 on the host)
         step_size = h_step_size
@@ -199,7 +204,22 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
 
     ``scalars``: the fp32 tensor on the device (device-counted steps), or a
     ``contract.StepScalars`` whose values go by value as fp32 arguments (no copy per step).
+
+    [note: device] Triton launches on ``torch.cuda.current_device()`` and that device's
+    current stream (triton/backends/driver.py), whatever device the pointers are on: params
+    on cuda:1 under a current cuda:0 would run on cuda:0, an illegal address without peer
+    access and unordered against cuda:1's stream with it. A table on another device is
+    launched with its device made current for the call, so the kernel runs there, on that
+    device's current stream. On the current device (the common case) the launch pays one
+    ``get_device()`` and one ``current_device()`` (the query Triton itself makes per
+    launch), 0.41 µs measured on the 2-core CPU machine with cudaGetDevice stubbed, and
+    enters no guard.
     """
+    index = _device_to_enter(tables.tensors)
+    if index is not None:
+        with torch.cuda.device(index):
+            return launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
+                          stochastic_rounding, grad_scale, found_inf)
     seed &= 0xFFFFFFFFFFFFFFFF
     on_host = not isinstance(scalars, torch.Tensor)
     h = scalars.values() if on_host else _NO_HOST_SCALARS
@@ -213,6 +233,13 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
                       bool(stochastic_rounding), grad_scale is not None, found_inf is not None,
                       bool(tables.aligned), on_host, tables.chunk),
     )
+
+
+def _device_to_enter(table: torch.Tensor) -> int | None:
+    """The CUDA device to make current for a launch over ``table``, or None: it is on the
+    current device already, or on the CPU (the interpreter, which never asks for a device)."""
+    index = table.get_device()
+    return None if index < 0 or index == torch.cuda.current_device() else index
 
 
 @functools.lru_cache(maxsize=None)

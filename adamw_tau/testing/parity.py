@@ -159,13 +159,15 @@ def random_parity(backend: str, device, seed: int) -> tuple[dict, int]:
 def parity_bits(backend: str | Callable, path: Path, sizes, *, steps: int = 3, device="cpu", amsgrad: bool = False,
                 maximize: bool = False, decay: str = "tau", grad_scale: float | None = None,
                 seed: int = 0, check_every_step: bool = True, betas=(0.9, 0.999), eps: float = 1e-8,
-                offsets=None, grad_span_extra: float = 0.0, guard: int = 0) -> int:
+                offsets=None, grad_span_extra: float = 0.0, guard: int = 0,
+                found_inf: float | None = None) -> int:
     """Words differing between ``backend`` and the reference after each of ``steps`` steps (summed).
 
     ``backend``: a backend's name, or a step function with the reference's signature.
     ``offsets``: storage offsets (elements) that misalign the tensors; ``grad_span_extra``:
     decades of gradient magnitude beyond the path's usual span; ``guard``: elements of memory
-    after each written tensor that must stay as they were (make_bucket), counted if not.
+    after each written tensor that must stay as they were (make_bucket), counted if not;
+    ``found_inf``: GradScaler's flag for every step (nonzero: every step is skipped).
     """
     fn = backend if callable(backend) else ops.step_function(backend)
     ours = make_bucket(sizes, path, amsgrad=amsgrad, device=device, seed=seed, offsets=offsets, guard=guard)
@@ -173,6 +175,7 @@ def parity_bits(backend: str | Callable, path: Path, sizes, *, steps: int = 3, d
     gen = torch.Generator().manual_seed(seed + 1)
     ids = list(range(7, 7 + len(sizes)))
     scale = None if grad_scale is None else torch.tensor([grad_scale], dtype=torch.float32, device=device)
+    inf = None if found_inf is None else torch.tensor([found_inf], dtype=torch.float32, device=device)
     total = 0
     for t in range(1, steps + 1):
         grads = [_placed(hard_values(n, gen, span=grad_span(path) + grad_span_extra).to(path.param_dtype).to(device),
@@ -184,7 +187,7 @@ def parity_bits(backend: str | Callable, path: Path, sizes, *, steps: int = 3, d
                          tau_iters=300.0, weight_decay=0.1).as_tensor(device)
         for impl, st in ((fn, ours), (reference.adamw_step_, ref)):
             impl(st["params"], grads, st["exp_avgs"], st["exp_avg_sqs"], st["max_exp_avg_sqs"], st["masters"],
-                 s, ids, 1234, amsgrad, maximize, path.stochastic_rounding, scale, None)
+                 s, ids, 1234, amsgrad, maximize, path.stochastic_rounding, scale, inf)
         if check_every_step or t == steps:
             total += differing_words(ours, ref)
     return total

@@ -1,14 +1,32 @@
-"""What the compiled Triton kernel loads, read from its PTX for an H100 (sm_90), on any machine.
+"""What the compiled Triton kernel loads, stores and computes, read from its PTX for an H100
+(sm_90), on any machine.
 
 The aligned variant must move every data stream in 16-byte vectors (the hints in
 adamw_fused.py's note: scalar 2-byte loads held bf16 states at 74% of copy bandwidth on an
-H100); the unaligned variant must not claim alignment it lacks. Triton compiles for a
-named target without a GPU, so CI checks this; gpu_check.sh measures the speed. The
-compile runs in a subprocess: the tests' CPU runs set TRITON_INTERPRET=1, under which
-triton.jit gives interpreted functions that cannot be compiled.
+H100); the unaligned variant must not claim alignment it lacks; no variant may contain an
+FMA or an approximate op (docs/numerics.md). Triton compiles for a named target without a
+GPU, so CI checks this; gpu_check.sh measures the speed. The compile runs in one
+subprocess: the tests' CPU runs set TRITON_INTERPRET=1, under which triton.jit gives
+interpreted functions that cannot be compiled.
+
+The variants come from the launcher: its compile-time arguments and options are
+``adamw_fused._constexprs(...)``, called here as ``launch`` calls it, and the flags are
+that function's arguments, so a new one is toggled here without an edit. Dtype paths:
+every param, grad and state dtype the launcher maps (``_TL_DTYPE``; the optimizer takes
+any of them for a gradient), each plain, with master weights and with stochastic
+rounding, one per distinct compile-time result: 72, a superset of what the optimizer
+launches. The full product of those with the 2^5 flag settings (amsgrad, maximize, grad
+scale, found_inf, host scalars) and both alignments would be 4,608 compiles, too slow for
+CI on 2 cores. Instead every path is compiled aligned with a flag setting and its
+complement, the settings rotating over the paths, so that every flag is on and off on
+every path and all 32 settings appear; and unaligned once for every path whose gradient
+has the param's dtype (24), which covers every param/state dtype and mode. 168 compiles,
+checked by ``test_the_variants_cover_the_launcher``.
 """
+import collections
 import functools
 import inspect
+import itertools
 import json
 import os
 import re
@@ -16,88 +34,225 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 triton = pytest.importorskip("triton")
 tl = pytest.importorskip("triton.language")
 
 from adamw_tau.launch.tables import chunk_for  # noqa: E402
+from adamw_tau.triton_kernels import adamw_fused  # noqa: E402
 
 RUNTIME_TYPES = {"table_ptr": "*i64", "blocks_ptr": "*i64", "scalars_ptr": "*fp32", "grad_scale_ptr": "*fp32",
                  "found_inf_ptr": "*fp32", "seed_lo": "i64", "seed_hi": "i64", "h_step": "i32",
                  **{n: "fp32" for n in ("h_step_size", "h_bc2_sqrt", "h_decay", "h_beta1", "h_omb1", "h_beta2",
                                         "h_omb2", "h_eps")}}
-PATHS = {  # (param, grad, state, master): streams read and written
-    "fp32": (tl.float32, tl.float32, tl.float32, False),
-    "bf16_states": (tl.bfloat16, tl.bfloat16, tl.bfloat16, False),
-    "bf16_master": (tl.bfloat16, tl.bfloat16, tl.float32, True),
-    "fp16": (tl.float16, tl.float16, tl.float16, False),
-}
+POINTERS = ("table_ptr", "blocks_ptr", "scalars_ptr", "grad_scale_ptr", "found_inf_ptr")
+
+# the launcher's arguments (adamw_fused._constexprs): dtypes, then flags, then the block size
+LAUNCH_ARGS = list(inspect.signature(adamw_fused._constexprs).parameters)
+DTYPES = ("param_dtype", "grad_dtype", "state_dtype")
+MODES = ("master", "stochastic_rounding")  # with the dtypes, the dtype path
+FLAGS = tuple(a for a in LAUNCH_ARGS if a not in DTYPES + MODES + ("aligned", "chunk"))
+SHORT = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
-def _compile(path: str, aligned: bool) -> str:
+def _dtype_paths() -> list[dict]:
+    """Every (dtypes, master, stochastic_rounding) the launcher takes, one per distinct
+    compile-time result (``_constexprs`` folds stochastic rounding where it does not apply)."""
+    paths, seen = [], set()
+    dtypes = list(adamw_fused._TL_DTYPE)
+    for p, g, s, master, sr in itertools.product(dtypes, dtypes, dtypes, (False, True), (False, True)):
+        if master and sr:
+            continue
+        path = dict(param_dtype=p, grad_dtype=g, state_dtype=s, master=master, stochastic_rounding=sr)
+        key = tuple(sorted(_launch_constexprs(**path, **dict.fromkeys(FLAGS, False), aligned=True).items()))
+        if key not in seen:
+            seen.add(key)
+            paths.append(path)
+    return paths
+
+
+def _launch_constexprs(**args) -> dict:
+    """What ``launch`` passes to the kernel for these arguments: constexprs and options."""
+    return adamw_fused._constexprs(*(args[a] for a in LAUNCH_ARGS[:-1]), chunk_for("triton"))
+
+
+def _variants() -> dict[str, dict]:
+    paths = _dtype_paths()
+    n = len(FLAGS)
+    out = {}
+    for k, path in enumerate(paths):
+        setting = [bool((k % 2 ** (n - 1)) >> i & 1) for i in range(n)]  # the last flag off: its complement on
+        complement = [not f for f in setting]
+        rows = [(setting, True), (complement, True)]
+        if path["grad_dtype"] == path["param_dtype"]:
+            rows.append((setting if k % 2 else complement, False))
+        for flags, aligned in rows:
+            args = dict(path, **dict(zip(FLAGS, flags)), aligned=aligned)
+            name = "-".join([SHORT[path[d]] for d in DTYPES] + [m for m in MODES if path[m]]
+                            + [f for f in FLAGS if args[f]] + ["aligned" if aligned else "unaligned"])
+            out[name] = args
+    return out
+
+
+VARIANTS = _variants()
+
+
+def _compile(args: dict) -> str:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from adamw_tau.triton_kernels import adamw_fused
     fn = adamw_fused.adamw_fused_kernel
     names = list(inspect.signature(fn.fn).parameters)
-    p, g, s, master = PATHS[path]
-    const = dict(P_DTYPE=p, G_DTYPE=g, S_DTYPE=s, AMSGRAD=False, MAXIMIZE=False, HAS_MASTER=master, SR=False,
-                 HAS_SCALE=False, HAS_FOUND_INF=False, ALIGNED=aligned, HOST_SCALARS=True, BLOCK=chunk_for("triton"))
+    launched = _launch_constexprs(**args)
+    const = {k: v for k, v in launched.items() if k in names}
+    options = {k: v for k, v in launched.items() if k not in names}  # num_warps, enable_fp_fusion, ...
     assert set(names) == set(RUNTIME_TYPES) | set(const), "the kernel's arguments changed: update this test"
     sig = {n: RUNTIME_TYPES.get(n, "constexpr") for n in names}
     # torch's allocations are 16-byte aligned, and Triton specializes pointers on it at launch
-    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in ("table_ptr", "blocks_ptr", "scalars_ptr",
-                                                                   "grad_scale_ptr", "found_inf_ptr")}
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in POINTERS}
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(n),): v for n, v in const.items()}, attrs=attrs)
-    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                            options=dict(num_warps=adamw_fused.NUM_WARPS, enable_fp_fusion=False))
-    return kernel.asm["ptx"]
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
 
 
 @functools.lru_cache(maxsize=None)
 def _all_ptx() -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env, capture_output=True, text=True,
-                         timeout=600)
+                         timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.splitlines()[-1])
 
 
-def _ptx(path: str, aligned: bool) -> str:
-    return _all_ptx()[f"{path}/{aligned}"]
+# --- reading the PTX ---------------------------------------------------------------------------
+_REG = re.compile(r"%[a-z]+\d+\b")
+_PARAM = re.compile(r"\[\s*\w+_param_(\d+)\s*\]")
+_TYPE = re.compile(r"^[bfsu](\d+)$")
 
 
-def _global(ptx: str, op: str) -> dict[str, int]:
-    """Counts of ld.global / st.global by width suffix (v4, v2 or scalar), ignoring the
-    64-bit scalar loads of the launch tables."""
-    out = {"v4": 0, "v2": 0, "scalar": 0}
-    for m in re.finditer(rf"\b{op}\.global(?:\.[a-z]+)*\.(v4|v2)?\.?([bfsu]\d+)", ptx):
-        vec, typ = m.group(1), m.group(2)
-        if vec:
-            out[vec] += 1
-        elif not (op == "ld" and typ in ("b64", "u64", "s64")):
-            out["scalar"] += 1
+def _accesses(ptx: str) -> list[tuple[str, str, str, int]]:
+    """(ld or st, what the address is based on, v4/v2/scalar, bits) of every global access.
+
+    The base is found by following registers from the kernel's parameters: "data" for an
+    address built on a pointer read from the tensor table (p, g, m, v, vmax, master), else
+    the pointer parameter it is built on (table_ptr, blocks_ptr, scalars_ptr, ...). One pass
+    in program order: the kernel has no loops."""
+    runtime = [n for n in inspect.signature(adamw_fused.adamw_fused_kernel.fn).parameters if n in RUNTIME_TYPES]
+    origin: dict[str, set] = {}  # register -> {("param", name) or ("loaded", name)}
+    out = []
+    for line in ptx.splitlines():
+        line = line.split("//")[0].strip().rstrip(";")
+        line = re.sub(r"^@!?%p\d+\s+", "", line)
+        if not line or line[0] in ".${}" or " " not in line.replace("\t", " "):
+            continue
+        op, operands = re.split(r"\s+", line, maxsplit=1)
+        if op.startswith("ld.param"):
+            m = _PARAM.search(operands)
+            index = int(m.group(1))
+            name = runtime[index] if index < len(runtime) else f"param_{index}"
+            origin.setdefault(_REG.search(operands).group(0), set()).add(("param", name))
+            continue
+        parts = op.split(".")
+        if parts[0] in ("ld", "st") and parts[1] == "global":  # e.g. ld.global.nc.v4.b32
+            kind, bits = parts[0], int(_TYPE.match(parts[-1]).group(1))
+            vec = next((q for q in parts if q in ("v2", "v4", "v8")), "scalar")
+            address = re.search(r"\[([^\]]*)\]", operands).group(1)
+            src = set().union(*(origin.get(r, set()) for r in _REG.findall(address)))
+            params = sorted(n for k, n in src if k == "param")
+            base = "data" if ("loaded", "table_ptr") in src else "+".join(params) or "?"
+            out.append((kind, base, vec, bits))
+            if kind == "ld":
+                dst = operands[:operands.index("[")]
+                for r in _REG.findall(dst):
+                    origin.setdefault(r, set()).update(("loaded", n) for n in params)
+            continue
+        regs = _REG.findall(operands)
+        if regs and not op.startswith(("st.", "bra", "ret")):
+            dst_part = operands.split("}")[0] if operands.startswith("{") else regs[0]
+            dsts = _REG.findall(dst_part)
+            srcs = regs[len(dsts):]
+            for d in dsts:
+                origin.setdefault(d, set()).update(*(origin.get(r, set()) for r in srcs))
     return out
 
 
-@pytest.mark.parametrize("path", list(PATHS))
-def test_aligned_tables_move_data_in_16_byte_vectors(path):
-    ptx = _ptx(path, aligned=True)
-    loads, stores = _global(ptx, "ld"), _global(ptx, "st")
-    assert loads["scalar"] == loads["v2"] == 0 and stores["scalar"] == stores["v2"] == 0, (loads, stores)
-    # g, m, v and p (or the master) read; m, v, p (and the master) written; one 16-byte
-    # vector or more per stream and thread
-    assert loads["v4"] >= 4 and stores["v4"] >= (4 if PATHS[path][3] else 3), (loads, stores)
+def _streams(args: dict) -> tuple[int, int]:
+    """16-byte vectors per thread the aligned kernel must load and store: each stream's bytes
+    per program over the program's threads, in 16s."""
+    consts = _launch_constexprs(**args)
+    per_thread = consts["BLOCK"] // (32 * consts["num_warps"])
+    size = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}
+    p, g, s = (size[args[d]] for d in DTYPES)
+    reads = [g, s, s] + ([s] if args["amsgrad"] else []) + [4 if args["master"] else p]
+    writes = [s, s] + ([s] if args["amsgrad"] else []) + ([4] if args["master"] else []) + [p]
+    return sum(b * per_thread // 16 for b in reads), sum(b * per_thread // 16 for b in writes)
 
 
-def test_unaligned_tables_claim_no_alignment():
-    ptx = _ptx("bf16_states", aligned=False)
-    loads = _global(ptx, "ld")
-    assert loads["v4"] == 0 and loads["scalar"] > 0, loads
+def _expected_bases(args: dict) -> set:
+    """The parameters the kernel reads: the tables, and the device scalars, grad scale and
+    found_inf only where the variant has them."""
+    return ({"table_ptr", "blocks_ptr"} | ({"scalars_ptr"} if not args["host_scalars"] else set())
+            | ({"grad_scale_ptr"} if args["has_scale"] else set())
+            | ({"found_inf_ptr"} if args["has_found_inf"] else set()))
+
+
+def _count(accesses, kind, vec=None):
+    return sum(1 for k, b, v, _ in accesses if k == kind and b == "data" and (vec is None or v == vec))
+
+
+# --- the tests -------------------------------------------------------------------------------
+def test_the_variants_cover_the_launcher():
+    paths = _dtype_paths()
+    assert len(paths) == 72, "the launcher's dtype paths changed: update the counts in this file's docstring"
+    assert len(VARIANTS) == 168
+    for flag in FLAGS + ("aligned",):
+        assert {v[flag] for v in VARIANTS.values()} == {False, True}, flag
+    for path in paths:  # every flag on and off on every dtype path
+        mine = [v for v in VARIANTS.values() if all(v[k] == path[k] for k in path)]
+        for flag in FLAGS:
+            assert {v[flag] for v in mine if v["aligned"]} == {False, True}, (path, flag)
+    for p, s, master, sr in {(v["param_dtype"], v["state_dtype"], v["master"], v["stochastic_rounding"])
+                             for v in VARIANTS.values()}:  # every param/state dtype and mode unaligned too
+        assert any(not v["aligned"] and (v["param_dtype"], v["state_dtype"], v["master"], v["stochastic_rounding"])
+                   == (p, s, master, sr) for v in VARIANTS.values()), (p, s, master, sr)
+    settings = {tuple(v[f] for f in FLAGS) for v in VARIANTS.values() if v["aligned"]}
+    assert len(settings) == 2 ** len(FLAGS)
+
+
+@pytest.mark.parametrize("name", [n for n, v in VARIANTS.items() if v["aligned"]])
+def test_aligned_tables_move_every_data_stream_in_16_byte_vectors(name):
+    args = VARIANTS[name]
+    acc = _accesses(_all_ptx()[name])
+    data = collections.Counter((k, v, bits) for k, b, v, bits in acc if b == "data")
+    assert all(v == "v4" for _, v, _ in data), dict(data)  # (ld or st, width, bits): count
+    assert (_count(acc, "ld", "v4"), _count(acc, "st", "v4")) == _streams(args)
+    # nothing else is stored; only the tables and this variant's scalars are read
+    assert {b for k, b, _, _ in acc if k == "st"} == {"data"}
+    assert {b for k, b, _, _ in acc if k == "ld"} - {"data"} == _expected_bases(args)
+
+
+@pytest.mark.parametrize("name", [n for n, v in VARIANTS.items() if not v["aligned"]])
+def test_unaligned_tables_claim_no_alignment(name):
+    acc = _accesses(_all_ptx()[name])
+    assert _count(acc, "ld", "v4") == _count(acc, "ld", "v2") == 0, acc
+    assert _count(acc, "st", "v4") == _count(acc, "st", "v2") == 0, acc
+    assert _count(acc, "ld", "scalar") > 0 and _count(acc, "st", "scalar") > 0, acc
+    assert {b for k, b, _, _ in acc if k == "ld"} - {"data"} == _expected_bases(VARIANTS[name])
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_no_fma_and_no_approximate_op(name):
+    """The launcher's options must keep the backend from contracting a*b+c (docs/numerics.md);
+    divisions and square roots are the IEEE ones."""
+    ptx = _all_ptx()[name]
+    fused = re.findall(r"\bfma\.\S+|\bmad(?:\.\w+)*\.f\d+\b", ptx)
+    assert not fused, f"{len(fused)} fused multiply-adds: {sorted(set(fused))}"
+    approximate = re.findall(r"\.approx\.\S+|\bdiv\.full\.\S+", ptx)
+    assert not approximate, sorted(set(approximate))
+    assert "div.rn.f32" in ptx and "sqrt.rn.f32" in ptx
 
 
 if __name__ == "__main__":  # the subprocess: compile every variant the tests read
-    print(json.dumps({f"{p}/{a}": _compile(p, a) for p in PATHS for a in (True, False)}))
+    print(json.dumps({name: _compile(args) for name, args in VARIANTS.items()}))
