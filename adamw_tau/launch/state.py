@@ -39,93 +39,65 @@ def count_change() -> None:
     CHANGES[0] += 1
 
 
-class ParamState(dict):
-    """One parameter's state (``step``, ``exp_avg``, ...): a dict whose every write is counted."""
+class CountedWrites:
+    """Every write through a dict's own methods counts (mixed into ParamState and OptimizerState)."""
 
     __slots__ = ()
 
     def __setitem__(self, key, value):
         count_change()
-        dict.__setitem__(self, key, value)
+        super().__setitem__(key, value)
 
     def __delitem__(self, key):
         count_change()
-        dict.__delitem__(self, key)
+        super().__delitem__(key)
 
     def __ior__(self, other):
         count_change()
-        dict.update(self, other)
-        return self
+        return super().__ior__(other)
 
     def clear(self):
         count_change()
-        dict.clear(self)
+        super().clear()
 
     def pop(self, *args):
         count_change()
-        return dict.pop(self, *args)
+        return super().pop(*args)
 
     def popitem(self):
         count_change()
-        return dict.popitem(self)
+        return super().popitem()
 
     def setdefault(self, key, default=None):
         count_change()
-        return dict.setdefault(self, key, default)
+        return super().setdefault(key, default)
 
     def update(self, *args, **kwargs):
         count_change()
-        dict.update(self, *args, **kwargs)
+        super().update(*args, **kwargs)
+
+
+class ParamState(CountedWrites, dict):
+    """One parameter's state (``step``, ``exp_avg``, ...): a dict whose every write is counted."""
+
+    __slots__ = ()
 
     def __reduce__(self):  # pickles and deep-copies as a ParamState with its items
         return (ParamState, (dict(self),))
 
 
-class OptimizerState(defaultdict):
+class OptimizerState(CountedWrites, defaultdict):
     """``opt.state``: parameter -> ParamState, created on first use, every write counted."""
 
     def __init__(self, items=()):
         super().__init__(ParamState)
         dict.update(self, items)
 
-    def __setitem__(self, key, value):
-        count_change()
-        dict.__setitem__(self, key, value)
-
-    def __delitem__(self, key):
-        count_change()
-        dict.__delitem__(self, key)
-
-    def __ior__(self, other):
-        count_change()
-        dict.update(self, other)
-        return self
-
     def __missing__(self, key):
         count_change()
         value = ParamState()
         dict.__setitem__(self, key, value)
         return value
-
-    def clear(self):
-        count_change()
-        dict.clear(self)
-
-    def pop(self, *args):
-        count_change()
-        return dict.pop(self, *args)
-
-    def popitem(self):
-        count_change()
-        return dict.popitem(self)
-
-    def setdefault(self, key, default=None):
-        count_change()
-        return dict.setdefault(self, key, default)
-
-    def update(self, *args, **kwargs):
-        count_change()
-        dict.update(self, *args, **kwargs)
 
     def __reduce__(self):  # pickles and deep-copies as an OptimizerState with its items
         return (OptimizerState, (dict(self),))
