@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_optimizer_state_dict,
+                                                     set_optimizer_state_dict)
 
 from adamw_tau import AdamWTau
 from adamw_tau.integrations.dcp import GroupKeysLoadPlanner
@@ -62,6 +63,8 @@ def test_zero_grad_step_at_lr_zero_changes_no_bit(decay, options):
     assert all(len(opt.state[p]) >= 3 for p in ps)
     for b, p in zip(before, ps):
         assert torch.equal(b, bits(p))
+        if "master_param" in opt.state[p]:  # the fp32 master holds what a bf16 param would round away
+            assert torch.equal(bits(opt.state[p]["master_param"]), bits(p.float()))
 
 
 def test_state_created_by_get_optimizer_state_dict_changes_no_bit():
@@ -141,6 +144,22 @@ def test_adamwtau_checkpoint_into_torch_adamw(tmp_path):
     _train(via_dcp, theirs, 3, start=3)
     _train(via_sd, reference, 3, start=3)
     _same_params(via_sd, via_dcp)
+
+
+def test_planner_on_a_flat_dict_without_flattening_keeps_the_missing_keys(tmp_path):
+    # the flat optimizer state dict handed to dcp.load as it is: the planner's dict is the caller's
+    model = _net()
+    torch_opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    _train(model, torch_opt, 2)
+    dcp.save(get_optimizer_state_dict(model, torch_opt, options=FLAT), checkpoint_id=str(tmp_path / "flat"))
+    fresh = _net()
+    ours = AdamWTau(fresh.parameters(), lr=1e-2, weight_decay=0.1)
+    state = get_optimizer_state_dict(fresh, ours, options=FLAT)
+    planner = GroupKeysLoadPlanner(flatten_state_dict=False, flatten_sharded_tensors=False)  # no copy made
+    dcp.load(state, checkpoint_id=str(tmp_path / "flat"), planner=planner)
+    assert "param_groups.0.weight.decay" in planner.kept and state["param_groups.0.weight.decay"] == "lambda"
+    set_optimizer_state_dict(fresh, ours, state, options=FLAT)
+    assert ours.state_dict()["state"][0]["step"].item() == 2
 
 
 def test_without_the_planner_dcp_refuses_and_with_it_state_must_still_be_there(tmp_path):
