@@ -17,13 +17,18 @@ DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "integrations.md"
 
 
 def need(module: str):
-    """``import module``; a missing one fails under CI=true and skips elsewhere."""
+    """``import module``; a missing one fails under CI=true and skips elsewhere.
+
+    Called at a test module's top, a failure is a collection error: pytest stops and exits
+    non-zero, naming the module that is missing.
+    """
     try:
         return importlib.import_module(module)
     except ImportError as e:
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and {module!r} is not installed ({e}); the test extra must install it")
-        pytest.skip(f"{module!r} is not installed (pip install -e '.[test]' installs it)")
+            pytest.fail(f"CI=true and {module!r} is not installed ({e}); the test extra must install it",
+                        pytrace=False)
+        pytest.skip(f"{module!r} is not installed (pip install -e '.[test]' installs it)", allow_module_level=True)
 
 
 def recipe(name: str) -> str:
