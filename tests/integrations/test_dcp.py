@@ -124,6 +124,11 @@ def test_torch_adamw_checkpoint_into_adamwtau(tmp_path):
     _train(via_dcp, ours, 3, start=3)
     _train(via_sd, reference, 3, start=3)
     _same_params(via_sd, via_dcp)
+    # documented: what the checkpoint lacks keeps the built value, the decay form included
+    plain = _net(3)
+    built_without_decay = AdamWTau(plain.parameters(), lr=1e-2)
+    _load(plain, built_without_decay, tmp_path / "adamw")
+    assert [(g["decay"], g["weight_decay"]) for g in built_without_decay.param_groups] == [("none", 0.1)]
 
 
 def test_adamwtau_checkpoint_into_torch_adamw(tmp_path):

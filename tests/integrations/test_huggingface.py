@@ -9,6 +9,7 @@ from frameworks import need, optimizer_tensors, run_recipe, same_bits
 transformers = need("transformers")
 need("accelerate")
 
+from adamw_tau import AdamWTau  # noqa: E402
 from adamw_tau.integrations.huggingface import TrainerOptimizer, param_groups  # noqa: E402
 
 STEPS, SAVE_AT, BATCH, SEQ = 6, 3, 4, 16
@@ -102,3 +103,10 @@ def test_trainer_resume_is_bitwise_the_uninterrupted_run(tmp_path):
     assert sa.keys() == sb.keys() and len(sa) == 3 * len(a)
     for key in sa:
         assert same_bits(sa[key], sb[key]), key
+
+
+def test_adamwtau_as_cls_loses_the_tau_which_is_why_the_factory_exists(tmp_path):
+    # documented pitfall: the Trainer's decayed group carries weight_decay=args.weight_decay (0.0)
+    trainer = transformers.Trainer(model=_model(), args=_args(tmp_path), train_dataset=_Tokens(8),
+                                   optimizer_cls_and_kwargs=(AdamWTau, dict(lr=1e-2, tau_iters=100.0)))
+    assert [g["decay"] for g in trainer.create_optimizer().param_groups] == ["none", "none"]
