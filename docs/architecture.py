@@ -22,6 +22,7 @@ LAYERS = [
     ("optim", "adamw_tau/optim", "AdamWTau, its checks, step plan and checkpoints"),
     ("scaling", "adamw_tau/scaling", "μP groups, transfer across scales, published runs"),
     ("api", "adamw_tau/__init__.py", "the public names"),
+    ("integrations", "adamw_tau/integrations", "Hugging Face, timm, Lightning, torchtitan, DCP (lazy imports)"),
     ("testing", "adamw_tau/testing", "the parity harness the tests and the bench share"),
     ("bench", "adamw_tau/bench", "adamw-tau bench: bandwidth, host cost, their workloads and timing"),
     ("experiments", "adamw_tau/experiments", "adamw-tau sweep: ridge, dataset, width, the LM"),

@@ -70,6 +70,27 @@ def decay_spec(src: dict, where: str) -> dict | None:
     return spec
 
 
+def check_torch_switches(src: dict, where: str) -> None:
+    """torch.optim.AdamW's implementation switches, as an optimizer argument or a group key.
+
+    foreach and fused: None, True or False, and nothing else (a string such as "yes" is an
+    error, not true). They choose among torch's implementations; AdamWTau has one, its own
+    backend, which gives the same bits whatever they say. differentiable: only False.
+    """
+    for name in ("foreach", "fused"):
+        value = src.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"{where}: {name} must be None, True or False, got {value!r}; AdamWTau runs its own "
+                            f"kernels whatever {name} says, so leave it out or pass a bool")
+    value = src.get("differentiable", False)
+    if not isinstance(value, bool):
+        raise TypeError(f"{where}: differentiable must be True or False, got {value!r}")
+    if value:
+        raise ValueError(f"{where}: differentiable=True is not supported: AdamWTau's kernels update parameters in "
+                         "place, outside autograd, so no gradient flows through step(). To differentiate through "
+                         "the optimizer step use torch.optim.AdamW(differentiable=True); otherwise drop the argument")
+
+
 def check_lr(lr, where: str) -> None:
     """A finite number >= 0, or a one-element floating-point tensor (read on the device)."""
     if isinstance(lr, torch.Tensor):
@@ -81,8 +102,9 @@ def check_lr(lr, where: str) -> None:
 
 
 def check_hyper(group: dict, where: str) -> None:
-    """lr, eps, betas, state_dtype, lr_peak."""
+    """lr, eps, betas, state_dtype, lr_peak, and torch's switches if the group names them."""
     check_lr(group["lr"], where)
+    check_torch_switches(group, where)
     finite(f"{where}: eps", group["eps"])
     betas = group["betas"]
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2):

@@ -22,7 +22,8 @@ from ..launch.buckets import Bucket, BucketLayout, build
 from ..launch.state import OptimizerState, tracked
 from ..launch.step_scalars import bucket_scalars
 from . import checkpoints, report, step_hooks
-from .checks import DECAY_KEYS, check_hyper, check_params, check_seed, check_state_dict, decay_spec, finite
+from .checks import (DECAY_KEYS, check_hyper, check_params, check_seed, check_state_dict, check_torch_switches,
+                     decay_spec, finite)
 from .step_plan import check_capture, check_groups, plan_launches
 
 # what pickle, deepcopy and torch.save(opt) keep beyond torch's defaults, state and param_groups
@@ -35,7 +36,11 @@ class AdamWTau(torch.optim.Optimizer):
     Args:
         params: parameters or param groups (a group may override any argument below,
             and name its own decay form).
-        lr, betas, eps, amsgrad, maximize: as torch.optim.AdamW.
+        lr, betas, eps, amsgrad, maximize: as torch.optim.AdamW (in its positions: weight_decay
+            and amsgrad may be passed positionally, as torch allows).
+        foreach, fused: torch.optim.AdamW's implementation switches, accepted (None, True or
+            False) so that trainers which pass them work; AdamWTau runs its own backend whatever
+            they say, so they change neither what runs nor a bit. differentiable=True raises.
         tau_epochs, iters_per_epoch, tau_iters, weight_decay: the decay, one way (module doc).
         backend: "auto" (the fastest available per device) or "reference", "triton",
             "cuda", "cpu"; a named backend that cannot run raises and says why.
@@ -57,12 +62,15 @@ class AdamWTau(torch.optim.Optimizer):
     # gradients and skip a step with inf/NaN gradients themselves, with no host sync.
     _step_supports_amp_scaling = True
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, *,
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float | None = None, amsgrad: bool = False, *,
                  tau_epochs: float | None = None, iters_per_epoch: float | None = None,
-                 tau_iters: float | None = None, weight_decay: float | None = None,
-                 amsgrad: bool = False, maximize: bool = False, backend: str = "auto",
-                 master_weights: bool = False, stochastic_rounding: bool = False,
-                 state_dtype: torch.dtype | None = None, seed: int = 0, capturable: bool = False):
+                 tau_iters: float | None = None, maximize: bool = False, foreach: bool | None = None,
+                 capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
+                 backend: str = "auto", master_weights: bool = False, stochastic_rounding: bool = False,
+                 state_dtype: torch.dtype | None = None, seed: int = 0):
+        # torch.optim.AdamW's implementation switches: accepted, and our kernels run regardless
+        check_torch_switches(dict(foreach=foreach, fused=fused, differentiable=differentiable), "AdamWTau")
         if backend != "auto" and backend not in backends.BACKENDS:
             raise ValueError(f"backend must be 'auto' or one of {backends.BACKENDS}, got {backend!r}")
         check_seed(seed)

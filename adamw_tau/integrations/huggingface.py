@@ -1,0 +1,77 @@
+"""Hugging Face transformers' Trainer with AdamWTau, without patching transformers.
+
+``TrainingArguments.optim`` is a closed enum, so ``optim="adamw_tau"`` needs a change in
+transformers. What works as it is:
+
+* transformers 5.x: ``Trainer(..., optimizer_cls_and_kwargs=(TrainerOptimizer, kwargs))``.
+  A ``cls`` that is not a torch Optimizer is a factory: the Trainer calls
+  ``cls()(model, **kwargs)``, so the groups are built here, by parameter name.
+* any version: ``Trainer(..., optimizers=(build_optimizer(model, ...), None))`` (refused by
+  the Trainer under FSDP).
+
+Passing ``AdamWTau`` itself as ``cls`` also runs, but the Trainer then builds the groups with
+``weight_decay=args.weight_decay`` on the decayed one: a τ given in ``kwargs`` is overridden
+by that λ (0.0 by default: no decay at all). The factory avoids this.
+
+The groups are the Trainer's own split (``Trainer.get_decay_parameter_names``: biases and norm
+weights not decayed), or μP groups from ``adamw_tau.mup_param_groups`` with the same split.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..optim.optimizer import AdamWTau
+from ..scaling.mup import mup_param_groups
+from .requires import require
+
+
+def decay_parameter_names(model: torch.nn.Module) -> set[str]:
+    """The names of the parameters the Trainer decays: transformers' own rule."""
+    trainer = require("transformers", "hf").Trainer
+    if hasattr(trainer, "get_decay_parameter_names"):
+        return set(trainer.get_decay_parameter_names(None, model))  # it does not use self
+    # older transformers (before the method): its rule then, LayerNorm weights and biases not decayed
+    norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters()}
+    return {n for n, p in model.named_parameters() if id(p) not in norms and "bias" not in n}
+
+
+def param_groups(model: torch.nn.Module, *, lr: float, weight_decay: float | None = None,
+                 mup: dict | None = None) -> list[dict]:
+    """The Trainer's decay / no-decay split as AdamWTau groups.
+
+    The decayed group names no decay of its own, so it takes the optimizer's (τ or λ); the
+    other has ``weight_decay=0.0``. With ``mup`` (the keyword arguments of
+    ``mup_param_groups``: ``base_model=``, or ``width=`` and ``base_width=``) the groups are μP's,
+    with the Trainer's no-decay parameters switched off; ``weight_decay`` is then the λ at the
+    base width (None: the optimizer's τ).
+    """
+    decayed = decay_parameter_names(model)
+    if mup is not None:
+        return mup_param_groups(model, lr=lr, weight_decay=weight_decay,
+                                no_decay=[lambda name, p: name not in decayed], **mup)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in named if n in decayed]},
+              {"params": [p for n, p in named if n not in decayed], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: torch.nn.Module, *, lr: float, mup: dict | None = None, **kwargs) -> AdamWTau:
+    """AdamWTau over the Trainer's split; ``kwargs`` are AdamWTau's (the decay: ``tau_iters=``,
+    ``tau_epochs=`` with ``iters_per_epoch=``, or ``weight_decay=``)."""
+    groups = param_groups(model, lr=lr, weight_decay=kwargs.get("weight_decay") if mup else None, mup=mup)
+    return AdamWTau(groups, lr=lr, **kwargs)
+
+
+class TrainerOptimizer:
+    """The factory for transformers 5.x's ``optimizer_cls_and_kwargs=(TrainerOptimizer, kwargs)``.
+
+    The Trainer calls ``TrainerOptimizer()(model, **kwargs)``; ``kwargs`` are
+    ``build_optimizer``'s. ``TrainingArguments.learning_rate`` and ``weight_decay`` are not
+    passed to a factory: give ``lr`` (and the decay) in ``kwargs``.
+    """
+
+    def __call__(self, model: torch.nn.Module, **kwargs) -> AdamWTau:
+        if "lr" not in kwargs:
+            raise TypeError("TrainerOptimizer: put lr in optimizer_cls_and_kwargs' kwargs; the Trainer does not pass "
+                            "TrainingArguments.learning_rate to an optimizer factory")
+        return build_optimizer(model, **kwargs)

@@ -1,0 +1,112 @@
+"""transformers' Trainer with AdamWTau through optimizer_cls_and_kwargs (the recipe in
+docs/integrations.md): the Trainer's decay split, and a resumed run bitwise equal to an
+uninterrupted one."""
+import pytest
+import torch
+
+from frameworks import need, optimizer_tensors, run_recipe, same_bits
+
+transformers = need("transformers")
+need("accelerate")
+
+from adamw_tau import AdamWTau  # noqa: E402
+from adamw_tau.integrations.huggingface import TrainerOptimizer, param_groups  # noqa: E402
+
+STEPS, SAVE_AT, BATCH, SEQ = 6, 3, 4, 16
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(vocab_size=64, n_positions=SEQ, n_embd=16, n_layer=2, n_head=2,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return transformers.GPT2LMHeadModel(config)
+
+
+class _Tokens(torch.utils.data.Dataset):
+    def __init__(self, n):
+        g = torch.Generator().manual_seed(7)
+        self.ids = torch.randint(0, 64, (n, SEQ), generator=g)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+
+
+def _args(out):
+    return transformers.TrainingArguments(
+        output_dir=str(out), max_steps=STEPS, per_device_train_batch_size=BATCH, learning_rate=1e-2,
+        lr_scheduler_type="cosine", warmup_steps=1, save_strategy="steps", save_steps=SAVE_AT,
+        logging_strategy="no", report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0, disable_tqdm=True)
+
+
+def _trainer(out, seed=0):
+    ns = run_recipe("hf", model=_model(seed), train_dataset=_Tokens(STEPS * BATCH), args=_args(out))
+    return ns["trainer"]
+
+
+def _raw(opt):
+    return getattr(opt, "optimizer", opt)  # accelerate wraps it
+
+
+def test_trainer_split_no_decay_for_biases_and_norms():
+    model = _model()
+    groups = param_groups(model, lr=1e-3)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in groups[0]["params"]}
+    plain = {names[id(p)] for p in groups[1]["params"]}
+    assert "weight_decay" not in groups[0] and groups[1]["weight_decay"] == 0.0
+    assert all("bias" not in n and ".ln_" not in n for n in decayed)
+    assert any(n.endswith(".bias") for n in plain) and any(".ln_1." in n for n in plain)
+    assert "transformer.h.0.attn.c_attn.weight" in decayed and "transformer.wte.weight" in decayed
+    opt = TrainerOptimizer()(model, lr=1e-3, tau_iters=100.0)
+    assert [g["decay"] for g in opt.param_groups] == ["tau", "none"]
+
+
+def test_factory_without_lr_says_where_it_goes():
+    with pytest.raises(TypeError, match="learning_rate"):
+        TrainerOptimizer()(_model(), tau_iters=10.0)
+
+
+def test_mup_groups_keep_the_trainer_split():
+    base = _model()
+    wide = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=64, n_positions=SEQ, n_embd=32,
+                                                                n_layer=2, n_head=2))
+    opt = TrainerOptimizer()(wide, lr=1e-2, tau_iters=50.0, mup=dict(base_model=base))
+    classes = set()
+    for g in opt.param_groups:
+        plain = [n.endswith("bias") or ".ln_" in n for n in g["param_names"]]
+        assert all(plain) or not any(plain), g["param_names"]
+        assert g["decay"] == ("none" if plain[0] else "tau"), g["param_names"]
+        classes.add(g["mup_class"])
+        if g["mup_class"] == "hidden":
+            assert g["lr"] == 1e-2 / 2  # width 32 over base 16
+    assert "hidden" in classes
+
+
+def test_trainer_resume_is_bitwise_the_uninterrupted_run(tmp_path):
+    straight = _trainer(tmp_path / "a")
+    straight.train()
+    opt = _raw(straight.optimizer)
+    assert type(opt).__name__ == "AdamWTau" and [g["decay"] for g in opt.param_groups] == ["tau", "none"]
+    assert opt.state_dict()["state"][0]["step"].item() == STEPS
+
+    resumed = _trainer(tmp_path / "b", seed=123)  # other initial weights: the checkpoint must restore them
+    resumed.train(resume_from_checkpoint=str(tmp_path / "a" / f"checkpoint-{SAVE_AT}"))
+
+    a, b = dict(straight.model.named_parameters()), dict(resumed.model.named_parameters())
+    assert a.keys() == b.keys()
+    for name in a:
+        assert same_bits(a[name], b[name]), name
+    sa, sb = optimizer_tensors(opt), optimizer_tensors(_raw(resumed.optimizer))
+    assert sa.keys() == sb.keys() and len(sa) == 3 * len(a)
+    for key in sa:
+        assert same_bits(sa[key], sb[key]), key
+
+
+def test_adamwtau_as_cls_loses_the_tau_which_is_why_the_factory_exists(tmp_path):
+    # documented pitfall: the Trainer's decayed group carries weight_decay=args.weight_decay (0.0)
+    trainer = transformers.Trainer(model=_model(), args=_args(tmp_path), train_dataset=_Tokens(8),
+                                   optimizer_cls_and_kwargs=(AdamWTau, dict(lr=1e-2, tau_iters=100.0)))
+    assert [g["decay"] for g in trainer.create_optimizer().param_groups] == ["none", "none"]

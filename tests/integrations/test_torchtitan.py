@@ -1,0 +1,122 @@
+"""torchtitan's optimizer container with AdamWTau (the recipe in docs/integrations.md): its
+groups, its lr=0 state creation, and DCP save/load of its flat state dict, bitwise."""
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
+
+from adamw_tau import AdamWTau
+from adamw_tau.integrations.dcp import GroupKeysLoadPlanner
+from frameworks import bits, need, optimizer_tensors, run_recipe
+
+need("torchtitan")
+from torchtitan.components.optimizer import OptimizersContainer as TitanContainer  # noqa: E402
+from torchtitan.components.optimizer import ParamGroupConfig  # noqa: E402
+
+from adamw_tau.integrations.torchtitan import OptimizersContainer  # noqa: E402
+
+
+class _Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(6, 12)
+        self.norm = torch.nn.LayerNorm(12)
+        self.out = torch.nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.out(self.norm(self.proj(x)))
+
+
+def _block_seeded(seed):
+    torch.manual_seed(seed)
+    return _Block()
+
+
+def _model():
+    return _block_seeded(0)
+
+
+def _container(model):
+    return run_recipe("torchtitan", model=model)["optimizers"]
+
+
+def _train(model, opts, steps, start=0):
+    for t in range(start, start + steps):
+        g = torch.Generator().manual_seed(t)
+        opts.zero_grad()
+        ((model(torch.randn(5, 6, generator=g)) - torch.randn(5, 3, generator=g)) ** 2).mean().backward()
+        opts.step()
+
+
+def _same(a, b):
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(bits(p), bits(q)), n
+
+
+def test_container_builds_adamwtau_groups_with_torchtitans_switches():
+    model = _model()
+    opts = _container(model)
+    assert type(opts).__name__ == "OptimizersContainer" and len(opts.optimizers) == 1
+    opt = opts.optimizers[0]
+    assert isinstance(opt, AdamWTau)
+    groups = {g["decay"]: set(g["param_names"]) for g in opt.param_groups}
+    assert groups == {"none": {"proj.bias", "norm.weight", "norm.bias", "out.bias"},
+                      "tau": {"proj.weight", "out.weight"}}
+    assert all(g["fused"] is True and g["foreach"] is False for g in opt.param_groups)
+
+
+def test_first_state_dict_runs_the_lr0_step_and_changes_no_bit():
+    model = _model()
+    opts = _container(model)
+    before = [bits(p) for p in model.parameters()]
+    sd = opts.state_dict()  # torchtitan's init_optim_state: zero grads, lr = 0, one step
+    assert "state.proj.weight.exp_avg" in sd and sd["state.proj.weight.step"].item() == 1
+    assert all(torch.equal(b, bits(p)) for b, p in zip(before, model.parameters()))
+    assert all(g["lr"] == 3e-4 for g in opts.optimizers[0].param_groups)
+
+
+def test_dcp_save_and_load_resume_bitwise(tmp_path):
+    straight = _model()
+    s_opts = _container(straight)
+    _train(straight, s_opts, 6)
+
+    first = _model()
+    f_opts = _container(first)
+    _train(first, f_opts, 3)
+    dcp.save({"model": first.state_dict(), "optimizer": f_opts}, checkpoint_id=str(tmp_path / "step3"))
+    resumed = _block_seeded(7)
+    r_opts = _container(resumed)
+    state = {"model": resumed.state_dict(), "optimizer": r_opts}
+    dcp.load(state, checkpoint_id=str(tmp_path / "step3"))
+    resumed.load_state_dict(state["model"])
+    _train(resumed, r_opts, 3, start=3)
+    _same(straight, resumed)
+    want, got = optimizer_tensors(s_opts.optimizers[0]), optimizer_tensors(r_opts.optimizers[0])
+    assert want.keys() == got.keys() and all(torch.equal(bits(want[k]), bits(got[k])) for k in want)
+
+
+def test_torchtitan_adamw_checkpoint_into_adamwtau(tmp_path):
+    kwargs = {"lr": 1e-2, "betas": (0.9, 0.95), "eps": 1e-8}
+    groups = lambda name, decay: [  # noqa: E731
+        ParamGroupConfig(pattern=r"(\.bias|norm\.weight)$", optimizer_name=name,
+                         optimizer_kwargs={**kwargs, "weight_decay": 0.0}),
+        ParamGroupConfig(pattern=r".*", optimizer_name=name, optimizer_kwargs={**kwargs, "weight_decay": decay})]
+    model = _model()
+    adamw = TitanContainer.Config(param_groups=groups("AdamW", 0.1), implementation="for-loop").build(
+        model_parts=[model])
+    _train(model, adamw, 3)
+    dcp.save({"optimizer": adamw}, checkpoint_id=str(tmp_path / "adamw"))
+
+    via_dcp, via_sd = _block_seeded(1), _block_seeded(2)
+    via_dcp.load_state_dict(model.state_dict())
+    via_sd.load_state_dict(model.state_dict())
+    ours = OptimizersContainer.Config(param_groups=groups("AdamWTau", 0.1)).build(model_parts=[via_dcp])
+    with pytest.raises(CheckpointException, match="Missing key in checkpoint state_dict"):
+        dcp.load({"optimizer": ours}, checkpoint_id=str(tmp_path / "adamw"))  # what CheckpointManager does
+    dcp.load({"optimizer": ours}, checkpoint_id=str(tmp_path / "adamw"), planner=GroupKeysLoadPlanner())
+    reference = OptimizersContainer.Config(param_groups=groups("AdamWTau", 0.1)).build(model_parts=[via_sd])
+    reference.optimizers[0].load_state_dict(adamw.optimizers[0].state_dict())
+    assert ours.optimizers[0].state_dict()["state"][0]["step"].item() == 3
+    _train(via_dcp, ours, 3, start=3)
+    _train(via_sd, reference, 3, start=3)
+    _same(via_sd, via_dcp)
