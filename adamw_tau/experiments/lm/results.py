@@ -138,12 +138,16 @@ def _width(rows, cfg: LMConfig) -> dict:
                         regrets.append(100.0 * (dict(wc)[lr_base] - v_best) / v_best)
                 d["regret_pct_seeds"] = regrets
         width[mode] = per
-    return width
+    cells: dict = {}
+    for r in wd:
+        cells.setdefault((r["mode"], r["width"], r["lr"]), []).append(r["val_loss"])
+    std = {k: float(np.std(v, ddof=1)) for k, v in cells.items() if len(v) >= 2 and all(map(math.isfinite, v))}
+    return width, std
 
 
 def summarize(rows: list[dict], cfg: LMConfig) -> dict:
-    d = _dataset(rows, cfg)
-    return {**d, "width": _width(rows, cfg)}
+    width, std = _width(rows, cfg)
+    return {**_dataset(rows, cfg), "width": width, "width_cell_std": std}
 
 
 def print_summary(s: dict, corpus_info: dict, cfg: LMConfig) -> None:
@@ -155,12 +159,13 @@ def print_summary(s: dict, corpus_info: dict, cfg: LMConfig) -> None:
         print(f"  N = {b['dataset_tokens']:9d} tokens  best τ_epoch {b['tau_epochs']:6.3g}  best λ {b['weight_decay']:8.3g}"
               f"  val {b['val_loss']:.4f}  (no decay {b['no_decay_val_loss']:.4f}; {b['seeds']} seeds)"
               + ("  [at the grid's edge]" if b["edge"] else ""))
+        print("      val by τ_epoch: " + "  ".join(f"{t:g}: {v:.4f}" for t, v in b["curve"]))
         if b["seeds"] >= 2:
             print(f"      next-best τ_epoch is {b['margin']:.4f} worse; seed-to-seed std at the best τ_epoch {b['seed_std']:.4f}")
     print(f"  slope of log best λ vs log N: {s['slope']:+.2f} (the rule predicts -1)")
     if len(s["slope_seeds"]) >= 2:
         sl = [p["slope"] for p in s["slope_seeds"]]
-        print(f"  per seed: " + "; ".join(f"seed {p['seed']}: best τ_epoch {', '.join(f'{t:g}' for t in p['taus'])}, slope "
+        print("  per seed: " + "; ".join(f"seed {p['seed']}: best τ_epoch {', '.join(f'{t:g}' for t in p['taus'])}, slope "
                                           f"{p['slope']:+.2f}" for p in s["slope_seeds"]))
         print(f"  slope across seeds: mean {np.mean(sl):+.2f}, std {np.std(sl, ddof=1):.2f}")
     if s["cell_std"]:
@@ -172,11 +177,15 @@ def print_summary(s: dict, corpus_info: dict, cfg: LMConfig) -> None:
         cells = "  ".join(f"w{w}: {d['best_lr']:.2g}{'*' if d['edge'] else ''} ({d.get('regret_pct', float('nan')):+.1f}%)"
                           for w, d in per.items())
         print(f"  {mode:13s} {cells}")
+        print(f"  {'':13s} best val loss: " + "  ".join(f"w{w}: {d['best_val_loss']:.4f}" for w, d in per.items()))
         spread = [(w, d["regret_pct_seeds"]) for w, d in per.items() if len(d.get("regret_pct_seeds", [])) >= 2]
         if spread:
             print(f"  {'':13s} regret per seed: " + "  ".join(f"w{w}: " + "/".join(f"{x:+.1f}" for x in r) + "%"
                                                           for w, r in spread))
     print("  (* = at the lr grid's edge; in parentheses: val loss at the base width's best lr over the width's best)")
+    if s["width_cell_std"]:
+        v = list(s["width_cell_std"].values())
+        print(f"  seed-to-seed std of val loss over the (mode, width, lr) cells: median {np.median(v):.4f}, max {max(v):.4f}")
 
 
 def plot(s: dict, cfg: LMConfig, path: str, corpus_info: dict) -> None:
