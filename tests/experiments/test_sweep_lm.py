@@ -117,3 +117,53 @@ def test_too_small_a_corpus_stops_before_training(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "train_run", lambda *a, **k: pytest.fail("trained despite the check"))
     with pytest.raises(ValueError, match="needs 1000000001 training bytes"):
         sweep.run(str(tmp_path), quick=True, progress=False)
+
+
+def test_medium_plan_lists_the_grid_and_its_cpu_estimate(capsys):
+    cfg = grid.MEDIUM
+    assert max(cfg.ds_sizes) / min(cfg.ds_sizes) >= 16 and cfg.ds_seeds >= 2
+    assert max(cfg.w_widths) / min(cfg.w_widths) >= 8
+    assert grid.on_cpu(cfg) and not grid.on_cpu(grid.FULL) and not grid.on_cpu(grid.QUICK)
+    # every width the grid trains has a CPU calibration, and the estimate is the calibration's
+    rate = dict(cfg.cpu_tokens_per_s)
+    jobs = grid.jobs(cfg)
+    assert {j["width"] for j in jobs} <= set(rate)
+    j = jobs[0]
+    tokens = grid.job_steps(j, cfg) * cfg.batch * cfg.ctx
+    assert grid.estimate_seconds(j, cfg) == pytest.approx(grid.CPU_RUN_OVERHEAD_S + tokens / rate[j["width"]])
+    total = grid.CPU_PART_OVERHEAD_S + sum(grid.estimate_seconds(j, cfg) for j in jobs)
+    shares = grid.split(jobs, cfg, cfg.cpu_workers)  # the workers take the runs longest first, as split does
+    wall = grid.CPU_PART_OVERHEAD_S + max(sum(grid.estimate_seconds(j, cfg) for j in s) for s in shares)
+    assert cfg.cpu_workers == 2 and wall < 0.6 * total  # two processes, balanced
+    assert cli.main(["sweep", "lm", "--medium", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"sweep lm (medium): {len(jobs)} runs,")
+    assert (f"estimated CPU (1 thread a process) time {total / 60:.1f} min; {wall / 60:.1f} min wall in 2 worker "
+            "processes side by side") in out
+    assert wall <= 45 * 60  # the budget for a 2-core CPU
+    for w in cfg.w_widths:
+        assert f"width {w:5d}:" in out and "tokens/s measured on this CPU" in out
+    assert cli.main(["sweep", "lm", "--medium", "--plan", "--part", "2/2"]) == 0
+    out = capsys.readouterr().out
+    assert "part 1/2:" in out and "part 2/2:" in out
+    with pytest.raises(SystemExit, match="two grids"):
+        cli.main(["sweep", "lm", "--medium", "--quick", "--plan"])
+
+
+def test_workers_give_the_same_runs_as_one_process():
+    from adamw_tau.experiments.lm.train import train_run
+    from adamw_tau.experiments.lm.workers import run_side_by_side
+    cfg = grid.QUICK
+    todo = [j for j in grid.jobs(cfg) if j["experiment"] == "dataset" and j["dataset_tokens"] == cfg.ds_sizes[0]][:3]
+    got = {repr(j): r for j, r in run_side_by_side(todo, cfg, 2, 1, "cpu", None, False,
+                                                    order_key=lambda j: grid.estimate_seconds(j, cfg))}
+    assert len(got) == len(todo)
+    c = stdlib_corpus.load()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for j in todo:
+            r = train_run(j, cfg, c)
+            assert got[repr(j)]["val_loss"] == r["val_loss"] and got[repr(j)]["train_loss"] == r["train_loss"]
+    finally:
+        torch.set_num_threads(threads)

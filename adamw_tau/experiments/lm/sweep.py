@@ -26,28 +26,35 @@ from .. import common
 from . import corpus as stdlib_corpus
 from .grid import (
     FULL,
+    MEDIUM,
     QUICK,
-    RUN_OVERHEAD_S,
+    device_words,
     estimate_seconds,
     job_steps,
     jobs,
     parse_part,
     plan_text,
+    run_overhead_s,
     split,
     step_seconds,
 )
 from .results import append_row, plot, print_summary, read_rows, row_key, summarize
 from .train import train_run
+from .workers import run_side_by_side
 
 # --- driver ---------------------------------------------------------------------------------
 
 
-def _run_jobs(todo, cfg, corpus, device, backend, compile, tick, csv_path, base, bar, est, progress):
-    for j in todo:
-        r = train_run(j, cfg, corpus, device=device, backend=backend, compile=compile, tick=tick)
+def _run_jobs(todo, cfg, corpus, device, backend, compile, tick, csv_path, base, bar, est, progress, workers=1):
+    if workers > 1:
+        done = run_side_by_side(todo, cfg, workers, cfg.cpu_threads or 1, device, backend, compile,
+                                order_key=lambda j: estimate_seconds(j, cfg))
+    else:
+        done = ((j, train_run(j, cfg, corpus, device=device, backend=backend, compile=compile, tick=tick)) for j in todo)
+    for j, r in done:
         row = {**base, **j, **r}
         append_row(csv_path, row)
-        bar.update(int(RUN_OVERHEAD_S))
+        bar.update(int(run_overhead_s(cfg) if workers == 1 else estimate_seconds(j, cfg)))
         if progress:
             msg = (f"  {j['experiment']:7s} N={j['dataset_tokens']} w={j['width']} {j['mode']} lr={j['lr']:.3g} "
                    f"τ_ep={j['tau_epochs']:.3g} seed={j['seed']}: val {row['val_loss']:.4f}  "
@@ -56,11 +63,16 @@ def _run_jobs(todo, cfg, corpus, device, backend, compile, tick, csv_path, base,
 
 
 def run(out: str, quick: bool = False, device: str = "cpu", part: str | None = None, backend: str | None = None,
-        compile: bool = False, progress: bool = True, plan_only: bool = False) -> dict:
-    cfg = QUICK if quick else FULL
+        compile: bool = False, progress: bool = True, plan_only: bool = False, medium: bool = False,
+        workers: int | None = None) -> dict:
+    if quick and medium:
+        raise ValueError("--quick and --medium are two grids: give one")
+    cfg = QUICK if quick else MEDIUM if medium else FULL
     i, k = parse_part(part)
+    on_cpu = torch.device(device).type == "cpu"
+    workers = max(1, workers if workers is not None else (cfg.cpu_workers if on_cpu else 1))
     if plan_only:
-        text = plan_text(cfg, k)
+        text = plan_text(cfg, k, workers)
         print(text)
         return {"plan": text}
     corpus = stdlib_corpus.load()
@@ -84,8 +96,10 @@ def run(out: str, quick: bool = False, device: str = "cpu", part: str | None = N
     todo = [j for j in mine if row_key({**base, **j}) not in done]
     est = {id(j): job_steps(j, cfg) for j in todo}
     total_est = sum(estimate_seconds(j, cfg) for j in todo)
+    wall = max((sum(estimate_seconds(j, cfg) for j in s) for s in split(todo, cfg, workers)), default=0.0)
     print(f"sweep lm ({cfg.name}) part {i}/{k}: {len(mine)} runs, {len(mine) - len(todo)} already in {csv_path}; "
-          f"{len(todo)} to run, {total_est / 60:.1f} min estimated on an H100")
+          f"{len(todo)} to run, {total_est / 60:.1f} min estimated on {'a ' if on_cpu else 'an '}{device_words(cfg)}"
+          + (f", {wall / 60:.1f} min wall in {workers} worker processes side by side" if workers > 1 else ""))
     bar = common.progress_bar(max(1, int(round(total_est))), f"sweep lm {i}/{k}", progress)
     per_step = {w: step_seconds(w, cfg) for w in {j["width"] for j in todo}}
     acc = [0.0]
@@ -97,10 +111,10 @@ def run(out: str, quick: bool = False, device: str = "cpu", part: str | None = N
             acc[0] -= int(acc[0])
 
     threads = torch.get_num_threads()
-    if torch.device(device).type == "cpu" and quick:
-        torch.set_num_threads(1)  # the quick model's matmuls are too small to gain from a second thread
+    if on_cpu and cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)  # small matmuls: one thread a process, parts side by side
     try:
-        _run_jobs(todo, cfg, corpus, device, backend, compile, tick, csv_path, base, bar, est, progress)
+        _run_jobs(todo, cfg, corpus, device, backend, compile, tick, csv_path, base, bar, est, progress, workers)
     finally:
         torch.set_num_threads(threads)
     bar.close()
@@ -121,13 +135,14 @@ def run(out: str, quick: bool = False, device: str = "cpu", part: str | None = N
 
 
 def main(args) -> int:
-    quick = bool(args.quick)
+    quick, medium = bool(args.quick), bool(getattr(args, "medium", False))
     device = args.device or "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("sweep lm: --device cuda asked for, but torch sees no CUDA device")
     try:
         r = run(args.out, quick=quick, device=device, part=args.part, backend=args.backend, compile=args.compile,
-                progress=not args.no_progress, plan_only=args.plan)
+                progress=not args.no_progress, plan_only=args.plan, medium=medium,
+                workers=getattr(args, "workers", None))
     except ValueError as e:
         raise SystemExit(f"sweep lm: {e}")
     if "png" in r:
