@@ -140,14 +140,16 @@ def step_both(backend: str, ours: dict, ref: dict, grads, hs, *, scalars: str = 
               grad_scale=None, found_inf=None) -> int:
     """One step of ``backend`` on bucket ``ours`` and of the reference on ``ref`` (make_bucket's
     keys), the same gradients and host scalars ``hs`` (contract.StepScalars); returns the
-    words in which the two buckets differ after it. ``scalars``: ``SCALAR_MODES``."""
+    words in which the two buckets differ after it. ``scalars``: ``SCALAR_MODES`` (the
+    reference always reads a tensor)."""
     if scalars not in SCALAR_MODES:
         raise ValueError(f"scalars must be one of {SCALAR_MODES}, got {scalars!r}")
-    fn = _by_value(backend) if scalars == "values" and backend != "reference" else ops.step_function(backend)
+    by_value = scalars == "values" and backend != "reference"
+    fn = _by_value(backend) if by_value else ops.step_function(backend)
     device = ours["params"][0].device if ours["params"] else "cpu"
     s = hs.as_tensor(device)
     ids = list(range(len(ours["params"]))) if ids is None else ids
-    for impl, st, sc in ((fn, ours, hs if scalars == "values" else s), (reference.adamw_step_, ref, s)):
+    for impl, st, sc in ((fn, ours, hs if by_value else s), (reference.adamw_step_, ref, s)):
         impl(st["params"], grads, st["exp_avgs"], st["exp_avg_sqs"], st["max_exp_avg_sqs"], st["masters"],
              sc, ids, seed, amsgrad, maximize, stochastic_rounding, grad_scale, found_inf)
     return differing_words(ours, ref)
