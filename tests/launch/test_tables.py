@@ -58,8 +58,9 @@ def test_alignment_split_follows_addresses_and_sizes():
     assert sorted((t.aligned, t.tensors.shape[0]) for t in launches) == [(False, 2), (True, 2)]
 
 
-def _shifted(t: torch.Tensor, elements: int = 1) -> torch.Tensor:
-    """A copy of ``t`` in a storage that starts ``elements`` in: 16-byte aligned no more."""
+def _shifted(t: torch.Tensor, nbytes: int) -> torch.Tensor:
+    """A copy of ``t`` in a storage that starts ``nbytes`` in: 16-byte aligned no more."""
+    elements = nbytes // t.element_size()
     buf = torch.empty(t.numel() + elements, dtype=t.dtype)
     buf[elements:].copy_(t)
     return buf[elements:]
@@ -68,19 +69,21 @@ def _shifted(t: torch.Tensor, elements: int = 1) -> torch.Tensor:
 COLUMN_KEYS = {"p": "params", "m": "exp_avgs", "v": "exp_avg_sqs", "vmax": "max_exp_avg_sqs", "master": "masters"}
 
 
+@pytest.mark.parametrize("shift", ["element", "8_bytes"])
 @pytest.mark.parametrize("path,column", [("bf16_master", c) for c in tables.COLUMNS[:tables.MASTER + 1]] +
                          [("fp32", c) for c in tables.COLUMNS[:tables.MASTER]])
-def test_every_address_column_decides_alignment(path, column):
-    """One tensor's one column off by an element (2 or 4 bytes), the rest aligned: its row, and
-    only its, goes to the unaligned launch (the Triton kernel is promised 16-byte alignment
-    for the other). Every column is tested, the fp32 master's too."""
+def test_every_address_column_decides_alignment(path, column, shift):
+    """One tensor's one column off by an element (2 or 4 bytes) or by 8 bytes, the rest
+    aligned: its row, and only its, goes to the unaligned launch (the Triton kernel is promised
+    16-byte alignment for the other). Every column is tested, the fp32 master's too."""
     sizes = [16, 16, 4096]
     b = make_bucket(sizes, PATHS[path], amsgrad=True)
     grads = [torch.randn(t.shape).to(t.dtype) for t in b["params"]]
     if column == "g":
-        grads[1] = _shifted(grads[1])
+        grads[1] = _shifted(grads[1], grads[1].element_size() if shift == "element" else 8)
     else:
-        b[COLUMN_KEYS[column]][1] = _shifted(b[COLUMN_KEYS[column]][1])
+        t = b[COLUMN_KEYS[column]][1]
+        b[COLUMN_KEYS[column]][1] = _shifted(t, t.element_size() if shift == "element" else 8)
     col = tables.COLUMNS.index(column)
     table = np.array([[b["params"][i].data_ptr(), grads[i].data_ptr(), b["exp_avgs"][i].data_ptr(),
                        b["exp_avg_sqs"][i].data_ptr(), b["max_exp_avg_sqs"][i].data_ptr(),
