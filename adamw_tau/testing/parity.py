@@ -35,6 +35,7 @@ PATHS = {p.name: p for p in (
     Path("bf16_states", torch.bfloat16, torch.bfloat16),
     Path("bf16_sr", torch.bfloat16, torch.bfloat16, stochastic_rounding=True),
     Path("fp16_sr", torch.float16, torch.float32, stochastic_rounding=True),
+    Path("fp16_states", torch.float16, torch.float16),  # torch's default for fp16 params
 )}
 
 # "tensor": the scalars as an fp32 tensor the kernel reads (the list-form op); "values": host
