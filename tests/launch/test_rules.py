@@ -94,3 +94,49 @@ def test_stochastic_rounding_rounds_inf_and_nan_to_nearest(backend, dtype, scala
                      stochastic_rounding=True) == 0
     p = ours["params"][0].float()
     assert (p[0::4] == float("inf")).all() and (p[1::4] == -float("inf")).all() and torch.isnan(p[2::4]).all()
+
+
+def _as_weight_scalars():
+    """Raw scalars under which a step writes w = exp_avg exactly (for finite exp_avg): step_size
+    -1, beta1 1 (m kept), 1 - beta1 0, beta2 0 and 1 - beta2 1 (v = g * g = 1), no decay, eps 0.
+    Not a real step: a probe that feeds the final rounding any fp32 weight."""
+    from adamw_tau.core.contract import StepScalars
+    return StepScalars(step_size=-1.0, bc2_sqrt=1.0, decay=1.0, beta1=1.0, one_minus_beta1=0.0, beta2=0.0,
+                       one_minus_beta2=1.0, eps=0.0, step=3)
+
+
+def _fp16_sr_weights(n=4096, seed=0):
+    """fp32 weights where fp16 stochastic rounding has its cases: below 2^-24 (to 0 or 2^-24),
+    each binade from 2^-24 to 2^-14 (wider masks), normal values, past 65504 (may go to inf)."""
+    gen = torch.Generator().manual_seed(seed)
+    r = torch.rand(n, generator=gen, dtype=torch.float64)
+    binade = torch.randint(-25, 17, (n,), generator=gen).to(torch.float64)
+    w = (1 + r) * torch.pow(2.0, binade)  # 2^-25 .. 2^17
+    sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    return (w * sign).to(torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("backend,scalars", RUNS)
+def test_stochastic_rounding_of_chosen_weights(backend, dtype, scalars):
+    """The final rounding on weights chosen for its cases (below 2^-24, the binades where fp16
+    keeps fewer bits, overflow): the reference's bits, and below 2^-24 only 0 or 2^-24."""
+    require(backend)
+    w = _fp16_sr_weights()
+    if dtype == torch.bfloat16:
+        w = w * 2.0 ** 100  # bf16's range: up to 2^117; fp32's largest, which may round to inf
+        w[:64] = torch.finfo(torch.float32).max * torch.sign(w[:64])
+    n = w.numel()
+    ours = dict(params=[torch.zeros(n, dtype=dtype)], exp_avgs=[w.clone()], exp_avg_sqs=[torch.zeros(n)],
+                max_exp_avg_sqs=[], masters=[])
+    ref = clone_bucket(ours)
+    grads = [torch.ones(n, dtype=dtype)]
+    assert step_both(backend, ours, ref, grads, _as_weight_scalars(), scalars=scalars, stochastic_rounding=True,
+                     seed=2 ** 35 + 11) == 0
+    p = ours["params"][0].float()
+    if dtype == torch.float16:
+        tiny = w.abs() < 2.0 ** -24
+        assert tiny.sum() > 50 and set(p[tiny].abs().unique().tolist()) == {0.0, 2.0 ** -24}
+    nearest = w.to(dtype).float()
+    assert (p != nearest).sum() > n // 10 and (p == nearest).sum() > n // 10  # stochastic, not to nearest
+    assert torch.isinf(p).any()  # past the largest finite value
