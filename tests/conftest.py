@@ -3,12 +3,20 @@ import os
 import pytest
 import torch
 
-# Without a GPU, Triton kernels run in its interpreter (NumPy on CPU, IEEE fp32): set before
-# any kernel module is imported, since triton.jit reads it at decoration time.
+# [note: TRITON_INTERPRET] Without a GPU, Triton kernels can only run in its interpreter (NumPy
+# on the CPU, IEEE fp32). It must be set before any kernel module is imported (triton.jit reads
+# it at decoration time), so it is set here. Any other value on such a machine is refused:
+# honouring it would skip every Triton test quietly (or crash them), and overriding it would
+# run something other than what was asked for.
 if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+    _interpret = os.environ.get("TRITON_INTERPRET")
+    if _interpret not in (None, "1"):
+        raise pytest.UsageError(
+            f"TRITON_INTERPRET={_interpret!r}, but this machine has no GPU: Triton runs here only in its "
+            "interpreter. Unset TRITON_INTERPRET or set it to 1.")
+    os.environ["TRITON_INTERPRET"] = "1"
 
-from adamw_tau.testing.parity import hard_values  # noqa: F401  (re-exported for tests)
+from adamw_tau.testing.parity import hard_values  # noqa: E402,F401  (re-exported for tests)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,20 +1,23 @@
 """Parity harness shared by the tests and the benchmark's parity column.
 
 A *path* is one dtype combination of the contract. ``parity_bits`` runs a backend and the
-reference side by side on the same hard data for several steps and counts the words whose
-bits differ, over every tensor the step writes.
+reference side by side on the same hard data (``hard_data``) for several steps and counts
+the words whose bits differ, over every tensor the step writes. The scalars reach a kernel
+as a tensor (the list-form op: torch.compile, device-counted steps) or by value (host
+scalars as kernel arguments: the optimizer's eager step); ``scalars=`` picks which.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from ..core import reference
 from ..core.contract import host_scalars
 from ..launch import ops
-
+from .bits import differing_lists
+from .hard_data import hard_values
 
 @dataclass(frozen=True)
 class Path:
@@ -33,25 +36,18 @@ PATHS = {p.name: p for p in (
     Path("bf16_states", torch.bfloat16, torch.bfloat16),
     Path("bf16_sr", torch.bfloat16, torch.bfloat16, stochastic_rounding=True),
     Path("fp16_sr", torch.float16, torch.float32, stochastic_rounding=True),
+    Path("fp16_states", torch.float16, torch.float16),  # torch's default for fp16 params
 )}
 
-
-def hard_values(n: int, gen: torch.Generator, *, positive: bool = False, span: float = 20.0) -> torch.Tensor:
-    """fp32 values over many magnitudes: normals from 1e-span to 1e+span, subnormals, zeros, signs."""
-    x = torch.randn(n, generator=gen, dtype=torch.float64)
-    x = x * torch.pow(10.0, (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * span)
-    kind = torch.randint(0, 16, (n,), generator=gen)
-    sub = (torch.randint(1, 2 ** 23, (n,), generator=gen, dtype=torch.int64)).to(torch.int32).view(torch.float32)
-    x = x.to(torch.float32)
-    x = torch.where(kind == 0, torch.zeros_like(x), x)
-    x = torch.where(kind == 1, sub, x)
-    x = torch.where(kind == 2, -x, x)
-    x = torch.where(kind == 3, torch.full_like(x, -0.0), x)  # zeros of both signs
-    return x.abs() if positive else x
+# "tensor": the scalars as an fp32 tensor the kernel reads (the list-form op); "values": host
+# scalars passed by value (the optimizer's eager launches; Triton's HOST_SCALARS=True variant)
+SCALAR_MODES = ("tensor", "values")
+# GradScaler scales in parity cases: powers of two divide exactly; the others round
+GRAD_SCALES = (65536.0, 3.0, 0.7, 1e-3)
 
 
 def grad_span(path: Path) -> float:
-    """Decades of gradient magnitudes that stay finite in the path's dtype."""
+    """Decades of gradient magnitudes that stay mostly finite in the path's dtype."""
     return 3.0 if path.param_dtype == torch.float16 else 6.0
 
 
@@ -82,19 +78,26 @@ def make_bucket(sizes, path: Path, *, amsgrad: bool, device="cpu", seed: int = 0
     """Hard data for one bucket; ``offsets[i]`` elements of storage offset misalign tensor i.
     ``guard`` > 0: every tensor sits in a buffer with ``guard`` elements after it (and its
     offset before), and the bucket's ``"guards"`` are the views of that memory, so a kernel
-    that writes out of bounds differs from the reference there (``differing_words``)."""
+    that writes out of bounds differs from the reference there (``differing_words``).
+
+    max_exp_avg_sq is mostly near exp_avg_sq (either side of it), with its own special values
+    where exp_avg_sq has ordinary ones (a NaN on either side of the max)."""
     gen = torch.Generator().manual_seed(seed)
     out = dict(params=[], exp_avgs=[], exp_avg_sqs=[], max_exp_avg_sqs=[], masters=[])
+    pd, sd = path.param_dtype, path.state_dtype
     for n in sizes:
-        w = hard_values(n, gen, span=3.0 if path.param_dtype == torch.float16 else 4.0)
-        out["params"].append(w.to(path.param_dtype).to(device))
+        w = hard_values(n, gen, span=3.0 if pd == torch.float16 else 4.0, dtype=pd)
+        out["params"].append(w.to(pd).to(device))
         if path.master:
             out["masters"].append(w.to(device))
-        out["exp_avgs"].append(hard_values(n, gen, span=6.0).to(path.state_dtype).to(device))
-        v = hard_values(n, gen, positive=True, span=10.0)
-        out["exp_avg_sqs"].append(v.to(path.state_dtype).to(device))
+        out["exp_avgs"].append(hard_values(n, gen, span=6.0, dtype=sd).to(sd).to(device))
+        v = hard_values(n, gen, positive=True, span=10.0, dtype=sd)
+        out["exp_avg_sqs"].append(v.to(sd).to(device))
         if amsgrad:
-            out["max_exp_avg_sqs"].append((v * torch.rand(n, generator=gen) * 2).to(path.state_dtype).to(device))
+            near = v * torch.rand(n, generator=gen) * 2
+            own = hard_values(n, gen, positive=True, span=10.0, dtype=sd)
+            vmax = torch.where(torch.rand(n, generator=gen) < 0.2, own, near)
+            out["max_exp_avg_sqs"].append(vmax.to(sd).to(device))
     offsets = offsets or [0] * len(sizes)
     if guard:
         guards = []
@@ -108,21 +111,10 @@ def make_bucket(sizes, path: Path, *, amsgrad: bool, device="cpu", seed: int = 0
     return out
 
 
-def _words(t: torch.Tensor) -> torch.Tensor:
-    view = {4: torch.int32, 2: torch.int16}[t.element_size()]
-    return t.detach().contiguous().reshape(-1).view(view)
-
-
 def differing_words(a: dict, b: dict) -> int:
-    """Words whose bits differ; two NaNs count as equal whatever their payloads. The tensors
-    may sit on different devices (compared on the CPU)."""
-    n = 0
-    for key in a:
-        for x, y in zip(a[key], b[key]):
-            x, y = x.detach().cpu(), y.detach().cpu()
-            both_nan = (torch.isnan(x) & torch.isnan(y)).reshape(-1)
-            n += int(((_words(x) != _words(y)) & ~both_nan).sum())
-    return n
+    """Words whose bits differ over two buckets' lists (``make_bucket``'s keys); two NaNs count
+    as equal whatever their payloads. The tensors may sit on different devices."""
+    return sum(differing_lists(a[key], b[key]) for key in a)
 
 
 def clone_bucket(b: dict) -> dict:
@@ -130,18 +122,22 @@ def clone_bucket(b: dict) -> dict:
 
 
 def random_config(rng) -> dict:
-    """One randomized parity case (``rng``: random.Random): a path, flags, hyperparameters and
-    odd sizes, some tensors misaligned by a storage offset."""
+    """One randomized parity case (``rng``: random.Random): a path, flags, hyperparameters
+    (beta1 = 0, beta2 = 0, eps = 0 among them), a GradScaler scale (not always a power of
+    two), a skipped step, how the scalars reach the kernel, and odd sizes, some tensors
+    misaligned by a storage offset."""
     n = rng.randint(1, 10)
     sizes = [rng.choice([1, 3, 7, 8, 17, 4095, 4096, 4097, 10_001, rng.randint(1, 70_000)]) for _ in range(n)]
+    steps = rng.randint(2, 4)
     return dict(path=rng.choice(list(PATHS)), sizes=sizes,
                 offsets=[rng.choice([0, 0, 0, 1, 3]) for _ in sizes],
                 amsgrad=rng.random() < 0.4, maximize=rng.random() < 0.5,
                 decay=rng.choice(["tau", "lambda", "none"]),
-                grad_scale=rng.choice([None, None, 65536.0, 3.0]),
+                grad_scale=rng.choice((None, None) + GRAD_SCALES),
                 betas=(rng.choice([0.0, 0.0, 0.9, 0.5]), rng.choice([0.999, 0.95, 0.0])),
                 eps=rng.choice([1e-8, 0.0, 1e-30]), grad_span_extra=rng.choice([0.0, 0.0, 12.0]),
-                steps=rng.randint(2, 4))
+                steps=steps, skip_step=rng.choice([None, None, None, rng.randint(1, steps)]),
+                scalars=rng.choice(SCALAR_MODES))
 
 
 def random_parity(backend: str, device, seed: int) -> tuple[dict, int]:
@@ -152,44 +148,77 @@ def random_parity(backend: str, device, seed: int) -> tuple[dict, int]:
     extra = cfg["grad_span_extra"] if path.param_dtype != torch.float16 else 0.0
     bits = parity_bits(backend, path, cfg["sizes"], steps=cfg["steps"], device=device, amsgrad=cfg["amsgrad"],
                        maximize=cfg["maximize"], decay=cfg["decay"], grad_scale=cfg["grad_scale"], seed=seed,
-                       betas=cfg["betas"], eps=cfg["eps"], offsets=cfg["offsets"], grad_span_extra=extra)
+                       betas=cfg["betas"], eps=cfg["eps"], offsets=cfg["offsets"], grad_span_extra=extra,
+                       skip_step=cfg["skip_step"], scalars=cfg["scalars"])
     return cfg, bits
 
 
-def parity_bits(backend: str | Callable, path: Path, sizes, *, steps: int = 3, device="cpu", amsgrad: bool = False,
-                maximize: bool = False, decay: str = "tau", grad_scale: float | None = None,
+def _by_value(backend: str):
+    """``backend``'s step with host scalars passed by value, launched from tables as the
+    optimizer's eager step launches (the list-form op takes a tensor)."""
+    def step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, *rest):
+        ops.run_bucket(backend, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, *rest)
+    return step
+
+
+def step_both(backend: str | Callable, ours: dict, ref: dict, grads, hs, *, scalars: str = "tensor", ids=None,
+              seed: int = 1234, amsgrad: bool = False, maximize: bool = False, stochastic_rounding: bool = False,
+              grad_scale=None, found_inf=None) -> int:
+    """One step of ``backend`` on bucket ``ours`` and of the reference on ``ref`` (make_bucket's
+    keys), the same gradients and host scalars ``hs`` (contract.StepScalars); returns the
+    words in which the two buckets differ after it. ``scalars``: ``SCALAR_MODES`` (the
+    reference always reads a tensor)."""
+    if scalars not in SCALAR_MODES:
+        raise ValueError(f"scalars must be one of {SCALAR_MODES}, got {scalars!r}")
+    by_value = scalars == "values" and not callable(backend) and backend != "reference"
+    fn = backend if callable(backend) else (_by_value(backend) if by_value else ops.step_function(backend))
+    device = ours["params"][0].device if ours["params"] else "cpu"
+    s = hs.as_tensor(device)
+    ids = list(range(len(ours["params"]))) if ids is None else ids
+    for impl, st, sc in ((fn, ours, hs if by_value else s), (reference.adamw_step_, ref, s)):
+        impl(st["params"], grads, st["exp_avgs"], st["exp_avg_sqs"], st["max_exp_avg_sqs"], st["masters"],
+             sc, ids, seed, amsgrad, maximize, stochastic_rounding, grad_scale, found_inf)
+    return differing_words(ours, ref)
+
+
+def parity_bits(backend: str | Callable, path: Path, sizes, *, steps: int = 3, device="cpu",
+                amsgrad: bool = False, maximize: bool = False, decay: str = "tau", grad_scale: float | None = None,
                 seed: int = 0, check_every_step: bool = True, betas=(0.9, 0.999), eps: float = 1e-8,
-                offsets=None, grad_span_extra: float = 0.0, guard: int = 0,
-                found_inf: float | None = None) -> int:
+                offsets=None, grad_span_extra: float = 0.0, skip_step: int | None = None,
+                scalars: str = "tensor", guard: int = 0, found_inf: float | None = None) -> int:
     """Words differing between ``backend`` and the reference after each of ``steps`` steps (summed).
 
-    ``backend``: a backend's name, or a step function with the reference's signature.
     ``offsets``: storage offsets (elements) that misalign the tensors; ``grad_span_extra``:
-    decades of gradient magnitude beyond the path's usual span; ``guard``: elements of memory
-    after each written tensor that must stay as they were (make_bucket), counted if not;
-    ``found_inf``: GradScaler's flag for every step (nonzero: every step is skipped).
+    decades of gradient magnitude beyond the path's usual span; ``skip_step``: a step with
+    found_inf = 1 (every step then gets a found_inf tensor); ``found_inf``: GradScaler's flag
+    for every step instead (nonzero: every step is skipped); ``scalars``: ``SCALAR_MODES``;
+    ``backend``: a backend's name, or a step function with the reference's signature;
+    ``guard``: elements of memory after each written tensor that must stay as they were
+    (make_bucket), counted if not. The last step's gradients are zeros of both signs.
     """
-    fn = backend if callable(backend) else ops.step_function(backend)
     ours = make_bucket(sizes, path, amsgrad=amsgrad, device=device, seed=seed, offsets=offsets, guard=guard)
     ref = clone_bucket(ours)
     gen = torch.Generator().manual_seed(seed + 1)
     ids = list(range(7, 7 + len(sizes)))
     scale = None if grad_scale is None else torch.tensor([grad_scale], dtype=torch.float32, device=device)
-    inf = None if found_inf is None else torch.tensor([found_inf], dtype=torch.float32, device=device)
     total = 0
     for t in range(1, steps + 1):
-        grads = [_placed(hard_values(n, gen, span=grad_span(path) + grad_span_extra).to(path.param_dtype).to(device),
-                         offsets[i] if offsets else 0) for i, n in enumerate(sizes)]
-        if t == steps:  # a zero gradient: -0.0 under maximize is where compiled Triton once differed
-            grads = [torch.zeros_like(g) for g in grads]
+        span = grad_span(path) + grad_span_extra
+        grads = [hard_values(n, gen, span=span, dtype=path.param_dtype) for n in sizes]
+        if t == steps:  # zero gradients: -0.0 under maximize is where compiled Triton once differed
+            grads = [torch.where(torch.rand(n, generator=gen) < 0.5, 0.0, -0.0) for n in sizes]
+        grads = [_placed(g.to(path.param_dtype).to(device), offsets[i] if offsets else 0) for i, g in enumerate(grads)]
+        if skip_step is not None:
+            inf = torch.tensor([float(t == skip_step)], device=device)
+        else:
+            inf = None if found_inf is None else torch.tensor([found_inf], dtype=torch.float32, device=device)
         lr = 1e-3 * (1.0 + 0.37 * t)
-        s = host_scalars(lr=lr, lr_peak=5e-3, beta1=betas[0], beta2=betas[1], eps=eps, step=t, decay_mode=decay,
-                         tau_iters=300.0, weight_decay=0.1).as_tensor(device)
-        for impl, st in ((fn, ours), (reference.adamw_step_, ref)):
-            impl(st["params"], grads, st["exp_avgs"], st["exp_avg_sqs"], st["max_exp_avg_sqs"], st["masters"],
-                 s, ids, 1234, amsgrad, maximize, path.stochastic_rounding, scale, inf)
+        hs = host_scalars(lr=lr, lr_peak=5e-3, beta1=betas[0], beta2=betas[1], eps=eps, step=t, decay_mode=decay,
+                          tau_iters=300.0, weight_decay=0.1)
+        bits = step_both(backend, ours, ref, grads, hs, scalars=scalars, ids=ids, amsgrad=amsgrad, maximize=maximize,
+                         stochastic_rounding=path.stochastic_rounding, grad_scale=scale, found_inf=inf)
         if check_every_step or t == steps:
-            total += differing_words(ours, ref)
+            total += bits
     return total
 
 
