@@ -6,7 +6,6 @@ steps) and host scalars passed by value (HOST_SCALARS=True: every eager optimize
 import os
 
 import pytest
-import torch
 from required import require
 
 from adamw_tau.testing.cases import HARD_CASES, hard_case
