@@ -2,7 +2,7 @@
 
 Each error says what is wrong, where (which group, which parameter) and what to do. The
 optimizer calls these at construction, when a state dict is loaded, and in step() only
-when something they check can have changed (optimizer.py's note on host work).
+when something they check can have changed (step_plan.py's note on host work).
 """
 from __future__ import annotations
 
