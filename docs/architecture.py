@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # bottom first: (layer, the package folder it is, what it is for)
 LAYERS = [
+    ("formats", "adamw_tau/formats", "state formats on the bits: master remainders, 8-bit blockwise codes"),
     ("core", "adamw_tau/core", "the contract: host scalars, rounding bits, the reference step, τ"),
     ("kernels", "triton_kernels", "the Triton kernel and its launcher (the C++/CUDA ones are csrc/)"),
     ("launch", "adamw_tau/launch", "tracked state, tables, buckets, step scalars, backends, ops, the build"),
