@@ -29,3 +29,14 @@ def require(backend: str, device: str | torch.device = "cpu") -> None:
     if in_ci():
         pytest.fail(f"{message} (CI=true: every CPU backend must run in CI)", pytrace=False)
     pytest.skip(message)
+
+
+def optional(module: str, why: str):
+    """``import module`` for a test that compares with an optional extra (bitsandbytes, torchao):
+    skipped, with the reason, wherever it is missing -- in CI too, since no extra installs it."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        pytest.skip(f"{module!r} is not installed ({e}): {why} is not checked here; "
+                    f"pip install {module} to check it")
