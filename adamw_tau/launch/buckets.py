@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..formats import q8_blockwise
 from .state import CHANGES, OptimizerState, ParamState
 from .tables import CaptureWithoutWarmup, TablePlanner, chunk_for
 
@@ -54,6 +55,7 @@ class Bucket:
         self.backend = None       # backends.BACKENDS name, for the bucket's device
         self.params: list = []
         self.ids: list = []
+        self.scales: dict = {}    # 8-bit states: moment key -> its scale tensors (formats.q8_blockwise)
 
     def count_step(self, found_inf) -> None:
         """Count the step just launched: on the host, or on the device where a skipped step
@@ -67,24 +69,47 @@ class Bucket:
             self.steps += (found_inf == 0).to(torch.float32)
         self.done += 1
 
+    def scale_lists(self) -> dict:
+        """The 8-bit scales as the step functions' keyword arguments ({} unless 8-bit)."""
+        return {f"{key}_scales": ts for key, ts in self.scales.items() if ts}
+
     def grads(self, flat_grads) -> list:
         gs = [flat_grads[i] for i in self.ids]
         return [_local(g) for g in gs] if self.sharded else gs
 
 
+MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
 def state_dtype(group: dict, p: torch.Tensor, master: bool) -> torch.dtype:
-    if group["state_dtype"] is not None:
-        return group["state_dtype"]
+    """The dtype of p's moments: the group's, torch's choice, or for ``state_dtype="8bit"``
+    uint8 codes (formats.q8_blockwise), unless p has fewer than the group's ``q8_min_numel``
+    elements (its whole numel, not a shard's: every shard keeps the same format)."""
+    sd = group["state_dtype"]
+    if sd == q8_blockwise.STATE_DTYPE:
+        return torch.uint8 if p.numel() >= group.get("q8_min_numel", q8_blockwise.MIN_NUMEL) else torch.float32
+    if sd is not None:
+        return sd
     return torch.float32 if master else p.dtype
 
 
 def init_state(state: dict, group: dict, p: torch.Tensor, master: bool, sdtype: torch.dtype) -> dict:
     """Create what ``state`` lacks. Writes with ``dict.__setitem__``: our own writes are not a
-    user's change (state.py)."""
+    user's change (state.py). 8-bit moments start as the zero code with zero scales (the
+    scales cover the local shard's blocks)."""
     if "step" not in state:
         dict.__setitem__(state, "step", torch.tensor(0.0, dtype=torch.float32))
-    for key in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ()):
-        if key not in state:
+    for key in MOMENTS[:3 if group["amsgrad"] else 2]:
+        if key in state:
+            continue
+        if sdtype == torch.uint8:
+            zero = q8_blockwise.ZERO_CODE[q8_blockwise.signed_for(key)]
+            dict.__setitem__(state, key, torch.full_like(p, zero, dtype=torch.uint8,
+                                                         memory_format=torch.contiguous_format))
+            blocks = q8_blockwise.n_blocks(_local(p).numel())
+            dict.__setitem__(state, key + q8_blockwise.SCALE_SUFFIX,
+                             torch.zeros(blocks, dtype=torch.float32, device=_local(p).device))
+        else:
             dict.__setitem__(state, key, torch.zeros_like(p, dtype=sdtype, memory_format=torch.preserve_format))
     if master and "master_param" not in state:
         dict.__setitem__(state, "master_param", p.detach().to(torch.float32, copy=True))
@@ -126,8 +151,8 @@ class BucketLayout:
         """The cached buckets if ``opt``'s layout still holds, else new ones."""
         # a gradient's dtype picks its bucket, so it is part of the key
         key = (self.version, tuple(None if g is None else g.dtype for g in flat_grads),
-               tuple((g["amsgrad"], g["master_weights"], g["state_dtype"], g["stochastic_rounding"],
-                      counts_on_device(g)) for g in opt.param_groups))
+               tuple((g["amsgrad"], g["master_weights"], g["state_dtype"], g.get("q8_min_numel"),
+                      g["stochastic_rounding"], counts_on_device(g)) for g in opt.param_groups))
         if self._buckets is None or self._key != key or not self._true_to(opt.state):
             self._buckets = build(opt, flat_grads, counts_on_device, self._buckets)
             self._key = key
@@ -175,6 +200,15 @@ def check_state_fits(state: dict, p: torch.Tensor, sdtype: torch.dtype, where: s
         if t is None:
             continue
         dtype = torch.float32 if key == "master_param" else sdtype
+        scale = state.get(key + q8_blockwise.SCALE_SUFFIX)
+        if dtype == torch.uint8 and t.dtype == torch.uint8:
+            blocks = q8_blockwise.n_blocks(_local(p).numel())
+            if not (isinstance(scale, torch.Tensor) and scale.dtype == torch.float32 and scale.shape == (blocks,)
+                    and scale.device == _local(p).device):
+                raise RuntimeError(f"{where}: its 8-bit state {key!r} needs {key + q8_blockwise.SCALE_SUFFIX!r}, "
+                                   f"float32 of shape ({blocks},) on {_local(p).device} (one scale per "
+                                   f"{q8_blockwise.BLOCK} elements), got {_describe(scale)}; load a state dict "
+                                   "saved by AdamWTau, or clear the state to start it again")
         if t.shape != p.shape:
             raise RuntimeError(f"{where} has shape {tuple(p.shape)} but its state {key!r} has shape "
                                f"{tuple(t.shape)} (p.data was replaced by a tensor of another shape?); clear its "
@@ -183,6 +217,10 @@ def check_state_fits(state: dict, p: torch.Tensor, sdtype: torch.dtype, where: s
             raise RuntimeError(f"{where}: its state {key!r} is {t.dtype} on {t.device}, but AdamWTau keeps it as "
                                f"{dtype} on {p.device} (the group's state_dtype and master_weights); assign a "
                                f"tensor of that dtype and device, or clear the state to start it again")
+
+
+def _describe(t) -> str:
+    return f"{t.dtype} of shape {tuple(t.shape)} on {t.device}" if isinstance(t, torch.Tensor) else repr(t)
 
 
 def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = None) -> list[Bucket]:
@@ -242,6 +280,9 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
         b.exp_avg_sqs = [_local(s["exp_avg_sq"]) for s in states]
         b.max_exp_avg_sqs = [_local(s["max_exp_avg_sq"]) for s in states] if b.amsgrad else []
         b.masters = [_local(s["master_param"]) for s in states] if b.master else []
+        q8 = b.dtypes[2] == torch.uint8
+        b.scales = {key: [s[key + q8_blockwise.SCALE_SUFFIX] for s in states] if q8 and (b.amsgrad or i < 2) else []
+                    for i, key in enumerate(MOMENTS)}
         if b.on_device:
             # the device's counts may lag b.done (skipped steps): carry them over, never read them here
             b.steps = torch.stack([s["step"].to(b.device, torch.float32).reshape(()) for s in states])
