@@ -83,20 +83,49 @@ def _stochastic_round(w, bits, OUT_DTYPE: tl.constexpr):
     return tl.where(finite, y, _round(w, OUT_DTYPE))
 
 
+@triton.jit
+def _q8_max(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _q8_load(ptr, scale_ptr, idx, mask, map_ptr):
+    """8-bit codes decoded: map[code] * the block's scale, one fp32 multiply (formats.q8_blockwise)."""
+    codes = tl.load(ptr + idx, mask=mask, other=0).to(tl.int32)
+    return tl.load(map_ptr + codes) * tl.load(scale_ptr + idx // 256, mask=mask, other=0.0)
+
+
+@triton.jit
+def _q8_store(x, ptr, scale_ptr, idx, mask, start, numel, thr_ptr, BLOCK: tl.constexpr):
+    """Encode fp32 ``x`` by blocks of 256 of a [BLOCK // 256, 256] view: the block's max |x| (NaN
+    propagates) is its new scale, x / scale (x where the scale is 0) is compared with the
+    thresholds by an 8-step binary search (#{k : x̂ > T[k]}); codes and scales stored."""
+    x2 = tl.reshape(tl.where(mask, x, 0.0), [BLOCK // 256, 256])
+    absmax = tl.reduce(tl.abs(x2), 1, _q8_max)
+    divisor = tl.broadcast_to(tl.expand_dims(tl.where(absmax == 0.0, 1.0, absmax), 1), [BLOCK // 256, 256])
+    xhat = tl.math.div_rn(x2, divisor)
+    code = tl.zeros([BLOCK // 256, 256], tl.int32)
+    for k in tl.static_range(8):
+        code += tl.where(xhat > tl.load(thr_ptr + code + ((128 >> k) - 1)), 128 >> k, 0)
+    tl.store(ptr + idx, tl.reshape(code, [BLOCK]).to(tl.uint8), mask=mask)
+    q = start // 256 + tl.arange(0, BLOCK // 256)
+    tl.store(scale_ptr + q, absmax, mask=q * 256 < numel)
+
+
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "h_step"])
 def adamw_fused_kernel(
-    table_ptr, blocks_ptr, scalars_ptr, grad_scale_ptr, found_inf_ptr, seed_lo, seed_hi,
+    table_ptr, blocks_ptr, scalars_ptr, grad_scale_ptr, found_inf_ptr, q8_ptr, seed_lo, seed_hi,
     h_step_size, h_bc2_sqrt, h_decay, h_beta1, h_omb1, h_beta2, h_omb2, h_eps, h_step,
     P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr,
     AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, HAS_MASTER: tl.constexpr, SR: tl.constexpr,
     HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, ALIGNED: tl.constexpr, HOST_SCALARS: tl.constexpr,
-    BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr, Q8: tl.constexpr, COLUMNS: tl.constexpr,
 ):
     # columns of the tensor table: adamw_tau.launch.tables.COLUMNS
     pid = tl.program_id(0).to(tl.int64)
     row = tl.load(blocks_ptr + 2 * pid)
     start = tl.load(blocks_ptr + 2 * pid + 1)
-    meta = table_ptr + row * 8
+    meta = table_ptr + row * COLUMNS
     numel = tl.load(meta + 6)
     p_ptr = tl.load(meta + 0).to(tl.pointer_type(P_DTYPE))
     g_ptr = tl.load(meta + 1).to(tl.pointer_type(G_DTYPE))
@@ -144,8 +173,15 @@ def adamw_fused_kernel(
         eps = tl.load(scalars_ptr + 7)
 
     g = _widen(tl.load(g_ptr + idx, mask=mask, other=0.0))
-    m = _widen(tl.load(m_ptr + idx, mask=mask, other=0.0))
-    v = _widen(tl.load(v_ptr + idx, mask=mask, other=0.0))
+    if Q8:  # 8-bit states: q8_ptr holds the signed map, the unsigned map and their thresholds
+        m_scale_ptr = tl.load(meta + 8).to(tl.pointer_type(tl.float32))
+        v_scale_ptr = tl.load(meta + 9).to(tl.pointer_type(tl.float32))
+        vmax_scale_ptr = tl.load(meta + 10).to(tl.pointer_type(tl.float32))
+        m = _q8_load(m_ptr, m_scale_ptr, idx, mask, q8_ptr)
+        v = _q8_load(v_ptr, v_scale_ptr, idx, mask, q8_ptr + 256)
+    else:
+        m = _widen(tl.load(m_ptr + idx, mask=mask, other=0.0))
+        v = _widen(tl.load(v_ptr + idx, mask=mask, other=0.0))
     if HAS_MASTER:
         w = tl.load(w_ptr + idx, mask=mask, other=0.0)
     else:
@@ -161,17 +197,26 @@ def adamw_fused_kernel(
     m = beta1 * m + omb1 * g
     v = beta2 * v + omb2 * (g * g)
     if AMSGRAD:
-        vmax = tl.maximum(_widen(tl.load(vmax_ptr + idx, mask=mask, other=0.0)), v,
-                          propagate_nan=tl.PropagateNan.ALL)
-        tl.store(vmax_ptr + idx, _round(vmax, S_DTYPE), mask=mask)
+        if Q8:
+            vmax = tl.maximum(_q8_load(vmax_ptr, vmax_scale_ptr, idx, mask, q8_ptr + 256), v,
+                              propagate_nan=tl.PropagateNan.ALL)
+            _q8_store(vmax, vmax_ptr, vmax_scale_ptr, idx, mask, start, numel, q8_ptr + 767, BLOCK)
+        else:
+            vmax = tl.maximum(_widen(tl.load(vmax_ptr + idx, mask=mask, other=0.0)), v,
+                              propagate_nan=tl.PropagateNan.ALL)
+            tl.store(vmax_ptr + idx, _round(vmax, S_DTYPE), mask=mask)
         v_use = vmax
     else:
         v_use = v
     denom = tl.math.div_rn(tl.math.sqrt_rn(v_use), bc2_sqrt) + eps
     w = w - step_size * tl.math.div_rn(m, denom)
 
-    tl.store(m_ptr + idx, _round(m, S_DTYPE), mask=mask)
-    tl.store(v_ptr + idx, _round(v, S_DTYPE), mask=mask)
+    if Q8:
+        _q8_store(m, m_ptr, m_scale_ptr, idx, mask, start, numel, q8_ptr + 512, BLOCK)
+        _q8_store(v, v_ptr, v_scale_ptr, idx, mask, start, numel, q8_ptr + 767, BLOCK)
+    else:
+        tl.store(m_ptr + idx, _round(m, S_DTYPE), mask=mask)
+        tl.store(v_ptr + idx, _round(v, S_DTYPE), mask=mask)
     if HAS_MASTER:
         tl.store(w_ptr + idx, w, mask=mask)
         tl.store(p_ptr + idx, _round(w, P_DTYPE), mask=mask)
@@ -195,12 +240,17 @@ import functools  # noqa: E402
 
 import torch  # noqa: E402
 
-_TL_DTYPE = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
+_TL_DTYPE = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.uint8: tl.uint8}
+COLUMNS = 11  # launch.tables.COLUMNS
 
 
 def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
-           stochastic_rounding, grad_scale=None, found_inf=None):
+           stochastic_rounding, grad_scale=None, found_inf=None, q8_tables=None):
     """One launch over ``tables`` (a ``tables.LaunchTables``); a program per block.
+
+    8-bit states (``state_dtype`` uint8): ``q8_tables`` is one fp32 tensor on the device, the
+    signed map, the unsigned map, the signed and the unsigned thresholds (256, 256, 255, 255
+    values: formats.q8_blockwise), which the caller provides (this layer imports nothing of ours).
 
     ``scalars``: the fp32 tensor on the device (device-counted steps), or a
     ``contract.StepScalars`` whose values go by value as fp32 arguments (no copy per step).
@@ -219,7 +269,7 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
     if index is not None:
         with torch.cuda.device(index):
             return launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
-                          stochastic_rounding, grad_scale, found_inf)
+                          stochastic_rounding, grad_scale, found_inf, q8_tables)
     seed &= 0xFFFFFFFFFFFFFFFF
     on_host = not isinstance(scalars, torch.Tensor)
     h = scalars.values() if on_host else _NO_HOST_SCALARS
@@ -228,6 +278,7 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
         tables.tensors, tables.blocks, ptr,
         grad_scale if grad_scale is not None else ptr,
         found_inf if found_inf is not None else ptr,
+        q8_tables if q8_tables is not None else ptr,
         seed & 0xFFFFFFFF, seed >> 32, *h,
         **_constexprs(param_dtype, grad_dtype, state_dtype, bool(amsgrad), bool(maximize), bool(master),
                       bool(stochastic_rounding), grad_scale is not None, found_inf is not None,
@@ -250,7 +301,8 @@ def _constexprs(param_dtype, grad_dtype, state_dtype, amsgrad, maximize, master,
                 AMSGRAD=amsgrad, MAXIMIZE=maximize, HAS_MASTER=master,
                 SR=stochastic_rounding and not master and param_dtype != torch.float32,
                 HAS_SCALE=has_scale, HAS_FOUND_INF=has_found_inf, ALIGNED=aligned, HOST_SCALARS=host_scalars,
-                BLOCK=chunk, num_warps=NUM_WARPS, enable_fp_fusion=False)
+                BLOCK=chunk, Q8=state_dtype == torch.uint8, COLUMNS=COLUMNS, num_warps=NUM_WARPS,
+                enable_fp_fusion=False)
 
 
 # fp32 values that are never read (HOST_SCALARS=False), typed as the real ones

@@ -294,10 +294,11 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
         b.step_views = [b.steps[i] for i in range(len(states))]
         for s, view in zip(states, b.step_views):
             dict.__setitem__(s, "step", view)
+        scales = tuple(b.scales.values())
         contiguous = all(t.is_contiguous() for ts in (b.locals, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs,
-                                                       b.masters) for t in ts)
+                                                       b.masters, *scales) for t in ts)
         b.backend = backend = opt.backend_for(b.device)
         if contiguous and backend in _KERNEL_BACKENDS and not compiling:
             b.planner = TablePlanner(b.locals, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, b.ids,
-                                     b.device, chunk_for(backend))
+                                     b.device, chunk_for(backend), scales)
     return list(buckets.values())
