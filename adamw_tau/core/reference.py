@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from ..formats import bf16_remainder
 from .contract import MASK32, mix32, sr_bits
 
 _F64 = torch.float64
@@ -73,7 +74,9 @@ def adamw_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
     """One AdamW step for tensors that share a dtype path; updates in place.
 
     ``scalars`` is contract.StepScalars.as_tensor(): fp32, on the parameters' device.
-    ``masters`` is empty or one fp32 master per param; ``max_exp_avg_sqs`` empty unless amsgrad.
+    ``masters`` is empty, or one master per param: an fp32 master, or the int16 remainder of
+    a bf16 param (``formats.bf16_remainder``: the master is the param and remainder merged,
+    and split again after the step). ``max_exp_avg_sqs`` is empty unless amsgrad.
     """
     s = scalars.to(_F64)
     step_size, bc2_sqrt, decay, beta1, omb1, beta2, omb2, eps = (s[i] for i in range(8))
@@ -91,7 +94,11 @@ def adamw_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
             g = _r(g / grad_scale.to(_F64).expand_as(g))
         if maximize:
             g = -g
-        w = (master if master is not None else p).to(_F64)
+        remainder = master is not None and master.dtype == torch.int16
+        if remainder:
+            w = bf16_remainder.merge(p, master).to(_F64)
+        else:
+            w = (master if master is not None else p).to(_F64)
         w = _r(w * decay)
         m = _r(_r(beta1 * m_t.to(_F64)) + _r(omb1 * g))
         v = _r(_r(beta2 * v_t.to(_F64)) + _r(omb2 * _r(g * g)))
@@ -107,7 +114,9 @@ def adamw_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
         new = {m_t: m.to(m_t.dtype), v_t: v.to(v_t.dtype)}
         if amsgrad:
             new[vmax_t] = vmax.to(vmax_t.dtype)
-        if master is not None:
+        if remainder:
+            new[p], new[master] = bf16_remainder.split(w32)
+        elif master is not None:
             new[master] = w32
             new[p] = w32.to(p.dtype)
         elif p.dtype == torch.float32:

@@ -102,7 +102,7 @@ def check_lr(lr, where: str) -> None:
 
 
 def check_hyper(group: dict, where: str) -> None:
-    """lr, eps, betas, state_dtype, lr_peak, and torch's switches if the group names them."""
+    """lr, eps, betas, master_weights, state_dtype, lr_peak, and torch's switches if the group names them."""
     check_lr(group["lr"], where)
     check_torch_switches(group, where)
     finite(f"{where}: eps", group["eps"])
@@ -112,6 +112,10 @@ def check_hyper(group: dict, where: str) -> None:
     for i, b in enumerate(betas):
         if finite(f"{where}: betas[{i}]", b) >= 1.0:
             raise ValueError(f"{where}: betas[{i}] must be in [0, 1), got {b!r}")
+    mw = group.get("master_weights", False)
+    if not (isinstance(mw, bool) or mw == "remainder"):
+        raise TypeError(f"{where}: master_weights must be True, False or 'remainder' (bf16 params: the fp32 "
+                        f"master kept as the param plus a 16-bit remainder), got {mw!r}")
     if group["state_dtype"] not in STATE_DTYPES:
         raise TypeError(f"{where}: state_dtype must be None, torch.float32 or torch.bfloat16, "
                         f"got {group['state_dtype']!r}")

@@ -15,6 +15,7 @@ import torch
 
 from ..core import reference
 from ..core.contract import host_scalars
+from ..formats import bf16_remainder
 from ..launch import ops
 from .bits import differing_lists
 from .hard_data import hard_values
@@ -24,7 +25,7 @@ class Path:
     name: str
     param_dtype: torch.dtype = torch.float32
     state_dtype: torch.dtype = torch.float32
-    master: bool = False
+    master: bool | str = False   # True: an fp32 master; "remainder": bf16 param + int16 remainder
     stochastic_rounding: bool = False
 
 
@@ -32,6 +33,8 @@ PATHS = {p.name: p for p in (
     Path("fp32"),
     Path("fp32_bf16_states", state_dtype=torch.bfloat16),
     Path("bf16_master", torch.bfloat16, master=True),
+    Path("bf16_remainder", torch.bfloat16, master="remainder"),
+    Path("bf16_remainder_bf16_states", torch.bfloat16, torch.bfloat16, master="remainder"),
     Path("fp16_master", torch.float16, master=True),
     Path("bf16_states", torch.bfloat16, torch.bfloat16),
     Path("bf16_sr", torch.bfloat16, torch.bfloat16, stochastic_rounding=True),
@@ -87,9 +90,14 @@ def make_bucket(sizes, path: Path, *, amsgrad: bool, device="cpu", seed: int = 0
     pd, sd = path.param_dtype, path.state_dtype
     for n in sizes:
         w = hard_values(n, gen, span=3.0 if pd == torch.float16 else 4.0, dtype=pd)
-        out["params"].append(w.to(pd).to(device))
-        if path.master:
-            out["masters"].append(w.to(device))
+        if path.master == "remainder":  # the master's every bit pattern: remainders of both signs
+            param, rem = bf16_remainder.split(w)
+            out["params"].append(param.to(device))
+            out["masters"].append(rem.to(device))
+        else:
+            out["params"].append(w.to(pd).to(device))
+            if path.master:
+                out["masters"].append(w.to(device))
         out["exp_avgs"].append(hard_values(n, gen, span=6.0, dtype=sd).to(sd).to(device))
         v = hard_values(n, gen, positive=True, span=10.0, dtype=sd)
         out["exp_avg_sqs"].append(v.to(sd).to(device))
