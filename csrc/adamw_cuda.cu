@@ -22,7 +22,7 @@ namespace {
 
 void launch_cuda(const at::Tensor& tensor_table, const at::Tensor& block_table, int64_t chunk, const at::Tensor& scalars,
                  at::ScalarType param_dtype, at::ScalarType grad_dtype, at::ScalarType state_dtype, int64_t seed,
-                 bool amsgrad, bool maximize, bool master, bool stochastic_rounding,
+                 bool amsgrad, bool maximize, int64_t master, bool stochastic_rounding,
                  const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
   const LaunchArgs b = launch_args(tensor_table, block_table, chunk, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
                                    maximize, master, stochastic_rounding);
@@ -54,7 +54,7 @@ void launch_cuda(const at::Tensor& tensor_table, const at::Tensor& block_table, 
             b.tensors, b.blocks, b.chunk, device_s, host_s, scale, inf, b.seed, b.maximize);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
-    dispatch_flags(b, launch);
+    dispatch_flags<P>(b, launch);
   });
 }
 

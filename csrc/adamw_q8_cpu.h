@@ -25,6 +25,7 @@ __attribute__((noinline)) void step_range_q8(const TensorArgs t, int64_t begin, 
   uint8_t* __restrict__ v = static_cast<uint8_t*>(t.v);
   uint8_t* __restrict__ vmax = static_cast<uint8_t*>(t.vmax);
   float* __restrict__ master = static_cast<float*>(t.master);
+  int16_t* __restrict__ rem = static_cast<int16_t*>(t.master);  // Write::Remainder: the remainders
   float mb[kQ8Block], vb[kQ8Block], vmb[kQ8Block];  // the block's new fp32 moments
   for (int64_t qb = begin; qb < end; qb += kQ8Block) {
     const int n = int(std::min<int64_t>(kQ8Block, end - qb));
@@ -33,7 +34,10 @@ __attribute__((noinline)) void step_range_q8(const TensorArgs t, int64_t begin, 
     float max_m = 0.0f, max_v = 0.0f, max_vm = 0.0f;
     for (int k = 0; k < n; ++k) {
       const int64_t i = qb + k;
-      float w = W == Write::Master ? master[i] : widen<P>(p[i]);
+      float w;
+      if constexpr (W == Write::Master) w = master[i];
+      else if constexpr (W == Write::Remainder) w = merge_remainder(p[i], rem[i]);
+      else w = widen<P>(p[i]);
       float mi = q8_decode<true>(m[i], old_m), vi = q8_decode<false>(v[i], old_v);
       float vm = AMSGRAD ? q8_decode<false>(vmax[i], old_vm) : 0.0f;
       update<AMSGRAD>(w, widen<G>(g[i]), mi, vi, vm, s, SCALE ? grad_scale : 1.0f, maximize, SCALE);
@@ -46,6 +50,8 @@ __attribute__((noinline)) void step_range_q8(const TensorArgs t, int64_t begin, 
       if constexpr (W == Write::Master) {
         master[i] = w;
         p[i] = narrow<P>(w);
+      } else if constexpr (W == Write::Remainder) {
+        split_remainder(w, p[i], rem[i]);
       } else if constexpr (W == Write::Stochastic && P != Kind::F32) {
         p[i] = stochastic_round<P>(w, sr_bits(key, i));
       } else {

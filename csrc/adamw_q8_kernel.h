@@ -86,6 +86,7 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_q8_kernel(const TensorArgs* 
   uint8_t* v = static_cast<uint8_t*>(t.v);
   uint8_t* vmax = static_cast<uint8_t*>(t.vmax);
   float* master = static_cast<float*>(t.master);
+  int16_t* rem = static_cast<int16_t*>(t.master);  // Write::Remainder: the master column is the remainder
   float* m_scale = t.m_scale;
   float* v_scale = t.v_scale;
   float* vmax_scale = t.vmax_scale;
@@ -97,7 +98,7 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_q8_kernel(const TensorArgs* 
   __builtin_assume(__isGlobal(v_scale));
   if constexpr (AMSGRAD) __builtin_assume(__isGlobal(vmax));
   if constexpr (AMSGRAD) __builtin_assume(__isGlobal(vmax_scale));
-  if constexpr (W == Write::Master) __builtin_assume(__isGlobal(master));
+  if constexpr (W == Write::Master || W == Write::Remainder) __builtin_assume(__isGlobal(t.master));
 
   const int warp = int(threadIdx.x) / kWarpSize;
   const int first_lane = int(threadIdx.x) % kWarpSize;  // the host: 0, and kLanesPerCall lanes from it
@@ -116,7 +117,10 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_q8_kernel(const TensorArgs* 
         const int64_t i = first + j;
         L.m[j] = L.v[j] = L.vm[j] = 0.0f;
         if (i >= end) continue;
-        float w = W == Write::Master ? master[i] : widen<P>(p[i]);
+        float w;
+        if constexpr (W == Write::Master) w = master[i];
+        else if constexpr (W == Write::Remainder) w = merge_remainder(p[i], rem[i]);
+        else w = widen<P>(p[i]);
         float mi = q8_decode<true>(m[i], old_m), vi = q8_decode<false>(v[i], old_v);
         float vm = AMSGRAD ? q8_decode<false>(vmax[i], old_vm) : 0.0f;
         update<AMSGRAD>(w, widen<G>(g[i]), mi, vi, vm, s, scale, maximize);
@@ -129,6 +133,8 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_q8_kernel(const TensorArgs* 
         if constexpr (W == Write::Master) {
           master[i] = w;
           p[i] = narrow<P>(w);
+        } else if constexpr (W == Write::Remainder) {
+          split_remainder(w, p[i], rem[i]);
         } else if constexpr (W == Write::Stochastic && P != Kind::F32) {
           p[i] = stochastic_round<P>(w, sr_bits(key, i));
         } else {

@@ -62,6 +62,29 @@ def _widen(x):
 
 
 @triton.jit
+def _merge_remainder(p, rem):
+    """bf16 param + int16 remainder -> the fp32 master (formats/bf16_remainder.py), on the bits."""
+    hi = (p.to(tl.uint16, bitcast=True).to(tl.uint32) - (rem < 0).to(tl.uint32)) & 0xFFFF
+    return ((hi << 16) | rem.to(tl.uint16, bitcast=True).to(tl.uint32)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _split_param(w):
+    """fp32 master -> its bf16 param: ties away from zero on the bits, a NaN -> 0x7FC0."""
+    u = w.to(tl.uint32, bitcast=True)
+    u = tl.where((u & 0x7FFFFFFF) > 0x7F800000, tl.full(u.shape, 0x7FC00000, tl.uint32), u)
+    return ((u + 0x8000) >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
+def _split_remainder(w):
+    """fp32 master -> its int16 remainder (the low half; 0 for a NaN, canonicalised)."""
+    u = w.to(tl.uint32, bitcast=True)
+    u = tl.where((u & 0x7FFFFFFF) > 0x7F800000, tl.full(u.shape, 0x7FC00000, tl.uint32), u)
+    return (u & 0xFFFF).to(tl.uint16).to(tl.int16, bitcast=True)
+
+
+@triton.jit
 def _stochastic_round(w, bits, OUT_DTYPE: tl.constexpr):
     u = w.to(tl.uint32, bitcast=True)
     if OUT_DTYPE == tl.bfloat16:
@@ -117,11 +140,12 @@ def adamw_fused_kernel(
     table_ptr, blocks_ptr, scalars_ptr, grad_scale_ptr, found_inf_ptr, q8_ptr, seed_lo, seed_hi,
     h_step_size, h_bc2_sqrt, h_decay, h_beta1, h_omb1, h_beta2, h_omb2, h_eps, h_step,
     P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr,
-    AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, HAS_MASTER: tl.constexpr, SR: tl.constexpr,
+    AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, MASTER: tl.constexpr, SR: tl.constexpr,
     HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, ALIGNED: tl.constexpr, HOST_SCALARS: tl.constexpr,
     BLOCK: tl.constexpr, Q8: tl.constexpr, COLUMNS: tl.constexpr,
 ):
-    # columns of the tensor table: adamw_tau.launch.tables.COLUMNS
+    # columns of the tensor table: adamw_tau.launch.tables.COLUMNS. MASTER: what the master
+    # column holds (tables.master_form): 0 nothing, 1 an fp32 master, 2 a bf16 param's int16 remainder
     pid = tl.program_id(0).to(tl.int64)
     row = tl.load(blocks_ptr + 2 * pid)
     start = tl.load(blocks_ptr + 2 * pid + 1)
@@ -132,7 +156,10 @@ def adamw_fused_kernel(
     m_ptr = tl.load(meta + 2).to(tl.pointer_type(S_DTYPE))
     v_ptr = tl.load(meta + 3).to(tl.pointer_type(S_DTYPE))
     vmax_ptr = tl.load(meta + 4).to(tl.pointer_type(S_DTYPE))
-    w_ptr = tl.load(meta + 5).to(tl.pointer_type(tl.float32))
+    if MASTER == 2:
+        w_ptr = tl.load(meta + 5).to(tl.pointer_type(tl.int16))
+    else:
+        w_ptr = tl.load(meta + 5).to(tl.pointer_type(tl.float32))
     if HAS_FOUND_INF:
         # a skipped step loads and stores nothing: it has no elements. One scalar load and a
         # scalar select, not a broadcast load (found_inf_ptr + zeros_like(idx)) in the mask:
@@ -182,8 +209,10 @@ def adamw_fused_kernel(
     else:
         m = _widen(tl.load(m_ptr + idx, mask=mask, other=0.0))
         v = _widen(tl.load(v_ptr + idx, mask=mask, other=0.0))
-    if HAS_MASTER:
+    if MASTER == 1:
         w = tl.load(w_ptr + idx, mask=mask, other=0.0)
+    elif MASTER == 2:
+        w = _merge_remainder(tl.load(p_ptr + idx, mask=mask, other=0.0), tl.load(w_ptr + idx, mask=mask, other=0))
     else:
         w = _widen(tl.load(p_ptr + idx, mask=mask, other=0.0))
 
@@ -217,9 +246,12 @@ def adamw_fused_kernel(
     else:
         tl.store(m_ptr + idx, _round(m, S_DTYPE), mask=mask)
         tl.store(v_ptr + idx, _round(v, S_DTYPE), mask=mask)
-    if HAS_MASTER:
+    if MASTER == 1:
         tl.store(w_ptr + idx, w, mask=mask)
         tl.store(p_ptr + idx, _round(w, P_DTYPE), mask=mask)
+    elif MASTER == 2:
+        tl.store(w_ptr + idx, _split_remainder(w), mask=mask)
+        tl.store(p_ptr + idx, _split_param(w), mask=mask)
     elif SR:
         if HOST_SCALARS:
             step = h_step.to(tl.uint32)
@@ -280,8 +312,8 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
         found_inf if found_inf is not None else ptr,
         q8_tables if q8_tables is not None else ptr,
         seed & 0xFFFFFFFF, seed >> 32, *h,
-        **_constexprs(param_dtype, grad_dtype, state_dtype, bool(amsgrad), bool(maximize), bool(master),
-                      bool(stochastic_rounding), grad_scale is not None, found_inf is not None,
+        **_constexprs(param_dtype, grad_dtype, state_dtype, bool(amsgrad), bool(maximize),
+                      int(master), bool(stochastic_rounding), grad_scale is not None, found_inf is not None,
                       bool(tables.aligned), on_host, tables.chunk),
     )
 
@@ -298,7 +330,7 @@ def _constexprs(param_dtype, grad_dtype, state_dtype, amsgrad, maximize, master,
                 has_found_inf, aligned, host_scalars, chunk) -> dict:
     """The kernel's compile-time arguments and launch options for one variant, built once."""
     return dict(P_DTYPE=_TL_DTYPE[param_dtype], G_DTYPE=_TL_DTYPE[grad_dtype], S_DTYPE=_TL_DTYPE[state_dtype],
-                AMSGRAD=amsgrad, MAXIMIZE=maximize, HAS_MASTER=master,
+                AMSGRAD=amsgrad, MAXIMIZE=maximize, MASTER=master,
                 SR=stochastic_rounding and not master and param_dtype != torch.float32,
                 HAS_SCALE=has_scale, HAS_FOUND_INF=has_found_inf, ALIGNED=aligned, HOST_SCALARS=host_scalars,
                 BLOCK=chunk, Q8=state_dtype == torch.uint8, COLUMNS=COLUMNS, num_warps=NUM_WARPS,

@@ -44,14 +44,17 @@ def workloads(device: str, quick: bool) -> dict[str, list[tuple]]:
     return w
 
 
-BENCH_PATHS = ("fp32", "bf16_master", "bf16_states")
+BENCH_PATHS = ("fp32", "bf16_master", "bf16_remainder", "bf16_states")
 
 
 def bytes_per_element(path: Path, amsgrad: bool = False) -> int:
     p = path.param_dtype.itemsize
     s = path.state_dtype.itemsize
     n = p + p  # grad read + param written
-    n += 2 * 4 if path.master else p  # master read and written, or param read
+    if path.master == "remainder":
+        n += p + 2 * 2  # param read (the master's high half), remainder read and written
+    else:
+        n += 2 * 4 if path.master else p  # master read and written, or param read
     n += 2 * 2 * s + (2 * s if amsgrad else 0)
     return n
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..formats import q8_blockwise
+from ..formats import bf16_remainder, q8_blockwise
 from .contract import MASK32, mix32, sr_bits
 
 _F64 = torch.float64
@@ -91,7 +91,9 @@ def adamw_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
     """One AdamW step for tensors that share a dtype path; updates in place.
 
     ``scalars`` is contract.StepScalars.as_tensor(): fp32, on the parameters' device.
-    ``masters`` is empty or one fp32 master per param; ``max_exp_avg_sqs`` empty unless amsgrad.
+    ``masters`` is empty, or one master per param: an fp32 master, or the int16 remainder of
+    a bf16 param (``formats.bf16_remainder``: the master is the param and remainder merged,
+    and split again after the step). ``max_exp_avg_sqs`` is empty unless amsgrad.
     8-bit states (``formats.q8_blockwise``): the state lists hold uint8 codes and the
     ``*_scales`` lists one fp32 scale tensor per param (empty otherwise); the step decodes
     them, updates in the contract's order, and encodes the new fp32 values.
@@ -112,7 +114,11 @@ def adamw_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
             g = _r(g / grad_scale.to(_F64).expand_as(g))
         if maximize:
             g = -g
-        w = (master if master is not None else p).to(_F64)
+        remainder = master is not None and master.dtype == torch.int16
+        if remainder:
+            w = bf16_remainder.merge(p, master).to(_F64)
+        else:
+            w = (master if master is not None else p).to(_F64)
         w = _r(w * decay)
         m = _r(_r(beta1 * _widened(m_t, exp_avg_scales, i, True)) + _r(omb1 * g))
         v = _r(_r(beta2 * _widened(v_t, exp_avg_sq_scales, i, False)) + _r(omb2 * _r(g * g)))
@@ -130,7 +136,9 @@ def adamw_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
         _narrowed(new, v_t, exp_avg_sq_scales, i, v, False)
         if amsgrad:
             _narrowed(new, vmax_t, max_exp_avg_sq_scales, i, vmax, False)
-        if master is not None:
+        if remainder:
+            new[p], new[master] = bf16_remainder.split(w32)
+        elif master is not None:
             new[master] = w32
             new[p] = w32.to(p.dtype)
         elif p.dtype == torch.float32:

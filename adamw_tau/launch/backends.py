@@ -91,7 +91,8 @@ def resolve(name: str, device: torch.device) -> str:
 @functools.lru_cache(maxsize=None)
 def launcher(name: str) -> Callable:
     """``launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
-    stochastic_rounding, grad_scale, found_inf)`` for a kernel backend."""
+    stochastic_rounding, grad_scale, found_inf)`` for a kernel backend; ``master`` is the
+    master form (tables.master_form: 0 none, 1 fp32, 2 int16 remainders)."""
     if name == "triton":
         from ..triton_kernels.adamw_fused import launch as launch_triton
 
@@ -120,6 +121,6 @@ def launcher(name: str) -> Callable:
                 buf = local.buf = (array, torch.from_numpy(array))
             scalars.write(buf[0])
             scalars = buf[1]
-        op(t.tensors, t.blocks, t.chunk, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
-           stochastic_rounding, grad_scale, found_inf)
+        op(t.tensors, t.blocks, t.chunk, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize,
+           int(master), stochastic_rounding, grad_scale, found_inf)
     return launch

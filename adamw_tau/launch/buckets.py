@@ -18,9 +18,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..formats import q8_blockwise
+from ..formats import bf16_remainder, q8_blockwise
 from .state import CHANGES, OptimizerState, ParamState
-from .tables import CaptureWithoutWarmup, TablePlanner, chunk_for
+from .tables import FP32_MASTER, NO_MASTER, REMAINDER_MASTER, CaptureWithoutWarmup, TablePlanner, chunk_for
+
+# the state each master form keeps, and its dtype
+MASTER_KEYS = {FP32_MASTER: ("master_param", torch.float32),
+               REMAINDER_MASTER: (bf16_remainder.STATE_KEY, torch.int16)}
 
 _KERNEL_BACKENDS = ("triton", "cuda", "cpu")
 
@@ -43,7 +47,7 @@ class Bucket:
     that matters is ``steps`` on the device (skipped steps are not counted there).
     """
 
-    def __init__(self, group: int, device: torch.device, master: bool, amsgrad: bool, done: int, on_device: bool):
+    def __init__(self, group: int, device: torch.device, master: int, amsgrad: bool, done: int, on_device: bool):
         self.group, self.device, self.master, self.amsgrad, self.done = group, device, master, amsgrad, done
         self.on_device = on_device
         self.builder = None       # (key, contract.DeviceScalarBuilder) for device-counted steps
@@ -81,7 +85,20 @@ class Bucket:
 MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
-def state_dtype(group: dict, p: torch.Tensor, master: bool) -> torch.dtype:
+def master_form(group: dict, p: torch.Tensor, where: str) -> int:
+    """tables.NO_MASTER, FP32_MASTER or REMAINDER_MASTER for ``p`` in ``group``: fp32 params
+    need no master; ``master_weights="remainder"`` is for bfloat16 params only."""
+    mw = group["master_weights"]
+    if mw == "remainder":
+        if p.dtype != torch.bfloat16:
+            raise ValueError(f"{where} is {p.dtype}, but its group has master_weights='remainder', which keeps an "
+                             "fp32 master as a bfloat16 param plus a 16-bit remainder: use bfloat16 params, or "
+                             "master_weights=True for an fp32 master copy")
+        return REMAINDER_MASTER
+    return FP32_MASTER if mw and p.dtype != torch.float32 else NO_MASTER
+
+
+def state_dtype(group: dict, p: torch.Tensor, master: int) -> torch.dtype:
     """The dtype of p's moments: the group's, torch's choice, or for ``state_dtype="8bit"``
     uint8 codes (formats.q8_blockwise), unless p has fewer than the group's ``q8_min_numel``
     elements (its whole numel, not a shard's: every shard keeps the same format)."""
@@ -93,7 +110,7 @@ def state_dtype(group: dict, p: torch.Tensor, master: bool) -> torch.dtype:
     return torch.float32 if master else p.dtype
 
 
-def init_state(state: dict, group: dict, p: torch.Tensor, master: bool, sdtype: torch.dtype) -> dict:
+def init_state(state: dict, group: dict, p: torch.Tensor, master: int, sdtype: torch.dtype) -> dict:
     """Create what ``state`` lacks. Writes with ``dict.__setitem__``: our own writes are not a
     user's change (state.py). 8-bit moments start as the zero code with zero scales (the
     scales cover the local shard's blocks)."""
@@ -111,8 +128,11 @@ def init_state(state: dict, group: dict, p: torch.Tensor, master: bool, sdtype: 
                              torch.zeros(blocks, dtype=torch.float32, device=_local(p).device))
         else:
             dict.__setitem__(state, key, torch.zeros_like(p, dtype=sdtype, memory_format=torch.preserve_format))
-    if master and "master_param" not in state:
+    if master == FP32_MASTER and "master_param" not in state:
         dict.__setitem__(state, "master_param", p.detach().to(torch.float32, copy=True))
+    if master == REMAINDER_MASTER and bf16_remainder.STATE_KEY not in state:
+        # the master is the param widened (as torch AdamW's state, or a fresh one implies): remainder 0
+        dict.__setitem__(state, bf16_remainder.STATE_KEY, bf16_remainder.from_param(p.detach()))
     return state
 
 
@@ -195,11 +215,12 @@ def check_state_fits(state: dict, p: torch.Tensor, sdtype: torch.dtype, where: s
     """A parameter's states must have its shape and device and the dtypes the kernels are told:
     after ``p.data`` is replaced by a tensor of another shape, or a state tensor by one of
     another dtype, they do not, and a kernel would read past them or misread them."""
-    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master_param"):
+    fixed = dict(MASTER_KEYS.values())
+    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", *fixed):
         t = state.get(key)
         if t is None:
             continue
-        dtype = torch.float32 if key == "master_param" else sdtype
+        dtype = fixed.get(key, sdtype)
         scale = state.get(key + q8_blockwise.SCALE_SUFFIX)
         if dtype == torch.uint8 and t.dtype == torch.uint8:
             blocks = q8_blockwise.n_blocks(_local(p).numel())
@@ -244,7 +265,7 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
             g = flat_grads[pid]
             if g is None:
                 continue
-            master = bool(group["master_weights"]) and p.dtype != torch.float32
+            master = master_form(group, p, f"param group {gi}: params[{pid}]")
             sdtype = state_dtype(group, p, master)
             step = opt.state.get(p, {}).get("step")
             if step is None:  # a new parameter, or its state cleared
@@ -279,7 +300,7 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
         b.exp_avgs = [_local(s["exp_avg"]) for s in states]
         b.exp_avg_sqs = [_local(s["exp_avg_sq"]) for s in states]
         b.max_exp_avg_sqs = [_local(s["max_exp_avg_sq"]) for s in states] if b.amsgrad else []
-        b.masters = [_local(s["master_param"]) for s in states] if b.master else []
+        b.masters = [_local(s[MASTER_KEYS[b.master][0]]) for s in states] if b.master != NO_MASTER else []
         q8 = b.dtypes[2] == torch.uint8
         b.scales = {key: [s[key + q8_blockwise.SCALE_SUFFIX] for s in states] if q8 and (b.amsgrad or i < 2) else []
                     for i, key in enumerate(MOMENTS)}

@@ -33,8 +33,8 @@ def run_bucket(backend: str, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_s
     launch = backends.launcher(backend)
     for t in tables.plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids,
                          tables.chunk_for(backend), scales):
-        launch(t, scalars, params[0].dtype, grads[0].dtype, exp_avgs[0].dtype, seed, amsgrad, maximize, bool(masters),
-               stochastic_rounding, grad_scale, found_inf)
+        launch(t, scalars, params[0].dtype, grads[0].dtype, exp_avgs[0].dtype, seed, amsgrad, maximize,
+               tables.master_form(masters), stochastic_rounding, grad_scale, found_inf)
 
 
 @torch.library.custom_op("adamw_tau::adamw_step_", mutates_args=_MUTATED)

@@ -4,8 +4,9 @@ One place builds them for every kernel that reads them: the Triton kernel, the C
 and the CPU op (csrc/adamw_cpu.cpp), so the CPU tests run the very tables the GPUs run.
 
 * Tensor table, int64 ``[n, 11]``, one row per tensor: the addresses of p, g, m, v, vmax and
-  the fp32 master (0 where absent), numel, param_id, and the addresses of the fp32 scales of
-  8-bit m, v, vmax (formats.q8_blockwise; 0 for other states). ``TensorArgs`` in csrc/adamw_step.h is
+  the master (0 where absent; an fp32 master, or a bf16 param's int16 remainder: the
+  launch's ``master`` form says which), numel, param_id, and the addresses of the fp32
+  scales of 8-bit m, v, vmax (formats.q8_blockwise; 0 for other states). ``TensorArgs`` in csrc/adamw_step.h is
   this row, field for field (static_asserts there, a layout test here).
 * Block table, int64 ``[n_blocks, 2]``: (row, first element). A block covers ``CHUNK``
   elements of one tensor, or its tail. int64 throughout: a 2^31-element tensor's blocks
@@ -46,6 +47,18 @@ def chunk_for(backend: str) -> int:
     return CHUNK_FOR.get(backend, CHUNK)
 VEC_BYTES = 16        # the widest load the kernels issue
 VEC_ELEMS = 8         # 16 bytes of 16-bit values; numel must be a multiple for the aligned path
+
+# The launch's ``master`` argument (csrc/adamw_args.h MasterForm, the Triton kernel's MASTER):
+# what the master column points at.
+NO_MASTER, FP32_MASTER, REMAINDER_MASTER = 0, 1, 2
+
+
+def master_form(masters) -> int:
+    """The ``master`` form of a bucket's masters list: none, fp32 masters or int16 remainders."""
+    if not masters:
+        return NO_MASTER
+    return REMAINDER_MASTER if masters[0].dtype == torch.int16 else FP32_MASTER
+
 
 _ptr = torch.Tensor.data_ptr
 _shape = operator.attrgetter("shape")
@@ -232,7 +245,9 @@ def check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
     if amsgrad:
         lists.append(("max_exp_avg_sqs", max_exp_avg_sqs, (exp_avgs[0].dtype,)))
     if masters:
-        lists.append(("masters", masters, (torch.float32,)))
+        if masters[0].dtype == torch.int16 and params[0].dtype != torch.bfloat16:
+            raise RuntimeError(f"adamw_tau: int16 master remainders belong to bfloat16 params, got {params[0].dtype}")
+        lists.append(("masters", masters, (masters[0].dtype if masters[0].dtype == torch.int16 else torch.float32,)))
     for name, ts, dtypes in lists:
         for i, (t, p) in enumerate(zip(ts, params)):
             if t.layout != torch.strided:

@@ -103,7 +103,7 @@ def check_lr(lr, where: str) -> None:
 
 
 def check_hyper(group: dict, where: str) -> None:
-    """lr, eps, betas, state_dtype, lr_peak, and torch's switches if the group names them."""
+    """lr, eps, betas, master_weights, state_dtype, lr_peak, and torch's switches if the group names them."""
     check_lr(group["lr"], where)
     check_torch_switches(group, where)
     finite(f"{where}: eps", group["eps"])
@@ -113,6 +113,10 @@ def check_hyper(group: dict, where: str) -> None:
     for i, b in enumerate(betas):
         if finite(f"{where}: betas[{i}]", b) >= 1.0:
             raise ValueError(f"{where}: betas[{i}] must be in [0, 1), got {b!r}")
+    mw = group.get("master_weights", False)
+    if not (isinstance(mw, bool) or mw == "remainder"):
+        raise TypeError(f"{where}: master_weights must be True, False or 'remainder' (bf16 params: the fp32 "
+                        f"master kept as the param plus a 16-bit remainder), got {mw!r}")
     sd = group["state_dtype"]
     if not any(sd is ok or (isinstance(sd, str) and sd == ok) for ok in STATE_DTYPES):
         hint = " (the 8-bit states are spelled \"8bit\")" if isinstance(sd, str) else ""

@@ -19,7 +19,7 @@ import torch
 from ..core.contract import bias_table
 from ..formats import q8_blockwise
 from ..launch import backends, ops
-from ..launch.buckets import Bucket, BucketLayout, build
+from ..launch.buckets import Bucket, BucketLayout, build, master_form
 from ..launch.state import OptimizerState, tracked
 from ..launch.step_scalars import bucket_scalars
 from . import checkpoints, report, step_hooks
@@ -45,8 +45,11 @@ class AdamWTau(torch.optim.Optimizer):
         tau_epochs, iters_per_epoch, tau_iters, weight_decay: the decay, one way (module doc).
         backend: "auto" (the fastest available per device) or "reference", "triton",
             "cuda", "cpu"; a named backend that cannot run raises and says why.
-        master_weights: keep an fp32 copy of bf16/fp16 params; the param is its
-            round-to-nearest-even image.
+        master_weights: True keeps an fp32 copy of bf16/fp16 params; the param is its
+            round-to-nearest-even image. "remainder" (bf16 params only) keeps the same fp32
+            master, bit for bit, as the bf16 param plus an int16 remainder (2 bytes a
+            parameter instead of 4); the param is then the master rounded to nearest with
+            ties away from zero (docs/numerics.md).
         stochastic_rounding: bf16/fp16 params without master weights are rounded
             stochastically, from bits keyed by (seed, step, parameter index, element index).
         state_dtype: dtype of exp_avg / exp_avg_sq (/ max_exp_avg_sq): torch.float32,
@@ -71,7 +74,7 @@ class AdamWTau(torch.optim.Optimizer):
                  tau_epochs: float | None = None, iters_per_epoch: float | None = None,
                  tau_iters: float | None = None, maximize: bool = False, foreach: bool | None = None,
                  capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
-                 backend: str = "auto", master_weights: bool = False, stochastic_rounding: bool = False,
+                 backend: str = "auto", master_weights: bool | str = False, stochastic_rounding: bool = False,
                  state_dtype: torch.dtype | str | None = None, q8_min_numel: int = q8_blockwise.MIN_NUMEL,
                  seed: int = 0):
         # torch.optim.AdamW's implementation switches: accepted, and our kernels run regardless
@@ -112,6 +115,8 @@ class AdamWTau(torch.optim.Optimizer):
         check_params(params, where)
         merged = {**self.defaults, **group}
         check_hyper(merged, where)
+        for i, p in enumerate(params):
+            master_form(merged, p, f"{where}: params[{i}]")  # "remainder" takes bf16 params only
         for device in {p.device for p in params}:
             self.backend_for(device)
             # device-counted steps (capturable, GradScaler, torch.compile) look the bias corrections
@@ -141,9 +146,13 @@ class AdamWTau(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: dict) -> None:
         """torch's load, after checking that every saved state fits its parameter (nothing
-        changes if not), keeping the saved dtypes (checkpoints.py's note)."""
+        changes if not). The saved hyperparameters replace the groups' as in torch, except
+        how states are stored (master_weights, state_dtype): those stay this optimizer's, and
+        the saved states are converted to them exactly (checkpoints.py's notes)."""
         check_state_dict(self.param_groups, state_dict)
+        forms = checkpoints.storage_options(self.param_groups)
         super().load_state_dict(state_dict)
+        checkpoints.keep_storage_options(self.param_groups, forms)
         checkpoints.restore_dtypes(self.param_groups, self.state, state_dict)
 
     def __getstate__(self) -> dict:

@@ -51,7 +51,7 @@ def check_groups(param_groups: list[dict], checked: dict) -> None:
     seen); lr, which schedulers change every step, by itself."""
     for gi, group in enumerate(param_groups):
         seen = (tuple(group["betas"]), group["eps"], group["state_dtype"], group.get("q8_min_numel"),
-                group.get("lr_peak"))
+                group["master_weights"], group.get("lr_peak"))
         lr = group["lr"]
         if checked.get(gi) != seen:
             check_hyper(group, f"param group {gi}")

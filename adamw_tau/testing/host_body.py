@@ -68,7 +68,7 @@ class HostBody:
         fn.restype = ctypes.c_int64
         fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                        ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_uint64,
-                       ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+                       ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
         self._fn = fn
         self.calls = 0  # kernel calls (block x thread) made so far
 
@@ -87,8 +87,8 @@ class HostBody:
                          seed & 0xFFFFFFFFFFFFFFFF, int(amsgrad), int(maximize), int(master),
                          int(stochastic_rounding), _address(grad_scale), _address(found_inf))
         if calls < 0:
-            raise RuntimeError("adamw_tau: grads must be float32 or the params' dtype (and 8-bit states a chunk that "
-                               "is a multiple of 256)")
+            raise RuntimeError("adamw_tau: grads must be float32 or the params' dtype, a remainder master needs "
+                               "bfloat16 params, and 8-bit states a chunk that is a multiple of 256")
         if calls != t.n_blocks * self.threads:
             raise RuntimeError(f"the driver ran {calls} (block, thread) calls for a grid of {t.n_blocks} x "
                                f"{self.threads}")
@@ -108,5 +108,6 @@ class HostBody:
             for t in tables.plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, chunk,
                                  scales):
                 self.launch(t, scalars, params[0].dtype, grads[0].dtype, exp_avgs[0].dtype, seed, amsgrad, maximize,
-                            bool(masters), stochastic_rounding, grad_scale, found_inf, by_value=by_value)
+                            tables.master_form(masters), stochastic_rounding, grad_scale, found_inf,
+                            by_value=by_value)
         return step

@@ -15,7 +15,7 @@ import torch
 
 from ..core import reference
 from ..core.contract import host_scalars
-from ..formats import q8_blockwise
+from ..formats import bf16_remainder, q8_blockwise
 from ..launch import ops
 from .bits import differing_lists
 from .hard_data import hard_values, q8_blocks
@@ -29,7 +29,7 @@ class Path:
     name: str
     param_dtype: torch.dtype = torch.float32
     state_dtype: torch.dtype | str = torch.float32  # or q8_blockwise.STATE_DTYPE: 8-bit codes and scales
-    master: bool = False
+    master: bool | str = False   # True: an fp32 master; "remainder": bf16 param + int16 remainder
     stochastic_rounding: bool = False
 
     @property
@@ -46,6 +46,8 @@ PATHS = {p.name: p for p in (
     Path("fp32"),
     Path("fp32_bf16_states", state_dtype=torch.bfloat16),
     Path("bf16_master", torch.bfloat16, master=True),
+    Path("bf16_remainder", torch.bfloat16, master="remainder"),
+    Path("bf16_remainder_bf16_states", torch.bfloat16, torch.bfloat16, master="remainder"),
     Path("fp16_master", torch.float16, master=True),
     Path("bf16_states", torch.bfloat16, torch.bfloat16),
     Path("bf16_sr", torch.bfloat16, torch.bfloat16, stochastic_rounding=True),
@@ -54,6 +56,7 @@ PATHS = {p.name: p for p in (
     Path("fp32_8bit", state_dtype=q8_blockwise.STATE_DTYPE),
     Path("bf16_master_8bit", torch.bfloat16, q8_blockwise.STATE_DTYPE, master=True),
     Path("bf16_sr_8bit", torch.bfloat16, q8_blockwise.STATE_DTYPE, stochastic_rounding=True),
+    Path("bf16_remainder_8bit", torch.bfloat16, q8_blockwise.STATE_DTYPE, master="remainder"),
 )}
 
 # "tensor": the scalars as an fp32 tensor the kernel reads (the list-form op); "values": host
@@ -105,9 +108,14 @@ def make_bucket(sizes, path: Path, *, amsgrad: bool, device="cpu", seed: int = 0
     states = (lambda x: q8_blocks(x, gen)) if path.q8 else (lambda x: x.to(sd))
     for n in sizes:
         w = hard_values(n, gen, span=3.0 if pd == torch.float16 else 4.0, dtype=pd)
-        out["params"].append(w.to(pd).to(device))
-        if path.master:
-            out["masters"].append(w.to(device))
+        if path.master == "remainder":  # the master's every bit pattern: remainders of both signs
+            param, rem = bf16_remainder.split(w)
+            out["params"].append(param.to(device))
+            out["masters"].append(rem.to(device))
+        else:
+            out["params"].append(w.to(pd).to(device))
+            if path.master:
+                out["masters"].append(w.to(device))
         out["exp_avgs"].append(states(hard_values(n, gen, span=6.0, dtype=sd)).to(device))
         v = states(hard_values(n, gen, positive=True, span=10.0, dtype=sd)).abs()
         out["exp_avg_sqs"].append(v.to(device))

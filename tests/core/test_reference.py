@@ -60,7 +60,7 @@ def test_reference_matches_numpy_oracle(path, case):
                                     st["masters"][i] if pth.master else None, s, maximize=maximize,
                                     param_dtype=DT[pth.param_dtype], state_dtype=DT[pth.state_dtype],
                                     stochastic_rounding=pth.stochastic_rounding, seed=99, param_id=ids[i],
-                                    grad_scale=scale, found_inf=t == skip)
+                                    grad_scale=scale, found_inf=t == skip, remainder=pth.master == "remainder")
             for key, val in zip(KEYS, out):
                 if val is None:
                     continue
