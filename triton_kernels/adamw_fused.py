@@ -25,6 +25,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .q8_blockwise import q8_load, q8_store
+
 NUM_WARPS = 8
 
 
@@ -106,35 +108,6 @@ def _stochastic_round(w, bits, OUT_DTYPE: tl.constexpr):
     return tl.where(finite, y, _round(w, OUT_DTYPE))
 
 
-@triton.jit
-def _q8_max(a, b):
-    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
-
-
-@triton.jit
-def _q8_load(ptr, scale_ptr, idx, mask, map_ptr):
-    """8-bit codes decoded: map[code] * the block's scale, one fp32 multiply (formats.q8_blockwise)."""
-    codes = tl.load(ptr + idx, mask=mask, other=0).to(tl.int32)
-    return tl.load(map_ptr + codes) * tl.load(scale_ptr + idx // 256, mask=mask, other=0.0)
-
-
-@triton.jit
-def _q8_store(x, ptr, scale_ptr, idx, mask, start, numel, thr_ptr, BLOCK: tl.constexpr):
-    """Encode fp32 ``x`` by blocks of 256 of a [BLOCK // 256, 256] view: the block's max |x| (NaN
-    propagates) is its new scale, x / scale (x where the scale is 0) is compared with the
-    thresholds by an 8-step binary search (#{k : x̂ > T[k]}); codes and scales stored."""
-    x2 = tl.reshape(tl.where(mask, x, 0.0), [BLOCK // 256, 256])
-    absmax = tl.reduce(tl.abs(x2), 1, _q8_max)
-    divisor = tl.broadcast_to(tl.expand_dims(tl.where(absmax == 0.0, 1.0, absmax), 1), [BLOCK // 256, 256])
-    xhat = tl.math.div_rn(x2, divisor)
-    code = tl.zeros([BLOCK // 256, 256], tl.int32)
-    for k in tl.static_range(8):
-        code += tl.where(xhat > tl.load(thr_ptr + code + ((128 >> k) - 1)), 128 >> k, 0)
-    tl.store(ptr + idx, tl.reshape(code, [BLOCK]).to(tl.uint8), mask=mask)
-    q = start // 256 + tl.arange(0, BLOCK // 256)
-    tl.store(scale_ptr + q, absmax, mask=q * 256 < numel)
-
-
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "h_step"])
 def adamw_fused_kernel(
     table_ptr, blocks_ptr, scalars_ptr, grad_scale_ptr, found_inf_ptr, q8_ptr, seed_lo, seed_hi,
@@ -204,8 +177,8 @@ def adamw_fused_kernel(
         m_scale_ptr = tl.load(meta + 8).to(tl.pointer_type(tl.float32))
         v_scale_ptr = tl.load(meta + 9).to(tl.pointer_type(tl.float32))
         vmax_scale_ptr = tl.load(meta + 10).to(tl.pointer_type(tl.float32))
-        m = _q8_load(m_ptr, m_scale_ptr, idx, mask, q8_ptr)
-        v = _q8_load(v_ptr, v_scale_ptr, idx, mask, q8_ptr + 256)
+        m = q8_load(m_ptr, m_scale_ptr, idx, mask, q8_ptr)
+        v = q8_load(v_ptr, v_scale_ptr, idx, mask, q8_ptr + 256)
     else:
         m = _widen(tl.load(m_ptr + idx, mask=mask, other=0.0))
         v = _widen(tl.load(v_ptr + idx, mask=mask, other=0.0))
@@ -227,9 +200,9 @@ def adamw_fused_kernel(
     v = beta2 * v + omb2 * (g * g)
     if AMSGRAD:
         if Q8:
-            vmax = tl.maximum(_q8_load(vmax_ptr, vmax_scale_ptr, idx, mask, q8_ptr + 256), v,
+            vmax = tl.maximum(q8_load(vmax_ptr, vmax_scale_ptr, idx, mask, q8_ptr + 256), v,
                               propagate_nan=tl.PropagateNan.ALL)
-            _q8_store(vmax, vmax_ptr, vmax_scale_ptr, idx, mask, start, numel, q8_ptr + 767, BLOCK)
+            q8_store(vmax, vmax_ptr, vmax_scale_ptr, idx, mask, start, numel, q8_ptr + 767, BLOCK)
         else:
             vmax = tl.maximum(_widen(tl.load(vmax_ptr + idx, mask=mask, other=0.0)), v,
                               propagate_nan=tl.PropagateNan.ALL)
@@ -241,8 +214,8 @@ def adamw_fused_kernel(
     w = w - step_size * tl.math.div_rn(m, denom)
 
     if Q8:
-        _q8_store(m, m_ptr, m_scale_ptr, idx, mask, start, numel, q8_ptr + 512, BLOCK)
-        _q8_store(v, v_ptr, v_scale_ptr, idx, mask, start, numel, q8_ptr + 767, BLOCK)
+        q8_store(m, m_ptr, m_scale_ptr, idx, mask, start, numel, q8_ptr + 512, BLOCK)
+        q8_store(v, v_ptr, v_scale_ptr, idx, mask, start, numel, q8_ptr + 767, BLOCK)
     else:
         tl.store(m_ptr + idx, _round(m, S_DTYPE), mask=mask)
         tl.store(v_ptr + idx, _round(v, S_DTYPE), mask=mask)

@@ -121,6 +121,26 @@ def decode(codes: torch.Tensor, scales: torch.Tensor, signed: bool) -> torch.Ten
     return (values * s).to(torch.float32).reshape(codes.shape)
 
 
+def new_state(key: str, p: torch.Tensor, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fresh 8-bit ``key`` state of parameter ``p`` (``local``: the shard a kernel steps, or p):
+    the zero code in p's shape, row-major, and zero scales over the local blocks (decoding to +0.0)."""
+    codes = torch.full_like(p, ZERO_CODE[signed_for(key)], dtype=torch.uint8, memory_format=torch.contiguous_format)
+    return codes, torch.zeros(n_blocks(local.numel()), dtype=torch.float32, device=local.device)
+
+
+def scale_problem(state: dict, key: str, local: torch.Tensor) -> str | None:
+    """What is wrong with the scales beside 8-bit ``state[key]`` for a shard like ``local``, or None."""
+    scale = state.get(key + SCALE_SUFFIX)
+    blocks = n_blocks(local.numel())
+    if (isinstance(scale, torch.Tensor) and scale.dtype == torch.float32 and scale.shape == (blocks,)
+            and scale.device == local.device):
+        return None
+    got = f"{scale.dtype} of shape {tuple(scale.shape)} on {scale.device}" if isinstance(scale, torch.Tensor) else \
+        repr(scale)
+    return (f"its 8-bit state {key!r} needs {key + SCALE_SUFFIX!r}, float32 of shape ({blocks},) on {local.device} "
+            f"(one scale per {BLOCK} elements), got {got}")
+
+
 # --- the tables: fp32 words (bitsandbytes 0.50.2 create_dynamic_map; thresholds as the module doc) ---
 SIGNED_MAP_BITS = (  # fp32 words, ascending
     0xBF7E3333, 0xBF7A999A, 0xBF770000, 0xBF736666, 0xBF6FCCCD, 0xBF6C3333, 0xBF68999A, 0xBF650000,

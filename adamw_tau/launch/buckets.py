@@ -120,12 +120,9 @@ def init_state(state: dict, group: dict, p: torch.Tensor, master: int, sdtype: t
         if key in state:
             continue
         if sdtype == torch.uint8:
-            zero = q8_blockwise.ZERO_CODE[q8_blockwise.signed_for(key)]
-            dict.__setitem__(state, key, torch.full_like(p, zero, dtype=torch.uint8,
-                                                         memory_format=torch.contiguous_format))
-            blocks = q8_blockwise.n_blocks(_local(p).numel())
-            dict.__setitem__(state, key + q8_blockwise.SCALE_SUFFIX,
-                             torch.zeros(blocks, dtype=torch.float32, device=_local(p).device))
+            codes, scales = q8_blockwise.new_state(key, p, _local(p))
+            dict.__setitem__(state, key, codes)
+            dict.__setitem__(state, key + q8_blockwise.SCALE_SUFFIX, scales)
         else:
             dict.__setitem__(state, key, torch.zeros_like(p, dtype=sdtype, memory_format=torch.preserve_format))
     if master == FP32_MASTER and "master_param" not in state:
@@ -221,15 +218,10 @@ def check_state_fits(state: dict, p: torch.Tensor, sdtype: torch.dtype, where: s
         if t is None:
             continue
         dtype = fixed.get(key, sdtype)
-        scale = state.get(key + q8_blockwise.SCALE_SUFFIX)
-        if dtype == torch.uint8 and t.dtype == torch.uint8:
-            blocks = q8_blockwise.n_blocks(_local(p).numel())
-            if not (isinstance(scale, torch.Tensor) and scale.dtype == torch.float32 and scale.shape == (blocks,)
-                    and scale.device == _local(p).device):
-                raise RuntimeError(f"{where}: its 8-bit state {key!r} needs {key + q8_blockwise.SCALE_SUFFIX!r}, "
-                                   f"float32 of shape ({blocks},) on {_local(p).device} (one scale per "
-                                   f"{q8_blockwise.BLOCK} elements), got {_describe(scale)}; load a state dict "
-                                   "saved by AdamWTau, or clear the state to start it again")
+        problem = q8_blockwise.scale_problem(state, key, _local(p)) if dtype == t.dtype == torch.uint8 else None
+        if problem:
+            raise RuntimeError(f"{where}: {problem}; load a state dict saved by AdamWTau, or clear the state to start "
+                               "it again")
         if t.shape != p.shape:
             raise RuntimeError(f"{where} has shape {tuple(p.shape)} but its state {key!r} has shape "
                                f"{tuple(t.shape)} (p.data was replaced by a tensor of another shape?); clear its "
@@ -238,10 +230,6 @@ def check_state_fits(state: dict, p: torch.Tensor, sdtype: torch.dtype, where: s
             raise RuntimeError(f"{where}: its state {key!r} is {t.dtype} on {t.device}, but AdamWTau keeps it as "
                                f"{dtype} on {p.device} (the group's state_dtype and master_weights); assign a "
                                f"tensor of that dtype and device, or clear the state to start it again")
-
-
-def _describe(t) -> str:
-    return f"{t.dtype} of shape {tuple(t.shape)} on {t.device}" if isinstance(t, torch.Tensor) else repr(t)
 
 
 def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = None) -> list[Bucket]:
