@@ -178,10 +178,10 @@ def test_8bit_reference_is_decode_then_the_oracles_fp32_step_then_encode(path, c
                    for k, sk in SCALE_KEYS.items() if before[k]}
             out = oracle.adamw_step(before["params"][i].float().numpy(), grads[i].float().numpy(), dec["exp_avgs"],
                                     dec["exp_avg_sqs"], dec["max_exp_avg_sqs"] if amsgrad else None,
-                                    before["masters"][i].numpy() if pth.master else None, s, maximize=maximize,
-                                    param_dtype=DT[pth.param_dtype], state_dtype="float32",
+                                    before["masters"][i].float().numpy() if pth.master else None, s,
+                                    maximize=maximize, param_dtype=DT[pth.param_dtype], state_dtype="float32",
                                     stochastic_rounding=pth.stochastic_rounding, seed=99, param_id=ids[i],
-                                    grad_scale=scale, found_inf=t == skip)
+                                    grad_scale=scale, found_inf=t == skip, remainder=pth.master == "remainder")
             want = dict(zip(KEYS, out))
             for key in ("params", "masters"):
                 if want[key] is not None:
