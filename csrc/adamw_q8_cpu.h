@@ -58,7 +58,14 @@ __attribute__((noinline)) void step_range_q8(const TensorArgs t, int64_t begin, 
         p[i] = narrow<P>(w);
       }
     }
-    for (int k = 0; k < n; ++k) {
+    constexpr int kGroup = 16;  // q8_encode_n: interleaved searches
+    int k = 0;
+    for (; k + kGroup <= n; k += kGroup) {
+      q8_encode_n<true, kGroup>(mb + k, max_m, m + qb + k);
+      q8_encode_n<false, kGroup>(vb + k, max_v, v + qb + k);
+      if constexpr (AMSGRAD) q8_encode_n<false, kGroup>(vmb + k, max_vm, vmax + qb + k);
+    }
+    for (; k < n; ++k) {
       m[qb + k] = q8_encode<true>(mb[k], max_m);
       v[qb + k] = q8_encode<false>(vb[k], max_v);
       if constexpr (AMSGRAD) vmax[qb + k] = q8_encode<false>(vmb[k], max_vm);

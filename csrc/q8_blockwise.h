@@ -189,13 +189,31 @@ template <bool SIGNED> ADAMW_HD float q8_decode(uint8_t code, float scale) { ret
 
 // encode: x̂ = x / scale (x when the scale is 0), then #{k : x̂ > T[k]} by a branch-free binary
 // search over the ascending thresholds: 8 comparisons give the same count as 255 (a NaN x̂ is
-// greater than none of them: code 0).
+// greater than none of them: code 0). The comparison is added as 0 or 1 times the step, not
+// chosen by `?:`: g++ made that a branch, mispredicted on half the steps (70 ns an element on
+// the 2-core CPU machine against 18).
 template <bool SIGNED> ADAMW_HD uint8_t q8_encode(float x, float scale) {
   const float xhat = div(x, scale == 0.0f ? 1.0f : scale);
   uint32_t code = 0;
 #pragma unroll
-  for (uint32_t bit = 128; bit != 0; bit >>= 1) code += xhat > q8_threshold<SIGNED>(code + bit - 1) ? bit : 0u;
+  for (uint32_t bit = 128; bit != 0; bit >>= 1) code += uint32_t(xhat > q8_threshold<SIGNED>(code + bit - 1)) * bit;
   return uint8_t(code);
+}
+
+// q8_encode of N elements at once, each the same ops as q8_encode: N independent searches
+// interleaved step by step keep the CPU's loads in flight (12.4 ns an element one by one,
+// 6.7 by 16, measured on the 2-core CPU machine).
+template <bool SIGNED, int N> inline void q8_encode_n(const float* x, float scale, uint8_t* out) {
+  float xhat[N];
+  uint32_t code[N];
+  const float d = scale == 0.0f ? 1.0f : scale;
+  for (int j = 0; j < N; ++j) {
+    xhat[j] = div(x[j], d);
+    code[j] = 0;
+  }
+  for (uint32_t bit = 128; bit != 0; bit >>= 1)
+    for (int j = 0; j < N; ++j) code[j] += uint32_t(xhat[j] > q8_threshold<SIGNED>(code[j] + bit - 1)) * bit;
+  for (int j = 0; j < N; ++j) out[j] = uint8_t(code[j]);
 }
 
 }  // namespace adamw_tau
