@@ -28,7 +28,7 @@ def _params(dtype=torch.float32, seed=0):
 def _step(opt, params, t):
     for i, p in enumerate(params):
         g = torch.Generator().manual_seed(1000 * t + i)
-        p.grad = (torch.randn(p.shape, generator=g) * 10.0 ** (i - 2)).to(p.dtype)
+        p.grad = (torch.randn(p.shape, generator=g) * 10.0 ** (i - 2)).to(device=p.device, dtype=p.dtype)
     opt.step()
 
 
@@ -216,3 +216,56 @@ def test_sharding_at_multiples_of_256_changes_no_bit(backend, cut, same):
     whole, a, b = out
     differ = sum(differing(torch.cat([a[k], b[k]]), whole[k]) for k in range(3))
     assert (differ == 0) == same, differ
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_8bit_paths_on_the_gpu_give_the_references_bits(backend):
+    """Compiled Triton and the CUDA warp kernel on the GPU (bench/gpu_check.sh runs this): every
+    8-bit path under every flag set of the CPU cases, then through the optimizer."""
+    from adamw_tau.launch.backends import availability
+    from adamw_tau.testing.cases import FLAG_SETS, hard_case
+    from adamw_tau.testing.parity import PATHS, parity_bits
+    reason = availability(backend, torch.device("cuda"))
+    assert reason is None, f"{backend} must run on this GPU: {reason}"
+    sizes, offsets = [1, 300, 4096, 5000, 70_001], [0, 1, 0, 3, 0]
+    failures = []
+    for name in [n for n, p in PATHS.items() if p.q8]:
+        for case in FLAG_SETS:
+            for scalars in ("tensor", "values"):
+                bits = parity_bits(backend, PATHS[name], sizes, device="cuda", offsets=offsets, scalars=scalars,
+                                   guard=16, **hard_case(name, case))
+                if bits:
+                    failures.append(f"{name} {case} {scalars}: {bits} words")
+    assert not failures, "\n".join(failures)
+    ps = [p.detach().cuda().requires_grad_() for p in _params()]
+    qs = [p.detach().clone().requires_grad_() for p in ps]
+    oa, ob = AdamWTau(ps, backend=backend, **KW), AdamWTau(qs, backend="reference", **KW)
+    for t in range(3):
+        _step(oa, ps, t)
+        _step(ob, qs, t)
+    assert differing_optimizers(ps, oa, qs, ob) == {}
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton", "host_body"])
+def test_threshold_ties_reach_every_kernel(backend, tmp_path):
+    """With beta1 = 0 and no grad scale the new exp_avg is the fp32 gradient, and the
+    "threshold ties" blocks of the data put x / max exactly on thresholds: each kernel must
+    send them to the lower code, as the reference does."""
+    from adamw_tau.testing import host_body
+    from adamw_tau.testing.parity import PATHS, parity_bits
+    if backend == "host_body":
+        step = host_body.HostBody(host_body.build(tmp_path)).step()
+    else:
+        require(backend)
+        step = backend
+    sizes = [4096, 2560, 700]
+    gen = torch.Generator().manual_seed(1)  # parity_bits' gradient generator for seed 0 (seed + 1)
+    grads = [q8_blocks(hard_values(n, gen, span=6.0), gen) for n in sizes]
+    thr = set(q8.thresholds(True).tolist())
+    ties = 0
+    for g in grads:
+        xhat = g / q8.block_absmax(g).repeat_interleave(q8.BLOCK)[:g.numel()]
+        ties += sum(x in thr for x in xhat.tolist())
+    assert ties > 200, "the first step's gradients put x / max on thresholds"
+    assert parity_bits(step, PATHS["fp32_8bit"], sizes, steps=2, betas=(0.0, 0.9), seed=0) == 0
