@@ -258,3 +258,39 @@ def test_on_the_gpu_the_remainder_master_is_the_fp32_master(backend, options):
         o_rem.step()
         o_full.step()
         assert_same_master(ps_rem, o_rem, ps_full, o_full, f"step {t}")
+
+
+NAN_WORDS = [0x7FFFFFFF, 0xFFFFFFFF, 0x7FFF8000, 0x7F800001, 0xFF80FFFF, 0x7FC00000]
+
+
+@pytest.fixture(scope="module")
+def step_functions(tmp_path_factory):
+    """Each backend's list-form step, and the CUDA kernel body compiled for the host."""
+    from adamw_tau.launch import ops
+    from adamw_tau.testing import host_body
+    out = {name: ops.step_function(name) for name in BACKENDS}
+    out["cuda_body_on_host"] = host_body.HostBody(host_body.build(tmp_path_factory.mktemp("body"))).step()
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS + ["cuda_body_on_host"])
+def test_a_nan_master_is_a_nan_param_whatever_its_payload(backend, step_functions):
+    """fp32 gradients carrying NaNs whose payloads TE's split would hide (0x7FFFFFFF, CUDA's
+    NaN, splits to -0.0 there) make NaN masters with those payloads on the CPU: the param must
+    be the NaN 0x7FC0 and the remainder 0, on every backend."""
+    require("cpu" if backend == "cuda_body_on_host" else backend)
+    from adamw_tau.core.contract import host_scalars
+    step = step_functions[backend]
+    n = 64
+    words = torch.tensor(NAN_WORDS * (n // len(NAN_WORDS)) + [0] * (n % len(NAN_WORDS)), dtype=torch.int64)
+    g = torch.where(words >= 2 ** 31, words - 2 ** 32, words).to(torch.int32).view(torch.float32).clone()
+    g[-(n % len(NAN_WORDS)):] = 1.0
+    p = torch.linspace(-2, 2, n).to(torch.bfloat16)
+    m, v, rem = torch.zeros(n), torch.zeros(n), torch.zeros(n, dtype=torch.int16)
+    s = host_scalars(lr=1e-2, lr_peak=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, step=1, decay_mode="none")
+    step([p], [g], [m], [v], [], [rem], s.as_tensor(), [0], 0, False, False, False, None, None)
+    nan = torch.isnan(g)
+    assert nan.sum() == n - n % len(NAN_WORDS)
+    assert torch.equal(p.view(torch.int16)[nan], torch.full((int(nan.sum()),), 0x7FC0, dtype=torch.int16))
+    assert torch.equal(rem[nan], torch.zeros(int(nan.sum()), dtype=torch.int16))
+    assert not torch.isnan(p[~nan]).any()
