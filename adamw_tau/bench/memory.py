@@ -80,7 +80,7 @@ def category(key: str, inner: str | None = None) -> str:
         return "master"
     if any(w in name for w in SCALE_WORDS):
         return "scales"
-    if key.startswith(MOMENT_KEYS) or inner == "codes":
+    if key.startswith(MOMENT_KEYS):  # torchao: exp_avg.codes (its .scale and .qmap are scales)
         return "states"
     return "other"  # step counters, and anything no rule above names
 
