@@ -85,9 +85,9 @@ def test_a_shared_storage_counts_once():
 
 
 def test_a_row_that_cannot_be_measured_says_why_and_the_table_stands():
-    bad = memory.Config("bad state_dtype", "ours", torch.float32, dict(state_dtype="nonsense"))
+    bad = memory.Config("bad state_dtype", "ours", torch.float32, {"state_dtype": "nonsense"})
     # accepted but without effect: master_weights=True holds a master, never a remainder
-    no_effect = memory.Config("remainder in name only", "ours", BF16, dict(master_weights=True), "remainder")
+    no_effect = memory.Config("remainder in name only", "ours", BF16, {"master_weights": True}, "remainder")
     report = memory.run(quick=True, configs=[bad, no_effect, config("torch AdamW, fp32")], progress=False)
     rows = {r.config: r for r in report.rows}
     assert "state_dtype" in rows["bad state_dtype"].error and rows["bad state_dtype"].bytes == {}
@@ -133,12 +133,13 @@ def test_cli_memory_table_and_json(monkeypatch, tmp_path, capsys):
     require("cpu")
     monkeypatch.setattr(memory, "CONFIGS", tuple(config(n) for n in ("torch AdamW, fp32", "ours, fp32")) +
                         (memory.Config("ours, fp32, 8-bit states (planted)", "ours", torch.float32,
-                                       dict(state_dtype="planted"), "8bit"),))
+                                       {"state_dtype": "planted"}, "8bit"),))
     out = tmp_path / "m.json"
     assert cli.main(["bench", "--memory", "--quick", "--no-progress", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "| ours, fp32 | 4.00 | 4.00 | 8.00 | - | - | - |" in text and "not available: TypeError" in text
-    r = json.load(open(out))
+    with open(out) as f:
+        r = json.load(f)
     assert r["workload"] == "gpt2_quick" and r["numel"] == sum(math.prod(s) for s in memory.quick_shapes())
     torch_row = r["rows"][0]
     assert torch_row["per_param"]["states"] == 8.0 and torch_row["total"] == sum(torch_row["bytes"].values())
