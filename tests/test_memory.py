@@ -3,6 +3,7 @@ small shapes, a shared storage counts once, a row that cannot be measured says w
 table stands, a missing optional package says how to install it."""
 import json
 import math
+import pathlib
 import sys
 
 import pytest
@@ -146,3 +147,11 @@ def test_cli_memory_table_and_json(monkeypatch, tmp_path, capsys):
     assert r["rows"][2]["error"] and r["rows"][2]["bytes"] == {}
     with pytest.raises(SystemExit, match="--plot"):
         cli.main(["bench", "--memory", "--plot", str(tmp_path / "m.png")])
+
+
+def test_the_anchors_extra_pins_what_the_table_names():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert sorted(extras[memory.EXTRA]) == sorted(pin for _, pin in memory.ANCHORS.values())
+    assert not any(pin.split("==")[0] in " ".join(extras["test"]) for _, pin in memory.ANCHORS.values())
