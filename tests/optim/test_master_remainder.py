@@ -71,17 +71,20 @@ def _pair(backend, options, device="cpu"):
     return a, AdamWTau(a, master_weights="remainder", **kw), b, AdamWTau(b, master_weights=True, **kw)
 
 
-@pytest.mark.parametrize("options", list(OPTIONS))
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_remainder_master_is_the_fp32_master_bit_for_bit(backend, options):
-    require(backend)
-    ps_rem, o_rem, ps_full, o_full = _pair(backend, OPTIONS[options])
-    for t in range(5):
+def _steps_keep_the_same_master(ps_rem, o_rem, ps_full, o_full, steps=5):
+    for t in range(steps):
         for ps in (ps_rem, ps_full):
             _grads(ps, t)
         o_rem.step()
         o_full.step()
         assert_same_master(ps_rem, o_rem, ps_full, o_full, f"step {t}")
+
+
+@pytest.mark.parametrize("options", list(OPTIONS))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_remainder_master_is_the_fp32_master_bit_for_bit(backend, options):
+    require(backend)
+    _steps_keep_the_same_master(*_pair(backend, OPTIONS[options]))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -251,13 +254,7 @@ def test_master_weights_takes_a_bool_or_remainder_only(value):
 @pytest.mark.parametrize("options", list(OPTIONS))
 def test_on_the_gpu_the_remainder_master_is_the_fp32_master(backend, options):
     require(backend, "cuda")
-    ps_rem, o_rem, ps_full, o_full = _pair(backend, OPTIONS[options], device="cuda")
-    for t in range(5):
-        for ps in (ps_rem, ps_full):
-            _grads(ps, t)
-        o_rem.step()
-        o_full.step()
-        assert_same_master(ps_rem, o_rem, ps_full, o_full, f"step {t}")
+    _steps_keep_the_same_master(*_pair(backend, OPTIONS[options], device="cuda"))
 
 
 NAN_WORDS = [0x7FFFFFFF, 0xFFFFFFFF, 0x7FFF8000, 0x7F800001, 0xFF80FFFF, 0x7FC00000]
