@@ -82,6 +82,7 @@ def round_param(master: torch.Tensor) -> torch.Tensor:
 
 def from_param(param: torch.Tensor) -> torch.Tensor:
     """The remainder of a run that starts from a bf16 param with no master (torch AdamW's
-    state, a fresh state): the master is the param widened, exactly, so the remainder is 0
-    (a NaN param becomes the canonical NaN)."""
-    return split(param.to(torch.float32))[1]
+    state, a fresh state): the master is the param widened, whose low half is 0, so the
+    remainder is 0 (a NaN param splits to the canonical NaN, whose low half is 0 too). Built
+    with ``zeros_like``, so a DTensor param gets a DTensor remainder of its placement."""
+    return torch.zeros_like(param, dtype=torch.int16, memory_format=torch.preserve_format)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from required import optional
+from required import require_package
 
 from adamw_tau.formats import q8_blockwise as q8
 from adamw_tau.testing.bits import differing
@@ -71,9 +71,9 @@ def test_the_maps_follow_the_definition(signed):
 @pytest.mark.parametrize("signed", [True, False])
 def test_the_maps_are_bitsandbytes_and_torchaos(signed):
     """Where the optional extras are installed: bit for bit their tables, so their codes read here."""
-    bnb = optional("bitsandbytes.functional", "the maps' equality with bitsandbytes'")
+    bnb = require_package("bitsandbytes.functional", "anchors")
     assert _bits(q8.qmap(signed)) == _bits(bnb.create_dynamic_map(signed).to(torch.float32))
-    tao = optional("torchao.optim.quant_utils", "the maps' equality with torchao's")
+    tao = require_package("torchao.optim.quant_utils", "anchors")
     assert _bits(q8.qmap(signed)) == _bits(torch.tensor(tao.create_dynamic_map(signed), dtype=torch.float32))
 
 

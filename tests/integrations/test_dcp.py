@@ -46,8 +46,8 @@ def _hard_params(dtype):
 @pytest.mark.parametrize("options", [
     dict(), dict(amsgrad=True, maximize=True), dict(backend="reference"),
     dict(dtype=torch.bfloat16, master_weights=True), dict(dtype=torch.bfloat16, stochastic_rounding=True, seed=3),
-    dict(dtype=torch.float16), dict(tensor_lr=True),
-], ids=["fp32", "amsgrad-maximize", "reference", "bf16-master", "bf16-sr", "fp16", "tensor-lr"])
+    dict(dtype=torch.float16), dict(tensor_lr=True), dict(dtype=torch.bfloat16, master_weights="remainder"),
+], ids=["fp32", "amsgrad-maximize", "reference", "bf16-master", "bf16-sr", "fp16", "tensor-lr", "bf16-remainder"])
 def test_zero_grad_step_at_lr_zero_changes_no_bit(decay, options):
     options = dict(options)
     dtype, tensor_lr = options.pop("dtype", torch.float32), options.pop("tensor_lr", False)

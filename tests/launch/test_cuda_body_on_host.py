@@ -54,7 +54,7 @@ def _kinds_of_blocks(launches, vec) -> dict:
     return out
 
 
-@pytest.mark.parametrize("path", ["fp32", "bf16_states", "bf16_master"])
+@pytest.mark.parametrize("path", ["fp32", "bf16_states", "bf16_master", "bf16_remainder"])
 @pytest.mark.parametrize("chunk", CHUNKS + ODD_CHUNKS)
 def test_cases_take_the_vector_path_the_element_path_and_tails(path, chunk):
     """The precondition of the parity tests below: their bucket makes aligned and unaligned
@@ -80,7 +80,7 @@ def test_body_bitwise_equals_reference(body, path, amsgrad, maximize, scale, dec
                        grad_scale=scale, decay=decay, offsets=OFFSETS, guard=GUARD) == 0
 
 
-@pytest.mark.parametrize("path", ["fp32", "bf16_states", "bf16_master", "fp16_sr"])
+@pytest.mark.parametrize("path", ["fp32", "bf16_states", "bf16_master", "fp16_sr", "bf16_remainder"])
 @pytest.mark.parametrize("chunk", CHUNKS + ODD_CHUNKS)
 def test_every_block_size(body, path, chunk):
     assert parity_bits(body.step(chunk), PATHS[path], SIZES, steps=2, amsgrad=True, maximize=True, grad_scale=3.0,

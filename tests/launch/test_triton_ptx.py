@@ -13,14 +13,14 @@ The variants come from the launcher: its compile-time arguments and options are
 ``adamw_fused._constexprs(...)``, called here as ``launch`` calls it, and the flags are
 that function's arguments, so a new one is toggled here without an edit. Dtype paths:
 every param, grad and state dtype the launcher maps (``_TL_DTYPE``; the optimizer takes
-any of them for a gradient), each plain, with master weights and with stochastic
-rounding, one per distinct compile-time result: 72, a superset of what the optimizer
+any of them for a gradient), each plain, with master weights, with stochastic rounding,
+and (bf16 params) with master remainders, one per distinct compile-time result: 81, a superset of what the optimizer
 launches. The full product of those with the 2^5 flag settings (amsgrad, maximize, grad
 scale, found_inf, host scalars) and both alignments would be 4,608 compiles, too slow for
 CI on 2 cores. Instead every path is compiled aligned with a flag setting and its
 complement, the settings rotating over the paths, so that every flag is on and off on
 every path and all 32 settings appear; and unaligned once for every path whose gradient
-has the param's dtype (24), which covers every param/state dtype and mode. 168 compiles,
+has the param's dtype (27), which covers every param/state dtype and mode. 189 compiles,
 checked by ``test_the_variants_cover_the_launcher``.
 """
 import collections
@@ -61,8 +61,8 @@ def _dtype_paths() -> list[dict]:
     compile-time result (``_constexprs`` folds stochastic rounding where it does not apply)."""
     paths, seen = [], set()
     dtypes = list(adamw_fused._TL_DTYPE)
-    for p, g, s, master, sr in itertools.product(dtypes, dtypes, dtypes, (False, True), (False, True)):
-        if master and sr:
+    for p, g, s, master, sr in itertools.product(dtypes, dtypes, dtypes, (0, 1, 2), (False, True)):
+        if (master and sr) or (master == 2 and p != torch.bfloat16):  # 2: int16 remainders, bf16 params only
             continue
         path = dict(param_dtype=p, grad_dtype=g, state_dtype=s, master=master, stochastic_rounding=sr)
         key = tuple(sorted(_launch_constexprs(**path, **dict.fromkeys(FLAGS, False), aligned=True).items()))
@@ -89,7 +89,8 @@ def _variants() -> dict[str, dict]:
             rows.append((setting if k % 2 else complement, False))
         for flags, aligned in rows:
             args = dict(path, **dict(zip(FLAGS, flags)), aligned=aligned)
-            name = "-".join([SHORT[path[d]] for d in DTYPES] + [m for m in MODES if path[m]]
+            modes = [("remainder" if m == "master" and path[m] == 2 else m) for m in MODES if path[m]]
+            name = "-".join([SHORT[path[d]] for d in DTYPES] + modes
                             + [f for f in FLAGS if args[f]] + ["aligned" if aligned else "unaligned"])
             out[name] = args
     return out
@@ -185,8 +186,11 @@ def _streams(args: dict) -> tuple[int, int]:
     per_thread = consts["BLOCK"] // (32 * consts["num_warps"])
     size = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}
     p, g, s = (size[args[d]] for d in DTYPES)
-    reads = [g, s, s] + ([s] if args["amsgrad"] else []) + [4 if args["master"] else p]
-    writes = [s, s] + ([s] if args["amsgrad"] else []) + ([4] if args["master"] else []) + [p]
+    # the master: fp32 (1) read and written instead of the param's read; int16 remainders (2)
+    # read and written beside the param
+    master = {0: ([p], []), 1: ([4], [4]), 2: ([p, 2], [2])}[int(args["master"])]
+    reads = [g, s, s] + ([s] if args["amsgrad"] else []) + master[0]
+    writes = [s, s] + ([s] if args["amsgrad"] else []) + master[1] + [p]
     return sum(b * per_thread // 16 for b in reads), sum(b * per_thread // 16 for b in writes)
 
 
@@ -205,8 +209,8 @@ def _count(accesses, kind, vec=None):
 # --- the tests -------------------------------------------------------------------------------
 def test_the_variants_cover_the_launcher():
     paths = _dtype_paths()
-    assert len(paths) == 72, "the launcher's dtype paths changed: update the counts in this file's docstring"
-    assert len(VARIANTS) == 168
+    assert len(paths) == 81, "the launcher's dtype paths changed: update the counts in this file's docstring"
+    assert len(VARIANTS) == 189
     for flag in FLAGS + ("aligned",):
         assert {v[flag] for v in VARIANTS.values()} == {False, True}, flag
     for path in paths:  # every flag on and off on every dtype path
