@@ -13,19 +13,19 @@ from adamw_tau import AdamWTau, cli
 from adamw_tau.experiments.quality import masters, report, training
 
 TINY = dataclasses.replace(training.MASTERS_QUICK, name="tiny", width=16, layers=1, head_dim=8, ctx=16, batch=4,
-                           steps=6, eval_every=3, log_every=2, val_windows=16)
+                           steps=6, eval_every=3, log_every=2, val_windows=16, tau_frac=0.5)
 
 
 def split(master: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """TE's split: rem = low half as int16; bf16 = high half + 1 if rem < 0 (ties away from zero)."""
     u = master.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
     rem = ((u & 0xFFFF) ^ 0x8000) - 0x8000
-    hi = ((u >> 16) + (rem < 0)) & 0xFFFF
+    hi = ((u >> 16) + (rem < 0).long()) & 0xFFFF
     return ((hi ^ 0x8000) - 0x8000).to(torch.int16).view(torch.bfloat16), rem.to(torch.int16)
 
 
 def merge(param: torch.Tensor, rem: torch.Tensor) -> torch.Tensor:
-    hi = (param.view(torch.int16).to(torch.int64) - (rem < 0)) & 0xFFFF
+    hi = (param.view(torch.int16).to(torch.int64) - (rem < 0).long()) & 0xFFFF
     u = (hi << 16) | (rem.to(torch.int64) & 0xFFFF)
     return ((u ^ 0x80000000) - 0x80000000).to(torch.int32).view(torch.float32)
 
@@ -33,7 +33,7 @@ def merge(param: torch.Tensor, rem: torch.Tensor) -> torch.Tensor:
 class RemainderDouble(AdamWTau):
     """An fp32-master optimizer that also keeps TE's remainder and leaves TE's bf16 param.
     ``flip_at``: after that step, one remainder bit is flipped; ``nudge_at``: after that step,
-    one param word is moved by one ulp (so the next gradients differ)."""
+    one layer-norm gain is moved by one ulp (so the next gradients differ)."""
     flip_at = nudge_at = None
 
     def __init__(self, groups, **kw):
@@ -52,8 +52,8 @@ class RemainderDouble(AdamWTau):
         first = self.param_groups[0]["params"][0]
         if self.count == self.flip_at:
             self.state[first]["master_remainder"].view(-1)[0] ^= 1
-        if self.count == self.nudge_at:
-            first.view(-1).view(torch.int16)[0] += 1
+        if self.count == self.nudge_at:  # a layer-norm gain: every token's forward pass uses it
+            self.param_groups[1]["params"][0].view(-1).view(torch.int16)[0] += 1
 
 
 def _with_double(monkeypatch, flip_at=None, nudge_at=None):
@@ -112,6 +112,7 @@ def test_gradients_parting_stop_the_lockstep_comparison(tmp_path, monkeypatch, c
     r = masters.run(str(tmp_path), TINY, progress=False)
     rem, steps = r["rows"]["master_remainder"], r["steps"]
     assert rem["grads_first_differ_step"] == 4 and rem["lockstep_steps_compared"] == 3
+    assert steps[2]["lockstep_master_words_differing"] == 1  # the nudged word, rebuilt from the nudged param
     assert steps[3]["grad_words_differing"] > 0 and "lockstep_master_words_differing" not in steps[3]
     assert rem["shadow_steps_compared"] == TINY.steps  # the shadow takes this run's own gradients throughout
     assert "gradients first differed at step 4" in capsys.readouterr().out

@@ -93,6 +93,14 @@ def _grads(run: Run) -> list[torch.Tensor]:
     return [p.grad for p in run.model.parameters()]
 
 
+def _guarded(run: Run, fn, *args) -> None:
+    """``fn(*args)``; an exception ends this run (its row says why), not the others."""
+    try:
+        fn(*args)
+    except Exception as e:
+        run.error = error_text(e)
+
+
 def train(cfg: QualityConfig, device: str = "cpu", backend: str | None = None, progress: bool = True) -> dict:
     """The three runs and the shadow, step by step; the runs, the per-step records and the
     comparison totals."""
@@ -121,7 +129,8 @@ def train(cfg: QualityConfig, device: str = "cpu", backend: str | None = None, p
             xy = data[step - 1]
             live = [r for r in runs.values() if r.alive]
             for r in live:
-                r.backward(xy)
+                _guarded(r, r.backward, xy)
+            live = [r for r in live if r.alive]
             rec = {"step": step, "tokens": step * cfg.batch * cfg.ctx,
                    **{f"loss_{r.name}": r.losses[-1] for r in live}}
             if rem.alive and ref.alive and agree:
@@ -132,11 +141,11 @@ def train(cfg: QualityConfig, device: str = "cpu", backend: str | None = None, p
                 for s, p in zip(shadow_params, rem.model.parameters()):
                     s.grad = p.grad.detach().clone()
             for r in live:
-                r.step()
+                _guarded(r, r.step)
             if rem.alive:
-                shadow.step()
-                shadow_sched.step()
                 try:
+                    shadow.step()
+                    shadow_sched.step()
                     rems = remainders(rem.opt, list(rem.model.parameters()))
                     merge = merge or load_merge()
                     rebuilt = rebuilt_masters(merge, list(rem.model.parameters()), rems)
@@ -151,7 +160,7 @@ def train(cfg: QualityConfig, device: str = "cpu", backend: str | None = None, p
             if should_eval(step, cfg):
                 for r in runs.values():
                     if r.alive:
-                        r.vals[step] = val_loss(r.model, corpus, cfg, device)
+                        _guarded(r, lambda r=r: r.vals.__setitem__(step, val_loss(r.model, corpus, cfg, device)))
             steps.append(rec)
             bar.update(1)
     bar.close()

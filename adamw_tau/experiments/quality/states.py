@@ -6,6 +6,9 @@ ours_fp32     AdamWTau, state_dtype=torch.float32
 ours_8bit     AdamWTau, state_dtype="8bit" (issue 21; a tree without it fails this row, and says why)
 torchao_8bit  torchao.optim.AdamW8bit (an optional extra: a missing package leaves the row out)
 bnb_8bit      bitsandbytes.optim.AdamW8bit (likewise)
+torch_fp32    torch.optim.AdamW, fp32 states: a control, ours_fp32's math rounded in another order. Its
+              gap to ours_fp32 is what rounding alone moves the final loss by (a run amplifies a
+              one-ulp difference), the resolution of the other rows' gaps.
 
 The anchors take torch's λ; each gets the λ equal to our τ_iter at the peak lr (training.py). The
 bar (issue 21): ours 8-bit's final validation loss within 1% of ours fp32's.
@@ -41,7 +44,7 @@ from .training import (
     val_loss,
 )
 
-ROWS = ("ours_fp32", "ours_8bit", "torchao_8bit", "bnb_8bit")
+ROWS = ("ours_fp32", "ours_8bit", "torchao_8bit", "bnb_8bit", "torch_fp32")
 GAP_BAR = 0.01  # issue 21: ours 8-bit within 1% of ours fp32
 QUANTIZED_FROM = 4096  # tensors this large get 8-bit states in every 8-bit row (bnb's min_8bit_size)
 COLUMNS = ["sweep", "config", "row", "status", "note", "final_val_loss", "final_train_loss", "gap_vs_ours_fp32",
@@ -78,6 +81,8 @@ def make_optimizer(row: str, model, cfg: QualityConfig, backend: str):
         bnb = _package("bitsandbytes", row)
         opt = bnb.optim.AdamW8bit(lambda_groups(model, cfg), min_8bit_size=QUANTIZED_FROM, **adam)
         return opt, f"bitsandbytes {bnb.__version__}"
+    if row == "torch_fp32":
+        return torch.optim.AdamW(lambda_groups(model, cfg), **adam), f"torch {torch.__version__}"
     raise ValueError(f"unknown row {row!r}; the rows are {ROWS}")
 
 
@@ -206,4 +211,8 @@ def summary_text(summary: list[dict]) -> str:
         why = next((f"{r['row']} {r['status']}: {r['note']}" for r in (ours32, ours8) if r and r["status"] != "ok"),
                    "a row was not run")
         lines.append(f"ours 8-bit vs ours fp32: not measured ({why})")
+    control = by.get("torch_fp32")
+    if control and ours32 and control["status"] == ours32["status"] == "ok":
+        lines.append(f"rounding alone (torch_fp32, the same math as ours_fp32 in another order): "
+                     f"{100 * control['gap_vs_ours_fp32']:+.2f}%, the resolution of the gaps above")
     return "\n".join(lines)

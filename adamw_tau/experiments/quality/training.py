@@ -37,6 +37,14 @@ class QualityConfig:
     eps: float = 1e-8
     threads: int = 1       # CPU threads a process (the bits of a CPU matmul can depend on it)
 
+    def __post_init__(self):
+        if self.steps < 1 or self.log_every < 1 or self.eval_every < 1:
+            raise ValueError(f"config {self.name}: steps, log_every and eval_every must be >= 1, got {self.steps}, "
+                             f"{self.log_every}, {self.eval_every}")
+        if self.tau_iters < 1.0:
+            raise ValueError(f"config {self.name}: τ_iter = tau_frac x steps = {self.tau_iters:g} would decay by more "
+                             "than the weight in one step at the peak lr; raise tau_frac or steps")
+
     @property
     def tau_iters(self) -> float:
         return self.tau_frac * self.steps
