@@ -34,6 +34,8 @@ def add_parser(sub, func) -> None:
                    help="lm, states on cpu: runs side by side in this many processes (default: the grid's, 2 for "
                         "lm --medium; 2 for states)")
     s.add_argument("--compile", action="store_true", help="lm: torch.compile the model")
+    s.add_argument("--lr", type=float, default=None, help="states, masters: the peak lr (default: the config's, 1e-2)")
+    s.add_argument("--seed", type=int, default=None, help="states, masters: the init and data-order seed (default 0)")
     s.set_defaults(func=func)
 
 
@@ -54,18 +56,23 @@ def main(args) -> int:
 
 def _quality(args) -> int:
     from .quality import masters, states, training
+    lm_only = [f"--{k}" for k in ("medium", "part", "plan", "compile") if getattr(args, k, None)]
+    if lm_only or (args.which == "masters" and args.workers is not None):
+        raise SystemExit(f"sweep {args.which}: {', '.join(lm_only) or '--workers'} "
+                         f"{'is' if len(lm_only) < 2 else 'are'} not an option of this sweep (see --help)")
     device = args.device or "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"sweep {args.which}: --device cuda asked for, but torch sees no CUDA device")
     out = args.out if args.out is not None else os.path.join("docs", "sweeps")
+    given = {k: v for k, v in (("lr", args.lr), ("seed", args.seed)) if v is not None}
     try:
         if args.which == "states":
-            cfg = training.STATES_QUICK if args.quick else training.STATES_FULL
+            cfg = training.vary(training.STATES_QUICK if args.quick else training.STATES_FULL, **given)
             workers = args.workers if args.workers is not None else (2 if device == "cpu" else 1)
             r = states.run(out, cfg, device=device, backend=args.backend, workers=max(1, workers),
                            progress=not args.no_progress)
         else:
-            cfg = training.MASTERS_QUICK if args.quick else training.MASTERS_FULL
+            cfg = training.vary(training.MASTERS_QUICK if args.quick else training.MASTERS_FULL, **given)
             r = masters.run(out, cfg, device=device, backend=args.backend, progress=not args.no_progress)
     except ValueError as e:
         raise SystemExit(f"sweep {args.which}: {e}")

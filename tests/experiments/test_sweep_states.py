@@ -124,3 +124,17 @@ def test_cli_states_rejects_a_missing_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="no CUDA device"):
         cli.main(["sweep", "states", "--quick", "--device", "cuda"])
+
+
+def test_bad_settings_stop_before_training(monkeypatch):
+    monkeypatch.setattr(states, "run_row", lambda *a, **k: pytest.fail("trained despite a bad setting"))
+    with pytest.raises(SystemExit, match="--medium is not an option of this sweep"):
+        cli.main(["sweep", "states", "--medium"])
+    with pytest.raises(SystemExit, match="--workers is not an option"):
+        cli.main(["sweep", "masters", "--quick", "--workers", "2"])
+    with pytest.raises(SystemExit, match="--lr must be a finite number > 0, got -0.1"):
+        cli.main(["sweep", "states", "--quick", "--lr", "-0.1"])
+    with pytest.raises(ValueError, match="τ_iter = tau_frac x steps = 0.5"):
+        dataclasses.replace(TINY, steps=4, tau_frac=0.125)
+    cfg = training.vary(training.STATES_QUICK, lr=1e-3, seed=2)
+    assert (cfg.name, cfg.lr, cfg.seed) == ("quick_lr0.001_seed2", 1e-3, 2) and cfg.steps == training.STATES_QUICK.steps

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+import textwrap
 
 from .. import common
 
@@ -40,22 +41,23 @@ def plot_curves(curves: dict[str, list[dict]], path: str, title: str, notes: lis
     plt = common.pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.8))
     for name, pts in curves.items():
-        tr = [(p["tokens"], p["train_loss"]) for p in pts if not math.isnan(p["train_loss"])]
-        va = [(p["tokens"], p["val_loss"]) for p in pts if not math.isnan(p["val_loss"])]
+        tr = [(p["tokens"] / 1e6, p["train_loss"]) for p in pts if not math.isnan(p["train_loss"])]
+        va = [(p["tokens"] / 1e6, p["val_loss"]) for p in pts if not math.isnan(p["val_loss"])]
         if tr:
             a.plot(*zip(*tr), label=name, lw=1.2)
         if va:
             b.plot(*zip(*va), marker="o", ms=4, label=name, lw=1.2)
     for ax, what in ((a, "training loss (nats/byte)"), (b, "validation loss (nats/byte)")):
-        ax.set_xlabel("tokens")
+        ax.set_xlabel("tokens (millions)")
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
         if curves:
             ax.legend(fontsize=8)
     a.set_yscale("log")
     fig.suptitle(title, fontsize=10)
-    if notes:
-        fig.text(0.01, 0.01, "\n".join(n[:160] for n in notes), fontsize=7, va="bottom", family="monospace")
-        fig.subplots_adjust(bottom=0.12 + 0.035 * len(notes))
+    lines = [w for n in notes for w in textwrap.wrap(n, 170)]
+    if lines:
+        fig.text(0.01, 0.01, "\n".join(lines), fontsize=7, va="bottom", family="monospace")
+        fig.subplots_adjust(bottom=0.12 + 0.028 * len(lines))
     fig.savefig(path, dpi=110)
     plt.close(fig)

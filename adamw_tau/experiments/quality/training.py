@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -74,6 +74,20 @@ MASTERS_QUICK = QualityConfig(name="quick", width=64, layers=2, ctx=64, batch=16
                               tau_frac=0.125, warmup_frac=0.02, eval_every=100, log_every=10, val_windows=512)
 MASTERS_FULL = QualityConfig(name="full", width=64, layers=2, ctx=64, batch=32, head_dim=16, steps=2000, lr=1e-2,
                              tau_frac=0.125, warmup_frac=0.02, eval_every=250, log_every=25, val_windows=1024)
+
+
+def vary(cfg: QualityConfig, lr: float | None = None, seed: int | None = None) -> QualityConfig:
+    """The config with another peak lr or seed, its name saying so (the output files carry the name)."""
+    name = cfg.name
+    if lr is not None and lr != cfg.lr:
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"--lr must be a finite number > 0, got {lr!r}")
+        name += f"_lr{lr:g}"
+    if seed is not None and seed != cfg.seed:
+        if seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {seed}")
+        name += f"_seed{seed}"
+    return replace(cfg, name=name, lr=cfg.lr if lr is None else lr, seed=cfg.seed if seed is None else seed)
 
 
 def load_corpus(cfg: QualityConfig):
