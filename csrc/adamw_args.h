@@ -12,10 +12,10 @@
 
 namespace adamw_tau {
 
-// One row of the tensor table that adamw_tau/launch/tables.py builds (int64 [n, 8]): the addresses
+// One row of the tensor table that adamw_tau/launch/tables.py builds (int64 [n, 11]): the addresses
 // of p, g, m, v, vmax and the master (0 where absent: an fp32 master, or with a remainder
-// master an int16 remainder), numel, param_id. The kernels read
-// the table as an array of these.
+// master an int16 remainder), numel, param_id, and the fp32 scales of 8-bit m, v, vmax (0 for
+// other states). The kernels read the table as an array of these.
 struct TensorArgs {
   void* p;
   const void* g;
@@ -25,10 +25,15 @@ struct TensorArgs {
   void* master;
   int64_t numel;
   int64_t param_id;
+  float* m_scale;
+  float* v_scale;
+  float* vmax_scale;
 };
-static_assert(sizeof(TensorArgs) == 8 * sizeof(int64_t), "TensorArgs must be one int64 table row");
+constexpr int64_t kTableColumns = 11;
+static_assert(sizeof(TensorArgs) == kTableColumns * sizeof(int64_t), "TensorArgs must be one int64 table row");
 static_assert(offsetof(TensorArgs, g) == 1 * 8 && offsetof(TensorArgs, master) == 5 * 8 &&
-                  offsetof(TensorArgs, numel) == 6 * 8 && offsetof(TensorArgs, param_id) == 7 * 8,
+                  offsetof(TensorArgs, numel) == 6 * 8 && offsetof(TensorArgs, param_id) == 7 * 8 &&
+                  offsetof(TensorArgs, m_scale) == 8 * 8 && offsetof(TensorArgs, vmax_scale) == 10 * 8,
               "TensorArgs fields must sit in tables.COLUMNS order");
 
 // How the new fp32 weight reaches the param: as it is (rounded to nearest even), through an
@@ -114,6 +119,7 @@ void dispatch_kinds(const LaunchArgs& b, F&& f) {
   auto with_state = [&](auto pk, auto gk) {
     if (b.state_kind == Kind::F32) f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::F32>();
     else if (b.state_kind == Kind::BF16) f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::BF16>();
+    else if (b.state_kind == Kind::Q8) f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::Q8>();
     else f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::F16>();  // torch's choice for fp16 params
   };
   auto with_grad = [&](auto pk) {
@@ -124,6 +130,7 @@ void dispatch_kinds(const LaunchArgs& b, F&& f) {
     case Kind::F32: with_grad(std::integral_constant<Kind, Kind::F32>{}); break;
     case Kind::BF16: with_grad(std::integral_constant<Kind, Kind::BF16>{}); break;
     case Kind::F16: with_grad(std::integral_constant<Kind, Kind::F16>{}); break;
+    case Kind::Q8: break;  // not a param kind: kind_of refuses it
   }
 }
 

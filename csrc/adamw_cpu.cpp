@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "adamw_q8_cpu.h"
 #include "adamw_step.h"
 
 namespace adamw_tau {
@@ -79,8 +80,13 @@ void launch_cpu(const at::Tensor& tensor_table, const at::Tensor& block_table, i
           const int64_t lo = b.blocks[2 * k + 1];
           const int64_t hi = std::min(lo + b.chunk, t.numel);
           const uint32_t key = W == Write::Stochastic ? sr_key(b.seed, s.step, uint32_t(t.param_id)) : 0u;
-          if (grad_scale.has_value()) step_range<P, G, S, A, W, true>(t, lo, hi, s, scale, b.maximize, key);
-          else step_range<P, G, S, A, W, false>(t, lo, hi, s, scale, b.maximize, key);
+          if constexpr (S == Kind::Q8) {
+            if (grad_scale.has_value()) step_range_q8<P, G, A, W, true>(t, lo, hi, s, scale, b.maximize, key);
+            else step_range_q8<P, G, A, W, false>(t, lo, hi, s, scale, b.maximize, key);
+          } else {
+            if (grad_scale.has_value()) step_range<P, G, S, A, W, true>(t, lo, hi, s, scale, b.maximize, key);
+            else step_range<P, G, S, A, W, false>(t, lo, hi, s, scale, b.maximize, key);
+          }
         }
       });
     };

@@ -20,7 +20,7 @@
 
 namespace adamw_tau {
 
-enum class Kind { F32, BF16, F16 };
+enum class Kind { F32, BF16, F16, Q8 };  // Q8: 8-bit codes with block scales (q8_blockwise.h)
 
 // The fp32 scalars in the order of contract.SCALAR_SLOTS; slot 8 holds the step's bits.
 struct Scalars {
@@ -135,6 +135,7 @@ ADAMW_HD void split_remainder(float w, uint16_t& param, int16_t& rem) {
 
 template <Kind K> struct Storage { using type = uint16_t; };
 template <> struct Storage<Kind::F32> { using type = float; };
+template <> struct Storage<Kind::Q8> { using type = uint8_t; };
 
 template <Kind K> ADAMW_HD float widen(typename Storage<K>::type x) {
   if constexpr (K == Kind::F32) return x;

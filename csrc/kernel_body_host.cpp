@@ -5,6 +5,7 @@
 // adamw_tau/testing/host_body.py; not part of the extension.
 #include "host_emulation.h"  // first: the CUDA names the body uses
 #include "adamw_kernel_body.h"
+#include "adamw_q8_kernel.h"
 
 using namespace adamw_tau;
 
@@ -22,7 +23,9 @@ extern "C" int64_t adamw_tau_host_body_launch(const int64_t* tensor_table, int64
                                               int64_t master, int stochastic_rounding, const float* grad_scale,
                                               const float* found_inf) {
   const Kind p = Kind(param_kind), g = Kind(grad_kind);
-  if (!grad_kind_ok(p, g) || !master_form_ok(p, master) || chunk <= 0) return -1;
+  if (!grad_kind_ok(p, g) || !master_form_ok(p, master) || chunk <= 0 ||
+      (Kind(state_kind) == Kind::Q8 && chunk % kQ8Block != 0))
+    return -1;
   const LaunchArgs b = make_launch_args(tensor_table, n_tensors, block_table, n_blocks, chunk, p, g, Kind(state_kind),
                                         seed, amsgrad, maximize, master, stochastic_rounding);
   const Scalars host_s = scalars_by_value ? read_scalars(scalars) : Scalars{};
@@ -32,11 +35,22 @@ extern "C" int64_t adamw_tau_host_body_launch(const int64_t* tensor_table, int64
     dispatch_flags<P>(b, [&]<bool A, Write W>() {
       for (int64_t block = 0; block < b.n_blocks; ++block) {
         blockIdx.x = unsigned(block);
-        for (int thread = 0; thread < kThreads; ++thread) {
-          threadIdx.x = unsigned(thread);
-          adamw_kernel<P, G, S, A, W>(b.tensors, b.blocks, b.chunk, device_s, host_s, grad_scale, found_inf, b.seed,
-                                      b.maximize);
-          ++calls;
+        if constexpr (S == Kind::Q8) {
+          // one call per warp: the call runs the warp's 32 lanes phase by phase (adamw_q8_kernel.h);
+          // counted as 32 threads, so the caller's grid check holds
+          for (int thread = 0; thread < kQ8Threads; thread += kLanesPerCall) {
+            threadIdx.x = unsigned(thread);
+            adamw_q8_kernel<P, G, A, W>(b.tensors, b.blocks, b.chunk, device_s, host_s, grad_scale, found_inf,
+                                        b.seed, b.maximize);
+            calls += kLanesPerCall;
+          }
+        } else {
+          for (int thread = 0; thread < kThreads; ++thread) {
+            threadIdx.x = unsigned(thread);
+            adamw_kernel<P, G, S, A, W>(b.tensors, b.blocks, b.chunk, device_s, host_s, grad_scale, found_inf,
+                                        b.seed, b.maximize);
+            ++calls;
+          }
         }
       }
     });

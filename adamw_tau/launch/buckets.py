@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..formats import bf16_remainder
+from ..formats import bf16_remainder, q8_blockwise
 from .state import CHANGES, OptimizerState, ParamState
 from .tables import FP32_MASTER, NO_MASTER, REMAINDER_MASTER, CaptureWithoutWarmup, TablePlanner, chunk_for
 
@@ -59,6 +59,7 @@ class Bucket:
         self.backend = None       # backends.BACKENDS name, for the bucket's device
         self.params: list = []
         self.ids: list = []
+        self.scales: dict = {}    # 8-bit states: moment key -> its scale tensors (formats.q8_blockwise)
 
     def count_step(self, found_inf) -> None:
         """Count the step just launched: on the host, or on the device where a skipped step
@@ -72,9 +73,16 @@ class Bucket:
             self.steps += (found_inf == 0).to(torch.float32)
         self.done += 1
 
+    def scale_lists(self) -> dict:
+        """The 8-bit scales as the step functions' keyword arguments ({} unless 8-bit)."""
+        return {f"{key}_scales": ts for key, ts in self.scales.items() if ts}
+
     def grads(self, flat_grads) -> list:
         gs = [flat_grads[i] for i in self.ids]
         return [_local(g) for g in gs] if self.sharded else gs
+
+
+MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
 def master_form(group: dict, p: torch.Tensor, where: str) -> int:
@@ -91,18 +99,31 @@ def master_form(group: dict, p: torch.Tensor, where: str) -> int:
 
 
 def state_dtype(group: dict, p: torch.Tensor, master: int) -> torch.dtype:
-    if group["state_dtype"] is not None:
-        return group["state_dtype"]
+    """The dtype of p's moments: the group's, torch's choice, or for ``state_dtype="8bit"``
+    uint8 codes (formats.q8_blockwise), unless p has fewer than the group's ``q8_min_numel``
+    elements (its whole numel, not a shard's: every shard keeps the same format)."""
+    sd = group["state_dtype"]
+    if sd == q8_blockwise.STATE_DTYPE:
+        return torch.uint8 if p.numel() >= group.get("q8_min_numel", q8_blockwise.MIN_NUMEL) else torch.float32
+    if sd is not None:
+        return sd
     return torch.float32 if master else p.dtype
 
 
 def init_state(state: dict, group: dict, p: torch.Tensor, master: int, sdtype: torch.dtype) -> dict:
     """Create what ``state`` lacks. Writes with ``dict.__setitem__``: our own writes are not a
-    user's change (state.py)."""
+    user's change (state.py). 8-bit moments start as the zero code with zero scales (the
+    scales cover the local shard's blocks)."""
     if "step" not in state:
         dict.__setitem__(state, "step", torch.tensor(0.0, dtype=torch.float32))
-    for key in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ()):
-        if key not in state:
+    for key in MOMENTS[:3 if group["amsgrad"] else 2]:
+        if key in state:
+            continue
+        if sdtype == torch.uint8:
+            codes, scales = q8_blockwise.new_state(key, p, _local(p))
+            dict.__setitem__(state, key, codes)
+            dict.__setitem__(state, key + q8_blockwise.SCALE_SUFFIX, scales)
+        else:
             dict.__setitem__(state, key, torch.zeros_like(p, dtype=sdtype, memory_format=torch.preserve_format))
     if master == FP32_MASTER and "master_param" not in state:
         dict.__setitem__(state, "master_param", p.detach().to(torch.float32, copy=True))
@@ -147,8 +168,8 @@ class BucketLayout:
         """The cached buckets if ``opt``'s layout still holds, else new ones."""
         # a gradient's dtype picks its bucket, so it is part of the key
         key = (self.version, tuple(None if g is None else g.dtype for g in flat_grads),
-               tuple((g["amsgrad"], g["master_weights"], g["state_dtype"], g["stochastic_rounding"],
-                      counts_on_device(g)) for g in opt.param_groups))
+               tuple((g["amsgrad"], g["master_weights"], g["state_dtype"], g.get("q8_min_numel"),
+                      g["stochastic_rounding"], counts_on_device(g)) for g in opt.param_groups))
         if self._buckets is None or self._key != key or not self._true_to(opt.state):
             self._buckets = build(opt, flat_grads, counts_on_device, self._buckets)
             self._key = key
@@ -197,6 +218,10 @@ def check_state_fits(state: dict, p: torch.Tensor, sdtype: torch.dtype, where: s
         if t is None:
             continue
         dtype = fixed.get(key, sdtype)
+        problem = q8_blockwise.scale_problem(state, key, _local(p)) if dtype == t.dtype == torch.uint8 else None
+        if problem:
+            raise RuntimeError(f"{where}: {problem}; load a state dict saved by AdamWTau, or clear the state to start "
+                               "it again")
         if t.shape != p.shape:
             raise RuntimeError(f"{where} has shape {tuple(p.shape)} but its state {key!r} has shape "
                                f"{tuple(t.shape)} (p.data was replaced by a tensor of another shape?); clear its "
@@ -264,6 +289,9 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
         b.exp_avg_sqs = [_local(s["exp_avg_sq"]) for s in states]
         b.max_exp_avg_sqs = [_local(s["max_exp_avg_sq"]) for s in states] if b.amsgrad else []
         b.masters = [_local(s[MASTER_KEYS[b.master][0]]) for s in states] if b.master != NO_MASTER else []
+        q8 = b.dtypes[2] == torch.uint8
+        b.scales = {key: [s[key + q8_blockwise.SCALE_SUFFIX] for s in states] if q8 and (b.amsgrad or i < 2) else []
+                    for i, key in enumerate(MOMENTS)}
         if b.on_device:
             # the device's counts may lag b.done (skipped steps): carry them over, never read them here
             b.steps = torch.stack([s["step"].to(b.device, torch.float32).reshape(()) for s in states])
@@ -275,10 +303,11 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
         b.step_views = [b.steps[i] for i in range(len(states))]
         for s, view in zip(states, b.step_views):
             dict.__setitem__(s, "step", view)
+        scales = tuple(b.scales.values())
         contiguous = all(t.is_contiguous() for ts in (b.locals, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs,
-                                                       b.masters) for t in ts)
+                                                       b.masters, *scales) for t in ts)
         b.backend = backend = opt.backend_for(b.device)
         if contiguous and backend in _KERNEL_BACKENDS and not compiling:
             b.planner = TablePlanner(b.locals, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, b.ids,
-                                     b.device, chunk_for(backend))
+                                     b.device, chunk_for(backend), scales)
     return list(buckets.values())

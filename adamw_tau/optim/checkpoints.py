@@ -8,6 +8,14 @@ keeps it in: the same bits when the checkpoint came from AdamWTau, widened exact
 bf16 torch AdamW state, rounded to nearest even only where the group asks for narrower
 states than were saved.
 
+[note: 8-bit states] A state_dict() of 8-bit states is native: uint8 codes under the moments'
+keys, their fp32 scales under ``<key>_scale`` and the format's version under ``q8_format``,
+so a resumed run has the same bits. Loading re-encodes nothing that is already codes; a
+floating-point moment (torch.optim.AdamW's, or an fp32-state AdamWTau's) loaded into an
+8-bit group is encoded by formats.q8_blockwise (block max, x / max, thresholds: one answer),
+and codes loaded into a floating-point group are decoded. ``decoded`` turns any of our state
+dicts into torch.optim.AdamW's form (fp32 moments, no scales), so a user can always leave.
+
 [note: changing the master form at a checkpoint] A state dict keeps the master as the run
 kept it: ``master_param`` (fp32) or ``master_remainder`` (int16, meaningful only beside the
 bf16 param it was saved with). Loading into a group whose form differs converts, exactly:
@@ -30,20 +38,27 @@ from __future__ import annotations
 
 import torch
 
-from ..formats import bf16_remainder
-from ..launch.buckets import MASTER_KEYS, master_form, state_dtype
+from ..formats import bf16_remainder, q8_blockwise
+from ..launch.buckets import MASTER_KEYS, MOMENTS, master_form, state_dtype
 from ..launch.state import plain
 from ..launch.tables import FP32_MASTER, REMAINDER_MASTER
 
 STATE_TENSORS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master_param", bf16_remainder.STATE_KEY)
 _FIXED_DTYPES = dict(MASTER_KEYS.values())
-GROUP_DEFAULTS = ("master_weights", "stochastic_rounding", "state_dtype", "amsgrad", "maximize", "capturable")
+GROUP_DEFAULTS = ("master_weights", "stochastic_rounding", "state_dtype", "amsgrad", "maximize", "capturable",
+                  "q8_min_numel")
+VERSION_KEY = "q8_format"
+SCALE = q8_blockwise.SCALE_SUFFIX
+
+
+def is_codes(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.dtype == torch.uint8
 
 
 # [note: storage options] How a group stores its states is the running optimizer's choice, like
 # its backend: a checkpoint's values for these are not loaded over it (torch's load takes every
 # other hyperparameter from the checkpoint); the saved states are converted instead.
-STORAGE_OPTIONS = ("master_weights", "state_dtype")
+STORAGE_OPTIONS = ("master_weights", "state_dtype", "q8_min_numel")
 
 
 def storage_options(param_groups: list[dict]) -> list[dict]:
@@ -56,8 +71,33 @@ def keep_storage_options(param_groups: list[dict], kept: list[dict]) -> None:
 
 
 def packed(state_dict: dict) -> dict:
-    """``state_dict()`` with plain dicts: a checkpoint loads with ``weights_only=True``."""
-    return {**state_dict, "state": plain(state_dict["state"])}
+    """``state_dict()`` with plain dicts: a checkpoint loads with ``weights_only=True``; 8-bit
+    states carry the format's version (module note)."""
+    state = plain(state_dict["state"])
+    for s in state.values():
+        if any(is_codes(s.get(k)) for k in MOMENTS):
+            s[VERSION_KEY] = q8_blockwise.FORMAT_VERSION
+    return {**state_dict, "state": state}
+
+
+def fp32_moment(src: dict, key: str) -> torch.Tensor:
+    """A saved moment as fp32 values: decoded from codes and scales, or widened."""
+    value = src[key]
+    if is_codes(value):
+        return q8_blockwise.decode(value, src[key + SCALE].to(value.device), q8_blockwise.signed_for(key))
+    return value.to(torch.float32)
+
+
+def decoded(state_dict: dict) -> dict:
+    """``state_dict`` in torch.optim.AdamW's form: every moment fp32, no scales, no version."""
+    state = {}
+    for pid, src in state_dict["state"].items():
+        out = {k: v for k, v in src.items() if not k.endswith(SCALE) and k != VERSION_KEY}
+        for key in MOMENTS:
+            if is_codes(src.get(key)):
+                out[key] = fp32_moment(src, key)
+        state[pid] = out
+    return {**state_dict, "state": state}
 
 
 def restore_dtypes(param_groups: list[dict], state: dict, saved: dict) -> None:
@@ -70,10 +110,23 @@ def restore_dtypes(param_groups: list[dict], state: dict, saved: dict) -> None:
         if not src or p not in state:
             continue
         master = master_form(group, p, f"params[{pid}]")
+        sdtype = state_dtype(group, p, master)
+        dict.pop(state[p], VERSION_KEY, None)
         for key in STATE_TENSORS:
-            if isinstance(src.get(key), torch.Tensor):
-                dtype = _FIXED_DTYPES.get(key) or state_dtype(group, p, master)
-                dict.__setitem__(state[p], key, src[key].to(device=p.device, dtype=dtype, copy=True))
+            if not isinstance(src.get(key), torch.Tensor):
+                continue
+            if key in _FIXED_DTYPES:
+                dict.__setitem__(state[p], key, src[key].to(device=p.device, dtype=_FIXED_DTYPES[key], copy=True))
+            elif sdtype == torch.uint8:
+                if is_codes(src[key]):
+                    codes, scales = src[key], src[key + SCALE]
+                else:
+                    codes, scales = q8_blockwise.encode(src[key].to(torch.float32), q8_blockwise.signed_for(key))
+                dict.__setitem__(state[p], key, codes.to(device=p.device, copy=True).contiguous())
+                dict.__setitem__(state[p], key + SCALE, scales.to(device=p.device, dtype=torch.float32, copy=True))
+            else:
+                dict.__setitem__(state[p], key, fp32_moment(src, key).to(device=p.device, dtype=sdtype, copy=True))
+                dict.pop(state[p], key + SCALE, None)
         convert_master(state[p], p, master)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..core.contract import bias_table
+from ..formats import q8_blockwise
 from ..launch import backends, ops
 from ..launch.buckets import Bucket, BucketLayout, build, master_form
 from ..launch.state import OptimizerState, tracked
@@ -52,7 +53,10 @@ class AdamWTau(torch.optim.Optimizer):
         stochastic_rounding: bf16/fp16 params without master weights are rounded
             stochastically, from bits keyed by (seed, step, parameter index, element index).
         state_dtype: dtype of exp_avg / exp_avg_sq (/ max_exp_avg_sq): torch.float32,
-            torch.bfloat16, or None for torch's choice (the param's dtype; fp32 with master weights).
+            torch.bfloat16, None for torch's choice (the param's dtype; fp32 with master weights),
+            or "8bit": uint8 codes with an fp32 scale per 256 elements (formats.q8_blockwise,
+            docs/numerics.md), for tensors of at least ``q8_min_numel`` elements (4096, as
+            bitsandbytes; smaller ones, norms and biases, keep fp32 states). Per group.
         seed: the stochastic rounding seed, an int in [0, 2**63).
         capturable: count steps on the parameters' device and build the per-step scalars
             there, so step() never waits on the device and can be captured in a CUDA graph.
@@ -71,7 +75,8 @@ class AdamWTau(torch.optim.Optimizer):
                  tau_iters: float | None = None, maximize: bool = False, foreach: bool | None = None,
                  capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
                  backend: str = "auto", master_weights: bool | str = False, stochastic_rounding: bool = False,
-                 state_dtype: torch.dtype | None = None, seed: int = 0):
+                 state_dtype: torch.dtype | str | None = None, q8_min_numel: int = q8_blockwise.MIN_NUMEL,
+                 seed: int = 0):
         # torch.optim.AdamW's implementation switches: accepted, and our kernels run regardless
         check_torch_switches(dict(foreach=foreach, fused=fused, differentiable=differentiable), "AdamWTau")
         if backend != "auto" and backend not in backends.BACKENDS:
@@ -84,7 +89,7 @@ class AdamWTau(torch.optim.Optimizer):
                  weight_decay=weight_decay), "AdamWTau") or decay_spec({"weight_decay": 0.0}, "AdamWTau")
         defaults = dict(lr=lr, betas=betas, eps=eps, amsgrad=amsgrad, maximize=maximize,
                         master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        state_dtype=state_dtype, capturable=bool(capturable))
+                        state_dtype=state_dtype, q8_min_numel=q8_min_numel, capturable=bool(capturable))
         check_hyper(defaults, "AdamWTau")
         self._count_on_device = False
         self._caches()
@@ -133,6 +138,11 @@ class AdamWTau(torch.optim.Optimizer):
     def state_dict(self) -> dict:
         """torch's state dict, with plain dicts (loads with ``torch.load(weights_only=True)``)."""
         return checkpoints.packed(super().state_dict())
+
+    def torch_state_dict(self) -> dict:
+        """A torch.optim.AdamW state dict of this optimizer: 8-bit moments decoded to fp32
+        (map[code] * scale), no scales, so torch.optim.AdamW (or any AdamWTau) loads it."""
+        return checkpoints.decoded(self.state_dict())
 
     def load_state_dict(self, state_dict: dict) -> None:
         """torch's load, after checking that every saved state fits its parameter (nothing
@@ -221,6 +231,6 @@ class AdamWTau(torch.optim.Optimizer):
             else:
                 ops.step_function(b.backend)(
                     b.locals, b.grads(flat), b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, scalars,
-                    b.ids, seed, b.amsgrad, maximize, sr, scale, inf)
+                    b.ids, seed, b.amsgrad, maximize, sr, scale, inf, **b.scale_lists())
             b.count_step(inf)
         return loss

@@ -117,7 +117,7 @@ def test_torch_adamw_checkpoint_into_adamwtau(tmp_path):
     ns = _load(via_dcp, ours, tmp_path / "adamw")
     assert {k.rsplit(".", 1)[1] for k in ns["planner"].kept} == {
         "decay", "tau_iters", "tau_epochs", "iters_per_epoch", "lr_peak", "master_weights", "stochastic_rounding",
-        "state_dtype"}
+        "state_dtype", "q8_min_numel"}
     reference = AdamWTau(via_sd.parameters(), lr=1e-2, weight_decay=0.1)
     reference.load_state_dict(torch_opt.state_dict())
     assert ours.state_dict()["state"][0]["step"].item() == 3
