@@ -70,6 +70,17 @@ class FlatOptimizer:
         pass
 
 
+@pytest.mark.parametrize("name,states", [("ours, bf16 + remainder, fp32 states", 8),
+                                         ("ours, bf16 + remainder, bf16 states", 4)])
+def test_the_remainder_rows_hold_2_bytes_of_master(name, states):
+    """Issue 20's goal: 14 bytes per parameter with fp32 states, 10 with bf16 states."""
+    require("cpu")
+    row = memory.measure(config(name), SHAPES)
+    assert row.error is None, row.error
+    assert row.bytes["remainder"] == 2 * N and row.bytes["master"] == 0 and row.bytes["states"] == states * N
+    assert row.bytes["params"] + row.bytes["grads"] + row.bytes["remainder"] + row.bytes["states"] == (6 + states) * N
+
+
 def test_a_shared_storage_counts_once():
     params = [torch.zeros(s, requires_grad=True) for s in SHAPES]
     grads = torch.zeros(N)  # every grad a view of one buffer, as in a bucketed DDP
@@ -95,6 +106,7 @@ def test_a_row_that_cannot_be_measured_says_why_and_the_table_stands():
     assert "master_weights=True had no effect" in rows["remainder in name only"].error
     assert "no master remainder" in rows["remainder in name only"].error
     assert rows["torch AdamW, fp32"].error is None and rows["torch AdamW, fp32"].total > 0
+    assert rows["bad state_dtype"].step_ms is None and rows["torch AdamW, fp32"].step_ms > 0
     table = memory.format_table(report)
     assert "| bad state_dtype | n/a" in table and "not available: TypeError" in table
 

@@ -25,7 +25,7 @@ from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from ..optim.optimizer import AdamWTau
 from ..testing.parity import Path
-from .timing import why
+from .timing import time_ms, why
 from .workloads import gpt2_124m_shapes, gpt2_shapes, make_params
 
 CATEGORIES = ("params", "grads", "states", "master", "remainder", "scales", "other")
@@ -196,6 +196,7 @@ class MemoryRow:
     numel: int
     bytes: dict = field(default_factory=dict)  # category -> bytes; empty when the row failed
     seconds: float | None = None  # building, one step and counting
+    step_ms: float | None = None  # median step() after the counted one (timing.time_ms), beside the bytes
     note: str = ""
     error: str | None = None  # why this row has no numbers
 
@@ -220,6 +221,9 @@ def measure(config: Config, shapes, device: str = "cpu") -> MemoryRow:
         ledger = count(params, opt)
         check_needs(config, ledger, opt, params)
         row.bytes = ledger.bytes
+        # the step's time beside its bytes (the 8-bit anchors' first steps compile or build
+        # tables, so one warm-up step); counted first, so later steps change no count
+        row.step_ms = time_ms(opt.step, device, reps=3, warmup=1)
         if config.impl in ANCHORS:
             top = ANCHORS[config.impl][0].split(".")[0]
             row.note = f"{top} {importlib.import_module(top).__version__}"
@@ -271,16 +275,18 @@ def run(quick: bool = False, device: str = "cpu", configs=None, progress: bool =
 
 def format_table(report: MemoryReport) -> str:
     """A markdown table: bytes per parameter by category ("-" where none), and each row's note."""
-    head = (f"bytes per parameter after one step, counted from the tensors held (unique storages), "
+    head = (f"bytes per parameter after one step, counted from the tensors held (unique storages), and the "
+            f"median of 3 later steps' time (ms), "
             f"{report.workload}: {report.tensors} tensors, {report.numel:,} parameters, {report.device}, "
             f"torch {report.torch_version}; {report.seconds:.0f} s\n\n")
-    cols = ["configuration", *CATEGORIES, "total", "note"]
+    cols = ["configuration", *CATEGORIES, "total", "ms/step", "note"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in report.rows:
         if r.error:
-            cells = ["n/a"] * (len(CATEGORIES) + 1) + [f"not available: {r.error}"]
+            cells = ["n/a"] * (len(CATEGORIES) + 2) + [f"not available: {r.error}"]
         else:
             per = r.per_param()
-            cells = [f"{per[c]:.2f}" if r.bytes[c] else "-" for c in CATEGORIES] + [f"**{per['total']:.2f}**", r.note]
+            cells = [f"{per[c]:.2f}" if r.bytes[c] else "-" for c in CATEGORIES] + [
+                f"**{per['total']:.2f}**", f"{r.step_ms:.1f}" if r.step_ms is not None else "-", r.note]
         lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in [r.config, *cells]) + " |")
     return head + "\n".join(lines)

@@ -1,19 +1,26 @@
-"""``adamw-tau sweep``: the command line of the seeds' experiments (ridge, dataset, width, lm)."""
+"""``adamw-tau sweep``: the command line of the seeds' experiments (ridge, dataset, width, lm) and of
+the state formats' quality checks on real text (states, masters)."""
 from __future__ import annotations
 
 import os
+
+import torch
 
 from .linear_sweeps import sweep_dataset, sweep_ridge
 from .width_sweep import sweep_width
 
 SWEEPS = {"ridge": sweep_ridge, "dataset": sweep_dataset, "width": sweep_width}
+QUALITY = ("states", "masters")
 
 
 def add_parser(sub, func) -> None:
-    s = sub.add_parser("sweep", help="reproduce the seeds' experiments (ridge, dataset, width, lm)")
-    s.add_argument("which", choices=[*SWEEPS, "lm"])
-    s.add_argument("--out", default=".", help="folder for the PNG and CSV (default: here)")
-    s.add_argument("--quick", action="store_true", help="a small grid, for CI")
+    s = sub.add_parser("sweep", help="reproduce the seeds' experiments (ridge, dataset, width, lm); check the "
+                                     "state formats on real text (states: 8-bit moments, masters: bf16 remainders)")
+    s.add_argument("which", choices=[*SWEEPS, "lm", *QUALITY])
+    s.add_argument("--out", default=None,
+                   help="folder for the PNG and CSV (default: here; docs/sweeps for states and masters)")
+    s.add_argument("--quick", action="store_true",
+                   help="a small grid, for CI (states, masters: the few-minute CPU run; without it, the full one)")
     s.add_argument("--medium", action="store_true",
                    help="lm: the grid sized for a 2-core CPU, about 45 minutes (see --plan)")
     s.add_argument("--no-progress", action="store_true")
@@ -24,12 +31,19 @@ def add_parser(sub, func) -> None:
     s.add_argument("--plan", action="store_true", help="lm: print the runs, FLOPs and estimated time per part, and stop")
     s.add_argument("--backend", default=None, help="lm: AdamWTau backend (default: auto on cuda, reference on cpu)")
     s.add_argument("--workers", type=int, default=None,
-                   help="lm on cpu: runs side by side in this many processes (default: the grid's, 2 for --medium)")
+                   help="lm, states on cpu: runs side by side in this many processes (default: the grid's, 2 for "
+                        "lm --medium; 2 for states)")
     s.add_argument("--compile", action="store_true", help="lm: torch.compile the model")
+    s.add_argument("--lr", type=float, default=None, help="states, masters: the peak lr (default: the config's, 1e-2)")
+    s.add_argument("--seed", type=int, default=None, help="states, masters: the init and data-order seed (default 0)")
     s.set_defaults(func=func)
 
 
 def main(args) -> int:
+    if args.which in QUALITY:
+        return _quality(args)
+    if args.out is None:
+        args.out = "."
     if args.which == "lm":
         from .lm import sweep
         return sweep.main(args)
@@ -37,4 +51,32 @@ def main(args) -> int:
     SWEEPS[args.which](args.out, quick=args.quick, progress=not args.no_progress, **extra)
     for ext in ("png", "csv"):
         print(f"wrote {os.path.join(args.out, f'{args.which}.{ext}')}")
+    return 0
+
+
+def _quality(args) -> int:
+    from .quality import masters, states, training
+    lm_only = [f"--{k}" for k in ("medium", "part", "plan", "compile") if getattr(args, k, None)]
+    if lm_only or (args.which == "masters" and args.workers is not None):
+        raise SystemExit(f"sweep {args.which}: {', '.join(lm_only) or '--workers'} "
+                         f"{'is' if len(lm_only) < 2 else 'are'} not an option of this sweep (see --help)")
+    device = args.device or "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"sweep {args.which}: --device cuda asked for, but torch sees no CUDA device")
+    out = args.out if args.out is not None else os.path.join("docs", "sweeps")
+    given = {k: v for k, v in (("lr", args.lr), ("seed", args.seed)) if v is not None}
+    try:
+        if args.which == "states":
+            cfg = training.vary(training.STATES_QUICK if args.quick else training.STATES_FULL, **given)
+            workers = args.workers if args.workers is not None else (2 if device == "cpu" else 1)
+            r = states.run(out, cfg, device=device, backend=args.backend, workers=max(1, workers),
+                           progress=not args.no_progress)
+        else:
+            cfg = training.vary(training.MASTERS_QUICK if args.quick else training.MASTERS_FULL, **given)
+            r = masters.run(out, cfg, device=device, backend=args.backend, progress=not args.no_progress)
+    except ValueError as e:
+        raise SystemExit(f"sweep {args.which}: {e}")
+    for key in ("csv", "curves", "steps_csv", "png"):
+        if key in r:
+            print(f"wrote {r[key]}")
     return 0

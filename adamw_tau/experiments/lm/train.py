@@ -15,7 +15,8 @@ from .tiny_gpt import TinyGPT
 # --- one run --------------------------------------------------------------------------------
 
 
-def _cosine(total: int, warmup: int):
+def cosine_schedule(total: int, warmup: int):
+    """LambdaLR's factor: linear warmup over ``warmup`` steps, then a cosine to zero at ``total``."""
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -71,7 +72,7 @@ def train_run(job: dict, cfg: LMConfig, corpus, device="cpu", backend=None, comp
         opt = AdamWTau(groups, lr=job["lr"], weight_decay=lam, backend=backend)
     else:
         raise ValueError(f"unknown mode {job['mode']!r}")
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(total, max(1, int(cfg.warmup_frac * total))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(total, max(1, int(cfg.warmup_frac * total))))
     step_model = torch.compile(model) if compile else model
     if device.type == "cuda":
         def autocast():
