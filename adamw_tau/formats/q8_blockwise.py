@@ -131,6 +131,7 @@ def new_state(key: str, p: torch.Tensor, local: torch.Tensor) -> tuple[torch.Ten
 def scale_problem(state: dict, key: str, local: torch.Tensor) -> str | None:
     """What is wrong with the scales beside 8-bit ``state[key]`` for a shard like ``local``, or None."""
     scale = state.get(key + SCALE_SUFFIX)
+    scale = scale.to_local() if hasattr(scale, "to_local") else scale  # a DTensor's: this rank's blocks
     blocks = n_blocks(local.numel())
     if (isinstance(scale, torch.Tensor) and scale.dtype == torch.float32 and scale.shape == (blocks,)
             and scale.device == local.device):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..formats import bf16_remainder, q8_blockwise
+from .sharded_scales import as_sharded
 from .state import CHANGES, OptimizerState, ParamState
 from .tables import FP32_MASTER, NO_MASTER, REMAINDER_MASTER, CaptureWithoutWarmup, TablePlanner, chunk_for
 
@@ -122,7 +123,7 @@ def init_state(state: dict, group: dict, p: torch.Tensor, master: int, sdtype: t
         if sdtype == torch.uint8:
             codes, scales = q8_blockwise.new_state(key, p, _local(p))
             dict.__setitem__(state, key, codes)
-            dict.__setitem__(state, key + q8_blockwise.SCALE_SUFFIX, scales)
+            dict.__setitem__(state, key + q8_blockwise.SCALE_SUFFIX, as_sharded(p, scales))
         else:
             dict.__setitem__(state, key, torch.zeros_like(p, dtype=sdtype, memory_format=torch.preserve_format))
     if master == FP32_MASTER and "master_param" not in state:
@@ -290,7 +291,7 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
         b.max_exp_avg_sqs = [_local(s["max_exp_avg_sq"]) for s in states] if b.amsgrad else []
         b.masters = [_local(s[MASTER_KEYS[b.master][0]]) for s in states] if b.master != NO_MASTER else []
         q8 = b.dtypes[2] == torch.uint8
-        b.scales = {key: [s[key + q8_blockwise.SCALE_SUFFIX] for s in states] if q8 and (b.amsgrad or i < 2) else []
+        b.scales = {key: [_local(s[key + q8_blockwise.SCALE_SUFFIX]) for s in states] if q8 and (b.amsgrad or i < 2) else []
                     for i, key in enumerate(MOMENTS)}
         if b.on_device:
             # the device's counts may lag b.done (skipped steps): carry them over, never read them here

@@ -40,6 +40,7 @@ import torch
 
 from ..formats import bf16_remainder, q8_blockwise
 from ..launch.buckets import MASTER_KEYS, MOMENTS, master_form, state_dtype
+from ..launch.sharded_scales import unplaceable
 from ..launch.state import plain
 from ..launch.tables import FP32_MASTER, REMAINDER_MASTER
 
@@ -68,6 +69,16 @@ def storage_options(param_groups: list[dict]) -> list[dict]:
 def keep_storage_options(param_groups: list[dict], kept: list[dict]) -> None:
     for group, options in zip(param_groups, kept):
         group.update(options)
+
+
+def check_placeable(param_groups: list[dict], state: dict) -> None:
+    pid = 0
+    for gi, group in enumerate(param_groups):
+        for p in group["params"]:
+            why = unplaceable(p, state[p]) if p in state else None
+            if why:
+                raise RuntimeError(f"state_dict: param group {gi}: params[{pid}]: {why}")
+            pid += 1
 
 
 def packed(state_dict: dict) -> dict:

@@ -201,6 +201,7 @@ def check_8bit_state(saved: dict, p: torch.Tensor, saved_id) -> None:
         if not (isinstance(codes, torch.Tensor) and codes.dtype == torch.uint8):
             continue
         scale = saved.get(key + SCALE_SUFFIX)
+        scale = scale.to_local() if hasattr(scale, "to_local") else scale  # a DTensor's: this rank's blocks
         blocks = n_blocks(local.numel())
         if not (isinstance(scale, torch.Tensor) and scale.is_floating_point() and scale.shape == (blocks,)):
             got = f"shape {tuple(scale.shape)}" if isinstance(scale, torch.Tensor) else repr(scale)

@@ -136,7 +136,10 @@ class AdamWTau(torch.optim.Optimizer):
 
     # --- state dicts, pickle, deepcopy -----------------------------------------------------
     def state_dict(self) -> dict:
-        """torch's state dict, with plain dicts (loads with ``torch.load(weights_only=True)``)."""
+        """torch's state dict, with plain dicts (loads with ``torch.load(weights_only=True)``).
+        Refused, before anything is written, for 8-bit states no checkpoint can place
+        (launch/sharded_scales.py's note)."""
+        checkpoints.check_placeable(self.param_groups, self.state)
         return checkpoints.packed(super().state_dict())
 
     def torch_state_dict(self) -> dict:

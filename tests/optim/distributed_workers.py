@@ -18,13 +18,17 @@ WORLD = 2
 STEPS = 6
 OPTIONS = dict(lr=1e-2, tau_iters=40.0, amsgrad=True, backend="cpu")
 # a run's variant: its params' dtype and the optimizer's options ("engine:variant")
+# 8-bit: the first weight (64 x 8 = 512 elements) is quantized; FSDP2 shards it at 256, a block
+# boundary, so the run is the single process's (docs/numerics.md, the sharding rule); the rest
+# is under q8_min_numel and keeps fp32 states
 VARIANTS = {"fp32": (torch.float32, OPTIONS),
-            "remainder": (torch.bfloat16, dict(OPTIONS, master_weights="remainder"))}
+            "remainder": (torch.bfloat16, dict(OPTIONS, master_weights="remainder")),
+            "8bit": (torch.float32, dict(OPTIONS, state_dtype="8bit", q8_min_numel=512))}
 
 
 def model(dtype=torch.float32):
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4)).to(dtype)
+    return torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.Tanh(), torch.nn.Linear(64, 4)).to(dtype)
 
 
 def batch(t, dtype=torch.float32):
@@ -50,12 +54,13 @@ def single_process(variant: str = "fp32") -> list[torch.Tensor]:
 
 
 def _masters(opt, net) -> list[torch.Tensor]:
-    """The remainders (whole tensors) a remainder run keeps, in parameter order; none otherwise."""
+    """The remainders and 8-bit codes (whole tensors) a run keeps, in parameter order; none otherwise."""
     out = []
     for p in net.parameters():
-        rem = opt.state[p].get("master_remainder")
-        if rem is not None:
-            out.append(_full(rem))
+        for key in ("master_remainder", "exp_avg", "exp_avg_sq"):
+            t = opt.state[p].get(key)
+            if t is not None and t.dtype in (torch.int16, torch.uint8):
+                out.append(_full(t))
     return out
 
 
@@ -68,8 +73,8 @@ def _init(rank: int, port: int) -> None:
 def _full(p: torch.Tensor) -> torch.Tensor:
     if not hasattr(p, "full_tensor"):
         return p.detach().clone()
-    if p.dtype == torch.int16:  # gloo gathers no int16: gather int32 (exact) and narrow back
-        return p.detach().to(torch.int32).full_tensor().to(torch.int16)
+    if p.dtype in (torch.int16, torch.uint8):  # gloo gathers neither: gather int32 (exact) and narrow back
+        return p.detach().to(torch.int32).full_tensor().to(p.dtype)
     return p.detach().full_tensor().clone()
 
 

@@ -1,0 +1,45 @@
+"""Which 8-bit scales of a sharded parameter become a Shard(0) DTensor (launch/sharded_scales.py):
+only where every shard's blocks are the whole tensor's. The distributed runs themselves are in
+tests/optim/test_distributed.py (FSDP2 and DCP with 8-bit states, bitwise against one process)."""
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from adamw_tau.launch import sharded_scales
+
+if sharded_scales.Shard is None:
+    pytest.skip("torch without distributed", allow_module_level=True)
+
+
+def _fake(shape, world, placement=None, ndim=1):
+    mesh = SimpleNamespace(ndim=ndim, size=lambda: world)
+    return SimpleNamespace(shape=torch.Size(shape), device_mesh=mesh, placements=[placement or sharded_scales.Shard(0)],
+                           numel=lambda: math.prod(shape), dim=lambda: len(shape))
+
+
+@pytest.mark.parametrize("shape,world,counts", [
+    ((64, 8), 2, [1, 1]),            # 256 elements a shard: the workers' FSDP2 model
+    ((1536,), 2, [3, 3]),
+    ((1024,), 4, [1, 1, 1, 1]),
+    ((10, 256), 4, [3, 3, 3, 1]),    # a shorter last shard, split as torch.chunk splits the blocks
+    ((100, 512), 3, None),           # 68, 68, 64 blocks: not torch.chunk's split of 200 (67, 67, 66)
+    ((30, 10), 2, None),             # 150 elements a shard: blocks would straddle shards
+    ((600,), 2, None),
+    ((64, 8), 3, None),              # 22 rows of 8 = 176 elements
+    ((520,), 2, None),               # 260 + 260: the first shard's last block is partial
+])
+def test_only_shards_of_whole_blocks_get_sharded_scales(shape, world, counts):
+    assert sharded_scales.shard_blocks(_fake(shape, world)) == counts
+
+
+def test_other_placements_keep_plain_scales():
+    assert sharded_scales.shard_blocks(_fake((64, 8), 2, sharded_scales.Shard(1))) is None
+    assert sharded_scales.shard_blocks(_fake((64, 8), 2, ndim=2)) is None
+
+
+def test_a_plain_parameter_keeps_plain_scales():
+    scales = torch.zeros(2)
+    assert sharded_scales.as_sharded(torch.zeros(512), scales) is scales
+    assert sharded_scales.unplaceable(torch.zeros(512), {"exp_avg_scale": scales}) is None
