@@ -40,6 +40,32 @@ static_assert(offsetof(TensorArgs, g) == 1 * 8 && offsetof(TensorArgs, master) =
 // fp32 master, stochastically, or through a bf16 param + int16 remainder.
 enum class Write { Plain, Master, Stochastic, Remainder };
 
+// Element i's weight before the step, and where the new one goes, for each Write: through the
+// fp32 master, the bf16 param + int16 remainder, stochastic rounding, or to nearest even. The
+// element-wise kernels (the CPU op, both 8-bit kernels) share these; the CUDA body's 16-byte
+// path does the same on its registers.
+template <Kind P, Write W>
+ADAMW_HD float read_weight(const typename Storage<P>::type* p, const float* master, const int16_t* rem, int64_t i) {
+  if constexpr (W == Write::Master) return master[i];
+  else if constexpr (W == Write::Remainder) return merge_remainder(p[i], rem[i]);
+  else return widen<P>(p[i]);
+}
+
+template <Kind P, Write W>
+ADAMW_HD void write_weight(float w, typename Storage<P>::type* p, float* master, int16_t* rem, int64_t i,
+                           uint32_t key) {
+  if constexpr (W == Write::Master) {
+    master[i] = w;
+    p[i] = narrow<P>(w);
+  } else if constexpr (W == Write::Remainder) {
+    split_remainder(w, p[i], rem[i]);
+  } else if constexpr (W == Write::Stochastic && P != Kind::F32) {
+    p[i] = stochastic_round<P>(w, sr_bits(key, i));
+  } else {
+    p[i] = narrow<P>(w);
+  }
+}
+
 // The op's `int master`: which master the tensor table's master column points at.
 enum MasterForm : int64_t { kNoMaster = 0, kFp32Master = 1, kRemainderMaster = 2 };
 

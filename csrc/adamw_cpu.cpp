@@ -27,10 +27,7 @@ __attribute__((noinline)) void step_range(const TensorArgs t, int64_t begin, int
   float* __restrict__ master = static_cast<float*>(t.master);
   int16_t* __restrict__ rem = static_cast<int16_t*>(t.master);
   for (int64_t i = begin; i < end; ++i) {
-    float w;
-    if constexpr (W == Write::Master) w = master[i];
-    else if constexpr (W == Write::Remainder) w = merge_remainder(p[i], rem[i]);
-    else w = widen<P>(p[i]);
+    float w = read_weight<P, W>(p, master, rem, i);
     float mi = widen<S>(m[i]), vi = widen<S>(v[i]);
     float vm = AMSGRAD ? widen<S>(vmax[i]) : 0.0f;
     // without a GradScaler the division by 1 is skipped: g / 1 == g exactly, so the bits agree
@@ -38,16 +35,7 @@ __attribute__((noinline)) void step_range(const TensorArgs t, int64_t begin, int
     m[i] = narrow<S>(mi);
     v[i] = narrow<S>(vi);
     if constexpr (AMSGRAD) vmax[i] = narrow<S>(vm);
-    if constexpr (W == Write::Master) {
-      master[i] = w;
-      p[i] = narrow<P>(w);
-    } else if constexpr (W == Write::Remainder) {
-      split_remainder(w, p[i], rem[i]);
-    } else if constexpr (W == Write::Stochastic && P != Kind::F32) {
-      p[i] = stochastic_round<P>(w, sr_bits(key, i));
-    } else {
-      p[i] = narrow<P>(w);
-    }
+    write_weight<P, W>(w, p, master, rem, i, key);
   }
 }
 

@@ -34,10 +34,7 @@ __attribute__((noinline)) void step_range_q8(const TensorArgs t, int64_t begin, 
     float max_m = 0.0f, max_v = 0.0f, max_vm = 0.0f;
     for (int k = 0; k < n; ++k) {
       const int64_t i = qb + k;
-      float w;
-      if constexpr (W == Write::Master) w = master[i];
-      else if constexpr (W == Write::Remainder) w = merge_remainder(p[i], rem[i]);
-      else w = widen<P>(p[i]);
+      float w = read_weight<P, W>(p, master, rem, i);
       float mi = q8_decode<true>(m[i], old_m), vi = q8_decode<false>(v[i], old_v);
       float vm = AMSGRAD ? q8_decode<false>(vmax[i], old_vm) : 0.0f;
       update<AMSGRAD>(w, widen<G>(g[i]), mi, vi, vm, s, SCALE ? grad_scale : 1.0f, maximize, SCALE);
@@ -47,16 +44,7 @@ __attribute__((noinline)) void step_range_q8(const TensorArgs t, int64_t begin, 
       max_m = q8_max(max_m, q8_abs(mi));
       max_v = q8_max(max_v, q8_abs(vi));
       if constexpr (AMSGRAD) max_vm = q8_max(max_vm, q8_abs(vm));
-      if constexpr (W == Write::Master) {
-        master[i] = w;
-        p[i] = narrow<P>(w);
-      } else if constexpr (W == Write::Remainder) {
-        split_remainder(w, p[i], rem[i]);
-      } else if constexpr (W == Write::Stochastic && P != Kind::F32) {
-        p[i] = stochastic_round<P>(w, sr_bits(key, i));
-      } else {
-        p[i] = narrow<P>(w);
-      }
+      write_weight<P, W>(w, p, master, rem, i, key);
     }
     constexpr int kGroup = 16;  // q8_encode_n: interleaved searches
     int k = 0;

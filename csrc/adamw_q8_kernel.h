@@ -117,10 +117,7 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_q8_kernel(const TensorArgs* 
         const int64_t i = first + j;
         L.m[j] = L.v[j] = L.vm[j] = 0.0f;
         if (i >= end) continue;
-        float w;
-        if constexpr (W == Write::Master) w = master[i];
-        else if constexpr (W == Write::Remainder) w = merge_remainder(p[i], rem[i]);
-        else w = widen<P>(p[i]);
+        float w = read_weight<P, W>(p, master, rem, i);
         float mi = q8_decode<true>(m[i], old_m), vi = q8_decode<false>(v[i], old_v);
         float vm = AMSGRAD ? q8_decode<false>(vmax[i], old_vm) : 0.0f;
         update<AMSGRAD>(w, widen<G>(g[i]), mi, vi, vm, s, scale, maximize);
@@ -130,16 +127,7 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_q8_kernel(const TensorArgs* 
         L.max_m = q8_max(L.max_m, q8_abs(mi));
         L.max_v = q8_max(L.max_v, q8_abs(vi));
         if constexpr (AMSGRAD) L.max_vm = q8_max(L.max_vm, q8_abs(vm));
-        if constexpr (W == Write::Master) {
-          master[i] = w;
-          p[i] = narrow<P>(w);
-        } else if constexpr (W == Write::Remainder) {
-          split_remainder(w, p[i], rem[i]);
-        } else if constexpr (W == Write::Stochastic && P != Kind::F32) {
-          p[i] = stochastic_round<P>(w, sr_bits(key, i));
-        } else {
-          p[i] = narrow<P>(w);
-        }
+        write_weight<P, W>(w, p, master, rem, i, key);
       }
     }
     const float new_m = warp_max(lanes, &Q8Lane::max_m);
