@@ -27,11 +27,15 @@ def _memory(args) -> int:
 def _bench(args) -> int:
     if args.memory:
         return _memory(args)
-    from .bench import bandwidth, host_cost
+    from .bench import bandwidth, host_cost, workloads
     report = bandwidth.run(device=args.device, quick=args.quick, progress=not args.no_progress,
                        only_workloads=args.workload, only_paths=args.path, host_only=args.host_only)
     if report.rows:
         print(bandwidth.format_table(report))
+        left_out = [p for p in workloads.BENCH_PATHS if p not in workloads.default_paths(report.device)]
+        if left_out and not args.path:
+            print(f"(left out on {report.device} by default, slow there: {', '.join(left_out)}; "
+                  f"add --path {' --path '.join(left_out)} to run them)")
     print("\n" + host_cost.format_host_table(report.host_cost))
     print("\n" + host_cost.format_client_table(report.client))
     if args.json:

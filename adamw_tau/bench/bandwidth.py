@@ -19,6 +19,7 @@ from .timing import copy_ms, cpu_name, roofline_name, time_ms, time_stream_ms, w
 from .workloads import (
     BENCH_PATHS,
     bytes_per_element,
+    default_paths,
     make_optimizer,
     make_params,
     our_backends,
@@ -82,7 +83,7 @@ def run(device: str | None = None, quick: bool = False, progress: bool = True, p
     wl = {} if host_only else workloads(device, quick)
     if only_workloads:
         wl = {k: v for k, v in wl.items() if k in only_workloads}
-    paths = [p for p in BENCH_PATHS if not only_paths or p in only_paths]
+    paths = [p for p in (BENCH_PATHS if only_paths else default_paths(device)) if not only_paths or p in only_paths]
     jobs = [(w, p, i) for w in wl for p in paths for i in impls]
     bar = _progress(len(jobs) + len(wl) * len(paths) * len(ours), progress)
     for wname, shapes in wl.items():
