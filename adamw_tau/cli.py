@@ -8,7 +8,25 @@ import sys
 from .core import timescale
 
 
+def _memory(args) -> int:
+    from .bench import memory
+    clash = [flag for flag, given in (("--plot", args.plot), ("--workload", args.workload), ("--path", args.path),
+                                      ("--host-only", args.host_only)) if given]
+    if clash:
+        raise SystemExit(f"adamw-tau bench --memory: {', '.join(clash)} do not apply to the memory table "
+                         "(it takes --quick, --json, --device and --no-progress)")
+    report = memory.run(quick=args.quick, device=args.device or "cpu", progress=not args.no_progress)
+    print(memory.format_table(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report.as_dict(), f, indent=2)
+        print(f"wrote {args.json}")
+    return 0  # a row that could not be measured says why in the table; it is not a failure of the table
+
+
 def _bench(args) -> int:
+    if args.memory:
+        return _memory(args)
     from .bench import bandwidth, host_cost
     report = bandwidth.run(device=args.device, quick=args.quick, progress=not args.no_progress,
                        only_workloads=args.workload, only_paths=args.path, host_only=args.host_only)
@@ -136,6 +154,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true")
     b.add_argument("--host-only", action="store_true",
                    help="only the host-cost table (step() on tiny tensors, the device idle)")
+    b.add_argument("--memory", action="store_true",
+                   help="only the memory table: bytes per parameter each optimizer configuration holds after a "
+                        "step, GPT-2-124M shapes (--quick: small shapes), on the CPU unless --device says otherwise")
     b.set_defaults(func=_bench)
     c = sub.add_parser("convert", help="λ ⇄ τ_iter ⇄ τ_epoch")
     c.add_argument("--lr", type=float, required=True, help="peak learning rate η")

@@ -22,15 +22,15 @@ echo "cuda tests: $(tail -1 "$out/tests.txt") (exit $tests_rc)"
 python3 - "$out/bench.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"{'workload':18} {'path':12} {'impl':15} {'ms':>9} {'% copy':>7} {'x fused':>8} {'b2b ms':>9} {'b2b %':>6} {'parity':>6}")
+print(f"{'workload':18} {'path':16} {'impl':15} {'ms':>9} {'% copy':>7} {'x fused':>8} {'b2b ms':>9} {'b2b %':>6} {'parity':>6}")
 for row in r["rows"]:
     if row.get("error"):
-        print(f"{row['workload']:18} {row['path']:12} {row['impl']:15} FAILED: {row['error']}")
+        print(f"{row['workload']:18} {row['path']:16} {row['impl']:15} FAILED: {row['error']}")
         continue
     if row["ms"] is None:
         continue
     f = lambda v, fmt: format(v, fmt) if v is not None else "-"
-    print(f"{row['workload']:18} {row['path']:12} {row['impl']:15} {f(row['ms'], '9.3f')} "
+    print(f"{row['workload']:18} {row['path']:16} {row['impl']:15} {f(row['ms'], '9.3f')} "
           f"{f(row['pct_copy'], '7.1f')} {f(row['speedup_vs_torch_fused'], '8.2f')} {f(row.get('ms_stream'), '9.3f')} "
           f"{f(row.get('pct_copy_stream'), '6.1f')} {f(row['parity_bits'], '6d')}")
 for h in r.get("host_cost", []):

@@ -12,23 +12,36 @@
 
 namespace adamw_tau {
 
-// One row of the tensor table that adamw_tau/launch/tables.py builds (int64 [n, 8]): the addresses
-// of p, g, m, v, vmax and the fp32 master (0 where absent), numel, param_id. The kernels read
-// the table as an array of these.
+// One row of the tensor table that adamw_tau/launch/tables.py builds (int64 [n, 11]): the addresses
+// of p, g, m, v, vmax and the master (0 where absent: an fp32 master, or with a remainder
+// master an int16 remainder), numel, param_id, and the fp32 scales of 8-bit m, v, vmax (0 for
+// other states). The kernels read the table as an array of these.
 struct TensorArgs {
   void* p;
   const void* g;
   void* m;
   void* v;
   void* vmax;
-  float* master;
+  void* master;
   int64_t numel;
   int64_t param_id;
+  float* m_scale;
+  float* v_scale;
+  float* vmax_scale;
 };
-static_assert(sizeof(TensorArgs) == 8 * sizeof(int64_t), "TensorArgs must be one int64 table row");
+constexpr int64_t kTableColumns = 11;
+static_assert(sizeof(TensorArgs) == kTableColumns * sizeof(int64_t), "TensorArgs must be one int64 table row");
 static_assert(offsetof(TensorArgs, g) == 1 * 8 && offsetof(TensorArgs, master) == 5 * 8 &&
-                  offsetof(TensorArgs, numel) == 6 * 8 && offsetof(TensorArgs, param_id) == 7 * 8,
+                  offsetof(TensorArgs, numel) == 6 * 8 && offsetof(TensorArgs, param_id) == 7 * 8 &&
+                  offsetof(TensorArgs, m_scale) == 8 * 8 && offsetof(TensorArgs, vmax_scale) == 10 * 8,
               "TensorArgs fields must sit in tables.COLUMNS order");
+
+// How the new fp32 weight reaches the param: as it is (rounded to nearest even), through an
+// fp32 master, stochastically, or through a bf16 param + int16 remainder.
+enum class Write { Plain, Master, Stochastic, Remainder };
+
+// The op's `int master`: which master the tensor table's master column points at.
+enum MasterForm : int64_t { kNoMaster = 0, kFp32Master = 1, kRemainderMaster = 2 };
 
 // One launch: the tables, the dtype path and the flags.
 struct LaunchArgs {
@@ -36,15 +49,16 @@ struct LaunchArgs {
   const int64_t* blocks;  // (row, first element) pairs
   int64_t n_tensors, n_blocks, chunk;
   Kind param_kind, grad_kind, state_kind;
-  bool amsgrad, maximize, master, stochastic_rounding;
+  bool amsgrad, maximize;
+  Write write;
   uint64_t seed;
 };
 
-// The launch's fields from tables already checked (adamw_step.h: launch_args). Stochastic
-// rounding applies only where a 16-bit param is written without a master.
+// The launch's fields from tables already checked (adamw_step.h: launch_args; master_form_ok).
+// Stochastic rounding applies only where a 16-bit param is written without a master.
 inline LaunchArgs make_launch_args(const int64_t* tensor_table, int64_t n_tensors, const int64_t* block_table,
                                    int64_t n_blocks, int64_t chunk, Kind param_kind, Kind grad_kind, Kind state_kind,
-                                   uint64_t seed, bool amsgrad, bool maximize, bool master, bool stochastic_rounding) {
+                                   uint64_t seed, bool amsgrad, bool maximize, int64_t master, bool stochastic_rounding) {
   LaunchArgs a;
   a.tensors = reinterpret_cast<const TensorArgs*>(tensor_table);
   a.blocks = block_table;
@@ -56,10 +70,17 @@ inline LaunchArgs make_launch_args(const int64_t* tensor_table, int64_t n_tensor
   a.state_kind = state_kind;
   a.amsgrad = amsgrad;
   a.maximize = maximize;
-  a.master = master;
-  a.stochastic_rounding = stochastic_rounding && !master && param_kind != Kind::F32;
+  a.write = master == kRemainderMaster ? Write::Remainder
+            : master == kFp32Master   ? Write::Master
+            : (stochastic_rounding && param_kind != Kind::F32) ? Write::Stochastic
+                                                               : Write::Plain;
   a.seed = seed;
   return a;
+}
+
+// A remainder master belongs to a bf16 param; the other forms to any param.
+inline bool master_form_ok(Kind param_kind, int64_t master) {
+  return master == kNoMaster || master == kFp32Master || (master == kRemainderMaster && param_kind == Kind::BF16);
 }
 
 // Grads share the param's kind or are fp32: the one pairing dispatch_kinds cannot take.
@@ -72,16 +93,19 @@ ADAMW_HD Scalars read_scalars(const float* s) {
   return out;
 }
 
-// How the new fp32 weight reaches the param: as it is, rounded to nearest, or stochastically.
-enum class Write { Plain, Master, Stochastic };
-
-// Calls f.template operator()<AMSGRAD, W>() for the bucket's flags.
-template <typename F>
+// Calls f.template operator()<AMSGRAD, W>() for the bucket's flags. Write::Remainder is
+// instantiated for bf16 params only (master_form_ok has refused it for others).
+template <Kind P, typename F>
 void dispatch_flags(const LaunchArgs& b, F&& f) {
   auto with_write = [&]<bool A>() {
-    if (b.master) f.template operator()<A, Write::Master>();
-    else if (b.stochastic_rounding) f.template operator()<A, Write::Stochastic>();
-    else f.template operator()<A, Write::Plain>();
+    if (b.write == Write::Master) f.template operator()<A, Write::Master>();
+    else if (b.write == Write::Stochastic) f.template operator()<A, Write::Stochastic>();
+    else if constexpr (P == Kind::BF16) {
+      if (b.write == Write::Remainder) f.template operator()<A, Write::Remainder>();
+      else f.template operator()<A, Write::Plain>();
+    } else {
+      f.template operator()<A, Write::Plain>();
+    }
   };
   if (b.amsgrad) with_write.template operator()<true>();
   else with_write.template operator()<false>();
@@ -95,6 +119,7 @@ void dispatch_kinds(const LaunchArgs& b, F&& f) {
   auto with_state = [&](auto pk, auto gk) {
     if (b.state_kind == Kind::F32) f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::F32>();
     else if (b.state_kind == Kind::BF16) f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::BF16>();
+    else if (b.state_kind == Kind::Q8) f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::Q8>();
     else f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::F16>();  // torch's choice for fp16 params
   };
   auto with_grad = [&](auto pk) {
@@ -105,6 +130,7 @@ void dispatch_kinds(const LaunchArgs& b, F&& f) {
     case Kind::F32: with_grad(std::integral_constant<Kind, Kind::F32>{}); break;
     case Kind::BF16: with_grad(std::integral_constant<Kind, Kind::BF16>{}); break;
     case Kind::F16: with_grad(std::integral_constant<Kind, Kind::F16>{}); break;
+    case Kind::Q8: break;  // not a param kind: kind_of refuses it
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "adamw_q8_cpu.h"
 #include "adamw_step.h"
 
 namespace adamw_tau {
@@ -23,9 +24,13 @@ __attribute__((noinline)) void step_range(const TensorArgs t, int64_t begin, int
   ST* __restrict__ m = static_cast<ST*>(t.m);
   ST* __restrict__ v = static_cast<ST*>(t.v);
   ST* __restrict__ vmax = static_cast<ST*>(t.vmax);
-  float* __restrict__ master = t.master;
+  float* __restrict__ master = static_cast<float*>(t.master);
+  int16_t* __restrict__ rem = static_cast<int16_t*>(t.master);
   for (int64_t i = begin; i < end; ++i) {
-    float w = W == Write::Master ? master[i] : widen<P>(p[i]);
+    float w;
+    if constexpr (W == Write::Master) w = master[i];
+    else if constexpr (W == Write::Remainder) w = merge_remainder(p[i], rem[i]);
+    else w = widen<P>(p[i]);
     float mi = widen<S>(m[i]), vi = widen<S>(v[i]);
     float vm = AMSGRAD ? widen<S>(vmax[i]) : 0.0f;
     // without a GradScaler the division by 1 is skipped: g / 1 == g exactly, so the bits agree
@@ -36,6 +41,8 @@ __attribute__((noinline)) void step_range(const TensorArgs t, int64_t begin, int
     if constexpr (W == Write::Master) {
       master[i] = w;
       p[i] = narrow<P>(w);
+    } else if constexpr (W == Write::Remainder) {
+      split_remainder(w, p[i], rem[i]);
     } else if constexpr (W == Write::Stochastic && P != Kind::F32) {
       p[i] = stochastic_round<P>(w, sr_bits(key, i));
     } else {
@@ -48,7 +55,7 @@ constexpr int64_t kGrain = 1 << 15;  // elements per thread task at the least
 
 void launch_cpu(const at::Tensor& tensor_table, const at::Tensor& block_table, int64_t chunk, const at::Tensor& scalars,
                 at::ScalarType param_dtype, at::ScalarType grad_dtype, at::ScalarType state_dtype, int64_t seed,
-                bool amsgrad, bool maximize, bool master, bool stochastic_rounding,
+                bool amsgrad, bool maximize, int64_t master, bool stochastic_rounding,
                 const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
   const LaunchArgs b = launch_args(tensor_table, block_table, chunk, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
                                    maximize, master, stochastic_rounding);
@@ -73,12 +80,17 @@ void launch_cpu(const at::Tensor& tensor_table, const at::Tensor& block_table, i
           const int64_t lo = b.blocks[2 * k + 1];
           const int64_t hi = std::min(lo + b.chunk, t.numel);
           const uint32_t key = W == Write::Stochastic ? sr_key(b.seed, s.step, uint32_t(t.param_id)) : 0u;
-          if (grad_scale.has_value()) step_range<P, G, S, A, W, true>(t, lo, hi, s, scale, b.maximize, key);
-          else step_range<P, G, S, A, W, false>(t, lo, hi, s, scale, b.maximize, key);
+          if constexpr (S == Kind::Q8) {
+            if (grad_scale.has_value()) step_range_q8<P, G, A, W, true>(t, lo, hi, s, scale, b.maximize, key);
+            else step_range_q8<P, G, A, W, false>(t, lo, hi, s, scale, b.maximize, key);
+          } else {
+            if (grad_scale.has_value()) step_range<P, G, S, A, W, true>(t, lo, hi, s, scale, b.maximize, key);
+            else step_range<P, G, S, A, W, false>(t, lo, hi, s, scale, b.maximize, key);
+          }
         }
       });
     };
-    dispatch_flags(b, run);
+    dispatch_flags<P>(b, run);
   });
 }
 

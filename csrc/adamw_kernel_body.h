@@ -79,7 +79,8 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const TensorArgs* __res
   ST* m = static_cast<ST*>(t.m);
   ST* v = static_cast<ST*>(t.v);
   ST* vmax = static_cast<ST*>(t.vmax);
-  float* master = t.master;
+  float* master = static_cast<float*>(t.master);
+  int16_t* rem = static_cast<int16_t*>(t.master);  // Write::Remainder: the master column is the remainder
   // [note: global accesses] The compiler cannot tell where pointers read from the tensor table
   // point, so it emitted generic LD/ST for every stream (seen in the sm_90 SASS); every table
   // address is a CUDA tensor's, a global one, and saying so gives LDG/STG. vmax and master are
@@ -90,7 +91,7 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const TensorArgs* __res
   __builtin_assume(__isGlobal(m));
   __builtin_assume(__isGlobal(v));
   if constexpr (AMSGRAD) __builtin_assume(__isGlobal(vmax));
-  if constexpr (W == Write::Master) __builtin_assume(__isGlobal(master));
+  if constexpr (W == Write::Master || W == Write::Remainder) __builtin_assume(__isGlobal(t.master));
 
   // Every pass starts at start + a multiple of kVec, so with 16-byte aligned pointers every
   // Vec is 16-byte aligned when start % kVec == 0. Blocks start at multiples of the chunk
@@ -99,13 +100,14 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const TensorArgs* __res
   // with 4096, a thread of a full block makes 2 passes of 8 or 4 of 4, and none idles.
   auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % kVecBytes == 0; };
   const bool vec = start % kVec == 0 && aligned(p) && aligned(g) && aligned(m) && aligned(v) &&
-                   (!AMSGRAD || aligned(vmax)) && (W != Write::Master || aligned(master));
+                   (!AMSGRAD || aligned(vmax)) && (W == Write::Plain || W == Write::Stochastic || aligned(t.master));
 
   for (int64_t i = start + int64_t(threadIdx.x) * kVec; i < end; i += int64_t(kThreads) * kVec) {
     Vec<PT, kVec> pv;
     Vec<GT, kVec> gv;
     Vec<ST, kVec> mv, vv, xv;
     Vec<float, kVec> wv;
+    Vec<int16_t, kVec> rv;
     const bool full = vec && i + kVec <= end;
     if (full) {
       gv = *reinterpret_cast<const Vec<GT, kVec>*>(g + i);
@@ -114,6 +116,7 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const TensorArgs* __res
       if constexpr (AMSGRAD) xv = *reinterpret_cast<const Vec<ST, kVec>*>(vmax + i);
       if constexpr (W == Write::Master) wv = *reinterpret_cast<const Vec<float, kVec>*>(master + i);
       else pv = *reinterpret_cast<const Vec<PT, kVec>*>(p + i);
+      if constexpr (W == Write::Remainder) rv = *reinterpret_cast<const Vec<int16_t, kVec>*>(rem + i);
     } else {
 #pragma unroll
       for (int j = 0; j < kVec; ++j) {
@@ -124,12 +127,16 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const TensorArgs* __res
           if constexpr (AMSGRAD) xv.v[j] = vmax[i + j];
           if constexpr (W == Write::Master) wv.v[j] = master[i + j];
           else pv.v[j] = p[i + j];
+          if constexpr (W == Write::Remainder) rv.v[j] = rem[i + j];
         }
       }
     }
 #pragma unroll
     for (int j = 0; j < kVec; ++j) {
-      float w = W == Write::Master ? wv.v[j] : widen<P>(pv.v[j]);
+      float w;
+      if constexpr (W == Write::Master) w = wv.v[j];
+      else if constexpr (W == Write::Remainder) w = merge_remainder(pv.v[j], rv.v[j]);
+      else w = widen<P>(pv.v[j]);
       float mi = widen<S>(mv.v[j]), vi = widen<S>(vv.v[j]);
       float vm = AMSGRAD ? widen<S>(xv.v[j]) : 0.0f;
       update<AMSGRAD>(w, widen<G>(gv.v[j]), mi, vi, vm, s, scale, maximize);
@@ -138,6 +145,7 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const TensorArgs* __res
       if constexpr (AMSGRAD) xv.v[j] = narrow<S>(vm);
       wv.v[j] = w;
       if constexpr (W == Write::Stochastic && P != Kind::F32) pv.v[j] = stochastic_round<P>(w, sr_bits(key, i + j));
+      else if constexpr (W == Write::Remainder) split_remainder(w, pv.v[j], rv.v[j]);
       else pv.v[j] = narrow<P>(w);
     }
     if (full) {
@@ -145,6 +153,7 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const TensorArgs* __res
       *reinterpret_cast<Vec<ST, kVec>*>(v + i) = vv;
       if constexpr (AMSGRAD) *reinterpret_cast<Vec<ST, kVec>*>(vmax + i) = xv;
       if constexpr (W == Write::Master) *reinterpret_cast<Vec<float, kVec>*>(master + i) = wv;
+      if constexpr (W == Write::Remainder) *reinterpret_cast<Vec<int16_t, kVec>*>(rem + i) = rv;
       *reinterpret_cast<Vec<PT, kVec>*>(p + i) = pv;
     } else {
 #pragma unroll
@@ -154,6 +163,7 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const TensorArgs* __res
           v[i + j] = vv.v[j];
           if constexpr (AMSGRAD) vmax[i + j] = xv.v[j];
           if constexpr (W == Write::Master) master[i + j] = wv.v[j];
+          if constexpr (W == Write::Remainder) rem[i + j] = rv.v[j];
           p[i + j] = pv.v[j];
         }
       }

@@ -20,7 +20,7 @@
 
 namespace adamw_tau {
 
-enum class Kind { F32, BF16, F16 };
+enum class Kind { F32, BF16, F16, Q8 };  // Q8: 8-bit codes with block scales (q8_blockwise.h)
 
 // The fp32 scalars in the order of contract.SCALAR_SLOTS; slot 8 holds the step's bits.
 struct Scalars {
@@ -116,8 +116,26 @@ ADAMW_HD uint16_t float_to_f16(float x) {
   return uint16_t(o | (sign >> 16));
 }
 
+// --- bf16 param + int16 remainder: an exact fp32 master (formats/bf16_remainder.py) ----------
+// [note: master remainders] The master's 32 bits are the param's 16 and the remainder's 16,
+// with the param rounded to nearest, ties away from zero, on the bits: bf16 = (u + 0x8000) >> 16
+// and rem = low 16 bits, so bf16 - (rem < 0) gives the high half back. A NaN master becomes
+// 0x7FC00000 first, or 0x7FFFFFFF (CUDA's NaN) would split into -0.0 and 0x7F800001 into +inf.
+ADAMW_HD float merge_remainder(uint16_t param, int16_t rem) {
+  const uint32_t hi = (uint32_t(param) - (rem < 0 ? 1u : 0u)) & 0xFFFFu;
+  return as_float((hi << 16) | uint32_t(uint16_t(rem)));
+}
+
+ADAMW_HD void split_remainder(float w, uint16_t& param, int16_t& rem) {
+  uint32_t u = as_bits(w);
+  u = (u & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC00000u : u;
+  param = uint16_t((u + 0x8000u) >> 16);
+  rem = int16_t(uint16_t(u & 0xFFFFu));
+}
+
 template <Kind K> struct Storage { using type = uint16_t; };
 template <> struct Storage<Kind::F32> { using type = float; };
+template <> struct Storage<Kind::Q8> { using type = uint8_t; };
 
 template <Kind K> ADAMW_HD float widen(typename Storage<K>::type x) {
   if constexpr (K == Kind::F32) return x;

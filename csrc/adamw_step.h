@@ -6,15 +6,19 @@
 #include <torch/library.h>
 
 #include "adamw_args.h"
+#include "q8_blockwise.h"
 
 namespace adamw_tau {
 
-inline Kind kind_of(at::ScalarType t, const char* what) {
+inline Kind kind_of(at::ScalarType t, const char* what, bool codes = false) {
   switch (t) {
     case at::kFloat: return Kind::F32;
     case at::kBFloat16: return Kind::BF16;
     case at::kHalf: return Kind::F16;
-    default: TORCH_CHECK(false, "adamw_tau: ", what, " must be float32, bfloat16 or float16, got ", t);
+    case at::kByte: if (codes) return Kind::Q8; [[fallthrough]];
+    default:
+      TORCH_CHECK(false, "adamw_tau: ", what, " must be float32, bfloat16 or float16", codes ? " (or uint8: 8-bit "
+                  "codes)" : "", ", got ", t);
   }
 }
 
@@ -22,20 +26,23 @@ inline Kind kind_of(at::ScalarType t, const char* what) {
 // few, fails here on every device), the dtype pairing, and reads the flags.
 inline LaunchArgs launch_args(const at::Tensor& tensor_table, const at::Tensor& block_table, int64_t chunk,
                               at::ScalarType param_dtype, at::ScalarType grad_dtype, at::ScalarType state_dtype,
-                              int64_t seed, bool amsgrad, bool maximize, bool master, bool stochastic_rounding) {
+                              int64_t seed, bool amsgrad, bool maximize, int64_t master, bool stochastic_rounding) {
   for (const auto* t : {&tensor_table, &block_table})
     TORCH_CHECK(t->scalar_type() == at::kLong && t->dim() == 2 && t->is_contiguous(),
                 "adamw_tau: launch tables must be contiguous 2-d int64 tensors, got ", t->scalar_type(), " of shape ",
                 t->sizes());
-  TORCH_CHECK(tensor_table.size(1) == 8 && block_table.size(1) == 2,
-              "adamw_tau: the tensor table has 8 columns and the block table 2, got ", tensor_table.size(1), " and ",
-              block_table.size(1));
+  TORCH_CHECK(tensor_table.size(1) == kTableColumns && block_table.size(1) == 2, "adamw_tau: the tensor table has ",
+              kTableColumns, " columns and the block table 2, got ", tensor_table.size(1), " and ", block_table.size(1));
   TORCH_CHECK(tensor_table.device() == block_table.device(), "adamw_tau: both tables must be on one device");
   TORCH_CHECK(chunk > 0, "adamw_tau: chunk must be positive");
   const Kind p = kind_of(param_dtype, "param_dtype"), g = kind_of(grad_dtype, "grad_dtype");
   TORCH_CHECK(grad_kind_ok(p, g), "adamw_tau: grads must be float32 or the params' dtype");
+  TORCH_CHECK(master_form_ok(p, master), "adamw_tau: master must be 0 (none), 1 (fp32) or 2 (int16 remainder, for "
+              "bfloat16 params only), got ", master, " for ", param_dtype, " params");
+  TORCH_CHECK(state_dtype != at::kByte || chunk % kQ8Block == 0, "adamw_tau: 8-bit states need a chunk that is a "
+              "multiple of ", kQ8Block, " elements, got ", chunk);
   return make_launch_args(tensor_table.data_ptr<int64_t>(), tensor_table.size(0), block_table.data_ptr<int64_t>(),
-                          block_table.size(0), chunk, p, g, kind_of(state_dtype, "state_dtype"), uint64_t(seed),
+                          block_table.size(0), chunk, p, g, kind_of(state_dtype, "state_dtype", true), uint64_t(seed),
                           amsgrad, maximize, master, stochastic_rounding);
 }
 

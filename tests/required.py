@@ -8,6 +8,7 @@ machine without a GPU) do not use this.
 """
 from __future__ import annotations
 
+import importlib
 import os
 
 import pytest
@@ -29,3 +30,16 @@ def require(backend: str, device: str | torch.device = "cpu") -> None:
     if in_ci():
         pytest.fail(f"{message} (CI=true: every CPU backend must run in CI)", pytrace=False)
     pytest.skip(message)
+
+
+def require_package(module: str, extra: str):
+    """``import module`` for a test of an optional extra, or skip saying how to install it.
+
+    The optional anchors (torchao, bitsandbytes: ``pip install 'adamw-tau[anchors]'``) are left
+    out of the test extra on purpose, so CI does not have them either: this skips there too,
+    and the skip names the package. What runs without them (a missing package's row says why)
+    is tested apart, with the import made to fail."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        pytest.skip(f"{module!r} is not installed ({e}); pip install 'adamw-tau[{extra}]' installs it")

@@ -44,6 +44,10 @@ def test_bytes_per_element_matches_the_issue():
     assert workloads.bytes_per_element(PATHS["fp32"]) == 28
     assert workloads.bytes_per_element(PATHS["bf16_master"]) == 28
     assert workloads.bytes_per_element(PATHS["bf16_states"]) == 14
+    assert workloads.bytes_per_element(PATHS["bf16_remainder"]) == 26  # param 2+2, grad 2, remainder 2+2, states 16
+    # 8-bit states: codes and a scale per 256 of them, read and written, for m and v
+    assert workloads.bytes_per_element(PATHS["fp32_8bit"]) == 12 + 4 * (1 + 4 / 256)
+    assert workloads.bytes_per_element(PATHS["bf16_master_8bit"]) == 2 + 2 + 8 + 4 * (1 + 4 / 256)
     assert len(workloads.gpt2_124m_shapes()) == 148
     assert abs(sum(math.prod(s) for s in workloads.gpt2_124m_shapes()) - 124.4e6) < 0.1e6
 

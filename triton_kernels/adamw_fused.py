@@ -25,6 +25,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .q8_blockwise import q8_load, q8_store
+
 NUM_WARPS = 8
 
 
@@ -62,6 +64,29 @@ def _widen(x):
 
 
 @triton.jit
+def _merge_remainder(p, rem):
+    """bf16 param + int16 remainder -> the fp32 master (formats/bf16_remainder.py), on the bits."""
+    hi = (p.to(tl.uint16, bitcast=True).to(tl.uint32) - (rem < 0).to(tl.uint32)) & 0xFFFF
+    return ((hi << 16) | rem.to(tl.uint16, bitcast=True).to(tl.uint32)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _split_param(w):
+    """fp32 master -> its bf16 param: ties away from zero on the bits, a NaN -> 0x7FC0."""
+    u = w.to(tl.uint32, bitcast=True)
+    u = tl.where((u & 0x7FFFFFFF) > 0x7F800000, tl.full(u.shape, 0x7FC00000, tl.uint32), u)
+    return ((u + 0x8000) >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
+def _split_remainder(w):
+    """fp32 master -> its int16 remainder (the low half; 0 for a NaN, canonicalised)."""
+    u = w.to(tl.uint32, bitcast=True)
+    u = tl.where((u & 0x7FFFFFFF) > 0x7F800000, tl.full(u.shape, 0x7FC00000, tl.uint32), u)
+    return (u & 0xFFFF).to(tl.uint16).to(tl.int16, bitcast=True)
+
+
+@triton.jit
 def _stochastic_round(w, bits, OUT_DTYPE: tl.constexpr):
     u = w.to(tl.uint32, bitcast=True)
     if OUT_DTYPE == tl.bfloat16:
@@ -85,25 +110,29 @@ def _stochastic_round(w, bits, OUT_DTYPE: tl.constexpr):
 
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "h_step"])
 def adamw_fused_kernel(
-    table_ptr, blocks_ptr, scalars_ptr, grad_scale_ptr, found_inf_ptr, seed_lo, seed_hi,
+    table_ptr, blocks_ptr, scalars_ptr, grad_scale_ptr, found_inf_ptr, q8_ptr, seed_lo, seed_hi,
     h_step_size, h_bc2_sqrt, h_decay, h_beta1, h_omb1, h_beta2, h_omb2, h_eps, h_step,
     P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr,
-    AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, HAS_MASTER: tl.constexpr, SR: tl.constexpr,
+    AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, MASTER: tl.constexpr, SR: tl.constexpr,
     HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, ALIGNED: tl.constexpr, HOST_SCALARS: tl.constexpr,
-    BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr, Q8: tl.constexpr, COLUMNS: tl.constexpr,
 ):
-    # columns of the tensor table: adamw_tau.launch.tables.COLUMNS
+    # columns of the tensor table: adamw_tau.launch.tables.COLUMNS. MASTER: what the master
+    # column holds (tables.master_form): 0 nothing, 1 an fp32 master, 2 a bf16 param's int16 remainder
     pid = tl.program_id(0).to(tl.int64)
     row = tl.load(blocks_ptr + 2 * pid)
     start = tl.load(blocks_ptr + 2 * pid + 1)
-    meta = table_ptr + row * 8
+    meta = table_ptr + row * COLUMNS
     numel = tl.load(meta + 6)
     p_ptr = tl.load(meta + 0).to(tl.pointer_type(P_DTYPE))
     g_ptr = tl.load(meta + 1).to(tl.pointer_type(G_DTYPE))
     m_ptr = tl.load(meta + 2).to(tl.pointer_type(S_DTYPE))
     v_ptr = tl.load(meta + 3).to(tl.pointer_type(S_DTYPE))
     vmax_ptr = tl.load(meta + 4).to(tl.pointer_type(S_DTYPE))
-    w_ptr = tl.load(meta + 5).to(tl.pointer_type(tl.float32))
+    if MASTER == 2:
+        w_ptr = tl.load(meta + 5).to(tl.pointer_type(tl.int16))
+    else:
+        w_ptr = tl.load(meta + 5).to(tl.pointer_type(tl.float32))
     if HAS_FOUND_INF:
         # a skipped step loads and stores nothing: it has no elements. One scalar load and a
         # scalar select, not a broadcast load (found_inf_ptr + zeros_like(idx)) in the mask:
@@ -144,10 +173,19 @@ def adamw_fused_kernel(
         eps = tl.load(scalars_ptr + 7)
 
     g = _widen(tl.load(g_ptr + idx, mask=mask, other=0.0))
-    m = _widen(tl.load(m_ptr + idx, mask=mask, other=0.0))
-    v = _widen(tl.load(v_ptr + idx, mask=mask, other=0.0))
-    if HAS_MASTER:
+    if Q8:  # 8-bit states: q8_ptr holds the signed map, the unsigned map and their thresholds
+        m_scale_ptr = tl.load(meta + 8).to(tl.pointer_type(tl.float32))
+        v_scale_ptr = tl.load(meta + 9).to(tl.pointer_type(tl.float32))
+        vmax_scale_ptr = tl.load(meta + 10).to(tl.pointer_type(tl.float32))
+        m = q8_load(m_ptr, m_scale_ptr, idx, mask, q8_ptr)
+        v = q8_load(v_ptr, v_scale_ptr, idx, mask, q8_ptr + 256)
+    else:
+        m = _widen(tl.load(m_ptr + idx, mask=mask, other=0.0))
+        v = _widen(tl.load(v_ptr + idx, mask=mask, other=0.0))
+    if MASTER == 1:
         w = tl.load(w_ptr + idx, mask=mask, other=0.0)
+    elif MASTER == 2:
+        w = _merge_remainder(tl.load(p_ptr + idx, mask=mask, other=0.0), tl.load(w_ptr + idx, mask=mask, other=0))
     else:
         w = _widen(tl.load(p_ptr + idx, mask=mask, other=0.0))
 
@@ -161,20 +199,32 @@ def adamw_fused_kernel(
     m = beta1 * m + omb1 * g
     v = beta2 * v + omb2 * (g * g)
     if AMSGRAD:
-        vmax = tl.maximum(_widen(tl.load(vmax_ptr + idx, mask=mask, other=0.0)), v,
-                          propagate_nan=tl.PropagateNan.ALL)
-        tl.store(vmax_ptr + idx, _round(vmax, S_DTYPE), mask=mask)
+        if Q8:
+            vmax = tl.maximum(q8_load(vmax_ptr, vmax_scale_ptr, idx, mask, q8_ptr + 256), v,
+                              propagate_nan=tl.PropagateNan.ALL)
+            q8_store(vmax, vmax_ptr, vmax_scale_ptr, idx, mask, start, numel, q8_ptr + 767, BLOCK)
+        else:
+            vmax = tl.maximum(_widen(tl.load(vmax_ptr + idx, mask=mask, other=0.0)), v,
+                              propagate_nan=tl.PropagateNan.ALL)
+            tl.store(vmax_ptr + idx, _round(vmax, S_DTYPE), mask=mask)
         v_use = vmax
     else:
         v_use = v
     denom = tl.math.div_rn(tl.math.sqrt_rn(v_use), bc2_sqrt) + eps
     w = w - step_size * tl.math.div_rn(m, denom)
 
-    tl.store(m_ptr + idx, _round(m, S_DTYPE), mask=mask)
-    tl.store(v_ptr + idx, _round(v, S_DTYPE), mask=mask)
-    if HAS_MASTER:
+    if Q8:
+        q8_store(m, m_ptr, m_scale_ptr, idx, mask, start, numel, q8_ptr + 512, BLOCK)
+        q8_store(v, v_ptr, v_scale_ptr, idx, mask, start, numel, q8_ptr + 767, BLOCK)
+    else:
+        tl.store(m_ptr + idx, _round(m, S_DTYPE), mask=mask)
+        tl.store(v_ptr + idx, _round(v, S_DTYPE), mask=mask)
+    if MASTER == 1:
         tl.store(w_ptr + idx, w, mask=mask)
         tl.store(p_ptr + idx, _round(w, P_DTYPE), mask=mask)
+    elif MASTER == 2:
+        tl.store(w_ptr + idx, _split_remainder(w), mask=mask)
+        tl.store(p_ptr + idx, _split_param(w), mask=mask)
     elif SR:
         if HOST_SCALARS:
             step = h_step.to(tl.uint32)
@@ -195,12 +245,17 @@ import functools  # noqa: E402
 
 import torch  # noqa: E402
 
-_TL_DTYPE = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}
+_TL_DTYPE = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.uint8: tl.uint8}
+COLUMNS = 11  # launch.tables.COLUMNS
 
 
 def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
-           stochastic_rounding, grad_scale=None, found_inf=None):
+           stochastic_rounding, grad_scale=None, found_inf=None, q8_tables=None):
     """One launch over ``tables`` (a ``tables.LaunchTables``); a program per block.
+
+    8-bit states (``state_dtype`` uint8): ``q8_tables`` is one fp32 tensor on the device, the
+    signed map, the unsigned map, the signed and the unsigned thresholds (256, 256, 255, 255
+    values: formats.q8_blockwise), which the caller provides (this layer imports nothing of ours).
 
     ``scalars``: the fp32 tensor on the device (device-counted steps), or a
     ``contract.StepScalars`` whose values go by value as fp32 arguments (no copy per step).
@@ -219,7 +274,7 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
     if index is not None:
         with torch.cuda.device(index):
             return launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
-                          stochastic_rounding, grad_scale, found_inf)
+                          stochastic_rounding, grad_scale, found_inf, q8_tables)
     seed &= 0xFFFFFFFFFFFFFFFF
     on_host = not isinstance(scalars, torch.Tensor)
     h = scalars.values() if on_host else _NO_HOST_SCALARS
@@ -228,9 +283,10 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
         tables.tensors, tables.blocks, ptr,
         grad_scale if grad_scale is not None else ptr,
         found_inf if found_inf is not None else ptr,
+        q8_tables if q8_tables is not None else ptr,
         seed & 0xFFFFFFFF, seed >> 32, *h,
-        **_constexprs(param_dtype, grad_dtype, state_dtype, bool(amsgrad), bool(maximize), bool(master),
-                      bool(stochastic_rounding), grad_scale is not None, found_inf is not None,
+        **_constexprs(param_dtype, grad_dtype, state_dtype, bool(amsgrad), bool(maximize),
+                      int(master), bool(stochastic_rounding), grad_scale is not None, found_inf is not None,
                       bool(tables.aligned), on_host, tables.chunk),
     )
 
@@ -247,10 +303,11 @@ def _constexprs(param_dtype, grad_dtype, state_dtype, amsgrad, maximize, master,
                 has_found_inf, aligned, host_scalars, chunk) -> dict:
     """The kernel's compile-time arguments and launch options for one variant, built once."""
     return dict(P_DTYPE=_TL_DTYPE[param_dtype], G_DTYPE=_TL_DTYPE[grad_dtype], S_DTYPE=_TL_DTYPE[state_dtype],
-                AMSGRAD=amsgrad, MAXIMIZE=maximize, HAS_MASTER=master,
+                AMSGRAD=amsgrad, MAXIMIZE=maximize, MASTER=master,
                 SR=stochastic_rounding and not master and param_dtype != torch.float32,
                 HAS_SCALE=has_scale, HAS_FOUND_INF=has_found_inf, ALIGNED=aligned, HOST_SCALARS=host_scalars,
-                BLOCK=chunk, num_warps=NUM_WARPS, enable_fp_fusion=False)
+                BLOCK=chunk, Q8=state_dtype == torch.uint8, COLUMNS=COLUMNS, num_warps=NUM_WARPS,
+                enable_fp_fusion=False)
 
 
 # fp32 values that are never read (HOST_SCALARS=False), typed as the real ones

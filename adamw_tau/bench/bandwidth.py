@@ -89,7 +89,7 @@ def run(device: str | None = None, quick: bool = False, progress: bool = True, p
         numel = sum(math.prod(s) for s in shapes)
         for pname in paths:
             path = PATHS[pname]
-            nbytes = numel * bytes_per_element(path)
+            nbytes = math.ceil(numel * bytes_per_element(path))
             cms = copy_ms(nbytes, device, reps, warmup)
             rows = {}
             for impl in impls:
@@ -167,8 +167,8 @@ def format_table(report: Report) -> str:
         (["ms b2b", "% copy b2b"] if stream else []) + ["parity"]
     lines = [cols]
     for r in report.rows:
-        bpp = r.bytes // r.numel
-        lines.append([r.workload, r.path, r.impl, str(bpp),
+        bpp = r.bytes / r.numel
+        lines.append([r.workload, r.path, r.impl, f"{bpp:.4g}",
                       f"{r.ms:.3f}" if r.ms else "-", f"{r.gbps:.1f}" if r.gbps else "-",
                       f"{r.pct_copy:.1f}" if r.pct_copy else "-",
                       f"{r.speedup_vs_torch_fused:.2f}" if r.speedup_vs_torch_fused else "-"] +

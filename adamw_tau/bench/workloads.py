@@ -44,14 +44,19 @@ def workloads(device: str, quick: bool) -> dict[str, list[tuple]]:
     return w
 
 
-BENCH_PATHS = ("fp32", "bf16_master", "bf16_states")
+BENCH_PATHS = ("fp32", "bf16_master", "bf16_remainder", "bf16_states", "fp32_8bit", "bf16_master_8bit")
 
 
 def bytes_per_element(path: Path, amsgrad: bool = False) -> int:
+    """Bytes one step moves per parameter: a whole number, except for 8-bit states, whose
+    codes move with one fp32 scale per 256 of them (1 + 4/256 bytes a state element)."""
     p = path.param_dtype.itemsize
-    s = path.state_dtype.itemsize
+    s = 1 + 4 / 256 if path.q8 else path.state_dtype.itemsize
     n = p + p  # grad read + param written
-    n += 2 * 4 if path.master else p  # master read and written, or param read
+    if path.master == "remainder":
+        n += p + 2 * 2  # param read (the master's high half), remainder read and written
+    else:
+        n += 2 * 4 if path.master else p  # master read and written, or param read
     n += 2 * 2 * s + (2 * s if amsgrad else 0)
     return n
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from ..formats import bf16_remainder, q8_blockwise
 from .contract import MASK32, mix32, sr_bits
 
 _F64 = torch.float64
@@ -66,14 +67,36 @@ def stochastic_round(x: torch.Tensor, bits: torch.Tensor, dtype: torch.dtype) ->
     return torch.where(torch.isfinite(x), y, x.to(dtype))
 
 
+def _widened(state: torch.Tensor, scales, i: int, signed: bool) -> torch.Tensor:
+    """A state's fp32 values in float64: widened, or decoded from 8-bit codes and their scales."""
+    if state.dtype == torch.uint8:
+        return q8_blockwise.decode(state, scales[i], signed).to(_F64)
+    return state.to(_F64)
+
+
+def _narrowed(new: dict, state: torch.Tensor, scales, i: int, value: torch.Tensor, signed: bool) -> None:
+    """``new[state]`` (and its scales') for fp32 ``value``: rounded to the state's dtype, or
+    encoded as 8-bit codes with new scales (the block max of the new values)."""
+    if state.dtype == torch.uint8:
+        new[state], new[scales[i]] = q8_blockwise.encode(value.to(torch.float32), signed)
+    else:
+        new[state] = value.to(state.dtype)
+
+
 def adamw_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
                 scalars: torch.Tensor, param_ids, seed: int, amsgrad: bool, maximize: bool,
                 stochastic_rounding: bool, grad_scale: torch.Tensor | None = None,
-                found_inf: torch.Tensor | None = None) -> None:
+                found_inf: torch.Tensor | None = None, exp_avg_scales=(), exp_avg_sq_scales=(),
+                max_exp_avg_sq_scales=()) -> None:
     """One AdamW step for tensors that share a dtype path; updates in place.
 
     ``scalars`` is contract.StepScalars.as_tensor(): fp32, on the parameters' device.
-    ``masters`` is empty or one fp32 master per param; ``max_exp_avg_sqs`` empty unless amsgrad.
+    ``masters`` is empty, or one master per param: an fp32 master, or the int16 remainder of
+    a bf16 param (``formats.bf16_remainder``: the master is the param and remainder merged,
+    and split again after the step). ``max_exp_avg_sqs`` is empty unless amsgrad.
+    8-bit states (``formats.q8_blockwise``): the state lists hold uint8 codes and the
+    ``*_scales`` lists one fp32 scale tensor per param (empty otherwise); the step decodes
+    them, updates in the contract's order, and encodes the new fp32 values.
     """
     s = scalars.to(_F64)
     step_size, bc2_sqrt, decay, beta1, omb1, beta2, omb2, eps = (s[i] for i in range(8))
@@ -91,12 +114,16 @@ def adamw_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
             g = _r(g / grad_scale.to(_F64).expand_as(g))
         if maximize:
             g = -g
-        w = (master if master is not None else p).to(_F64)
+        remainder = master is not None and master.dtype == torch.int16
+        if remainder:
+            w = bf16_remainder.merge(p, master).to(_F64)
+        else:
+            w = (master if master is not None else p).to(_F64)
         w = _r(w * decay)
-        m = _r(_r(beta1 * m_t.to(_F64)) + _r(omb1 * g))
-        v = _r(_r(beta2 * v_t.to(_F64)) + _r(omb2 * _r(g * g)))
+        m = _r(_r(beta1 * _widened(m_t, exp_avg_scales, i, True)) + _r(omb1 * g))
+        v = _r(_r(beta2 * _widened(v_t, exp_avg_sq_scales, i, False)) + _r(omb2 * _r(g * g)))
         if amsgrad:
-            vmax = torch.maximum(vmax_t.to(_F64), v)
+            vmax = torch.maximum(_widened(vmax_t, max_exp_avg_sq_scales, i, False), v)
             v_use = vmax
         else:
             v_use = v
@@ -104,10 +131,14 @@ def adamw_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
         w = _r(w - _r(step_size * _r(m / denom)))
 
         w32 = w.to(torch.float32)
-        new = {m_t: m.to(m_t.dtype), v_t: v.to(v_t.dtype)}
+        new = {}
+        _narrowed(new, m_t, exp_avg_scales, i, m, True)
+        _narrowed(new, v_t, exp_avg_sq_scales, i, v, False)
         if amsgrad:
-            new[vmax_t] = vmax.to(vmax_t.dtype)
-        if master is not None:
+            _narrowed(new, vmax_t, max_exp_avg_sq_scales, i, vmax, False)
+        if remainder:
+            new[p], new[master] = bf16_remainder.split(w32)
+        elif master is not None:
             new[master] = w32
             new[p] = w32.to(p.dtype)
         elif p.dtype == torch.float32:

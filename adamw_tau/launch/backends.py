@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..core.contract import NUM_SCALARS
+from ..formats import q8_blockwise
 
 BACKENDS = ("reference", "triton", "cuda", "cpu")
 # "auto" tries these in order. On CUDA the C++ kernel won or tied every row measured on an
@@ -24,6 +25,14 @@ BACKENDS = ("reference", "triton", "cuda", "cpu")
 # toolkit is found) auto takes Triton, which compiles in seconds. `python -m
 # adamw_tau.launch.extension` or ADAMW_TAU_BUILD_EXT=1 at install builds it ahead of time.
 AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+
+
+@functools.cache
+def q8_tables(device: torch.device) -> torch.Tensor:
+    """The 8-bit format's maps and thresholds in one fp32 tensor on ``device``, as the Triton
+    kernel reads them: signed map, unsigned map, signed thresholds, unsigned thresholds."""
+    return torch.cat([q8_blockwise.qmap(True), q8_blockwise.qmap(False), q8_blockwise.thresholds(True),
+                      q8_blockwise.thresholds(False)]).to(device)
 
 
 class BackendUnavailable(RuntimeError):
@@ -82,9 +91,15 @@ def resolve(name: str, device: torch.device) -> str:
 @functools.lru_cache(maxsize=None)
 def launcher(name: str) -> Callable:
     """``launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
-    stochastic_rounding, grad_scale, found_inf)`` for a kernel backend."""
+    stochastic_rounding, grad_scale, found_inf)`` for a kernel backend; ``master`` is the
+    master form (tables.master_form: 0 none, 1 fp32, 2 int16 remainders)."""
     if name == "triton":
-        from ..triton_kernels.adamw_fused import launch
+        from ..triton_kernels.adamw_fused import launch as launch_triton
+
+        def launch(t, scalars, param_dtype, grad_dtype, state_dtype, *rest):
+            # 8-bit states: the format's tables go to the kernel (triton_kernels imports nothing of ours)
+            q8 = q8_tables(t.tensors.device) if state_dtype == torch.uint8 else None
+            launch_triton(t, scalars, param_dtype, grad_dtype, state_dtype, *rest, q8_tables=q8)
         return launch
     if name not in ("cuda", "cpu"):
         raise ValueError(f"backend {name!r} launches no kernel from tables")
@@ -106,6 +121,6 @@ def launcher(name: str) -> Callable:
                 buf = local.buf = (array, torch.from_numpy(array))
             scalars.write(buf[0])
             scalars = buf[1]
-        op(t.tensors, t.blocks, t.chunk, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
-           stochastic_rounding, grad_scale, found_inf)
+        op(t.tensors, t.blocks, t.chunk, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize,
+           int(master), stochastic_rounding, grad_scale, found_inf)
     return launch

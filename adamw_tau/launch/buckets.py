@@ -18,8 +18,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..formats import bf16_remainder, q8_blockwise
 from .state import CHANGES, OptimizerState, ParamState
-from .tables import CaptureWithoutWarmup, TablePlanner, chunk_for
+from .tables import FP32_MASTER, NO_MASTER, REMAINDER_MASTER, CaptureWithoutWarmup, TablePlanner, chunk_for
+
+# the state each master form keeps, and its dtype
+MASTER_KEYS = {FP32_MASTER: ("master_param", torch.float32),
+               REMAINDER_MASTER: (bf16_remainder.STATE_KEY, torch.int16)}
 
 _KERNEL_BACKENDS = ("triton", "cuda", "cpu")
 
@@ -42,7 +47,7 @@ class Bucket:
     that matters is ``steps`` on the device (skipped steps are not counted there).
     """
 
-    def __init__(self, group: int, device: torch.device, master: bool, amsgrad: bool, done: int, on_device: bool):
+    def __init__(self, group: int, device: torch.device, master: int, amsgrad: bool, done: int, on_device: bool):
         self.group, self.device, self.master, self.amsgrad, self.done = group, device, master, amsgrad, done
         self.on_device = on_device
         self.builder = None       # (key, contract.DeviceScalarBuilder) for device-counted steps
@@ -54,6 +59,7 @@ class Bucket:
         self.backend = None       # backends.BACKENDS name, for the bucket's device
         self.params: list = []
         self.ids: list = []
+        self.scales: dict = {}    # 8-bit states: moment key -> its scale tensors (formats.q8_blockwise)
 
     def count_step(self, found_inf) -> None:
         """Count the step just launched: on the host, or on the device where a skipped step
@@ -67,27 +73,63 @@ class Bucket:
             self.steps += (found_inf == 0).to(torch.float32)
         self.done += 1
 
+    def scale_lists(self) -> dict:
+        """The 8-bit scales as the step functions' keyword arguments ({} unless 8-bit)."""
+        return {f"{key}_scales": ts for key, ts in self.scales.items() if ts}
+
     def grads(self, flat_grads) -> list:
         gs = [flat_grads[i] for i in self.ids]
         return [_local(g) for g in gs] if self.sharded else gs
 
 
-def state_dtype(group: dict, p: torch.Tensor, master: bool) -> torch.dtype:
-    if group["state_dtype"] is not None:
-        return group["state_dtype"]
+MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def master_form(group: dict, p: torch.Tensor, where: str) -> int:
+    """tables.NO_MASTER, FP32_MASTER or REMAINDER_MASTER for ``p`` in ``group``: fp32 params
+    need no master; ``master_weights="remainder"`` is for bfloat16 params only."""
+    mw = group["master_weights"]
+    if mw == "remainder":
+        if p.dtype != torch.bfloat16:
+            raise ValueError(f"{where} is {p.dtype}, but its group has master_weights='remainder', which keeps an "
+                             "fp32 master as a bfloat16 param plus a 16-bit remainder: use bfloat16 params, or "
+                             "master_weights=True for an fp32 master copy")
+        return REMAINDER_MASTER
+    return FP32_MASTER if mw and p.dtype != torch.float32 else NO_MASTER
+
+
+def state_dtype(group: dict, p: torch.Tensor, master: int) -> torch.dtype:
+    """The dtype of p's moments: the group's, torch's choice, or for ``state_dtype="8bit"``
+    uint8 codes (formats.q8_blockwise), unless p has fewer than the group's ``q8_min_numel``
+    elements (its whole numel, not a shard's: every shard keeps the same format)."""
+    sd = group["state_dtype"]
+    if sd == q8_blockwise.STATE_DTYPE:
+        return torch.uint8 if p.numel() >= group.get("q8_min_numel", q8_blockwise.MIN_NUMEL) else torch.float32
+    if sd is not None:
+        return sd
     return torch.float32 if master else p.dtype
 
 
-def init_state(state: dict, group: dict, p: torch.Tensor, master: bool, sdtype: torch.dtype) -> dict:
+def init_state(state: dict, group: dict, p: torch.Tensor, master: int, sdtype: torch.dtype) -> dict:
     """Create what ``state`` lacks. Writes with ``dict.__setitem__``: our own writes are not a
-    user's change (state.py)."""
+    user's change (state.py). 8-bit moments start as the zero code with zero scales (the
+    scales cover the local shard's blocks)."""
     if "step" not in state:
         dict.__setitem__(state, "step", torch.tensor(0.0, dtype=torch.float32))
-    for key in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ()):
-        if key not in state:
+    for key in MOMENTS[:3 if group["amsgrad"] else 2]:
+        if key in state:
+            continue
+        if sdtype == torch.uint8:
+            codes, scales = q8_blockwise.new_state(key, p, _local(p))
+            dict.__setitem__(state, key, codes)
+            dict.__setitem__(state, key + q8_blockwise.SCALE_SUFFIX, scales)
+        else:
             dict.__setitem__(state, key, torch.zeros_like(p, dtype=sdtype, memory_format=torch.preserve_format))
-    if master and "master_param" not in state:
+    if master == FP32_MASTER and "master_param" not in state:
         dict.__setitem__(state, "master_param", p.detach().to(torch.float32, copy=True))
+    if master == REMAINDER_MASTER and bf16_remainder.STATE_KEY not in state:
+        # the master is the param widened (as torch AdamW's state, or a fresh one implies): remainder 0
+        dict.__setitem__(state, bf16_remainder.STATE_KEY, bf16_remainder.from_param(p.detach()))
     return state
 
 
@@ -126,8 +168,8 @@ class BucketLayout:
         """The cached buckets if ``opt``'s layout still holds, else new ones."""
         # a gradient's dtype picks its bucket, so it is part of the key
         key = (self.version, tuple(None if g is None else g.dtype for g in flat_grads),
-               tuple((g["amsgrad"], g["master_weights"], g["state_dtype"], g["stochastic_rounding"],
-                      counts_on_device(g)) for g in opt.param_groups))
+               tuple((g["amsgrad"], g["master_weights"], g["state_dtype"], g.get("q8_min_numel"),
+                      g["stochastic_rounding"], counts_on_device(g)) for g in opt.param_groups))
         if self._buckets is None or self._key != key or not self._true_to(opt.state):
             self._buckets = build(opt, flat_grads, counts_on_device, self._buckets)
             self._key = key
@@ -170,11 +212,16 @@ def check_state_fits(state: dict, p: torch.Tensor, sdtype: torch.dtype, where: s
     """A parameter's states must have its shape and device and the dtypes the kernels are told:
     after ``p.data`` is replaced by a tensor of another shape, or a state tensor by one of
     another dtype, they do not, and a kernel would read past them or misread them."""
-    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master_param"):
+    fixed = dict(MASTER_KEYS.values())
+    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", *fixed):
         t = state.get(key)
         if t is None:
             continue
-        dtype = torch.float32 if key == "master_param" else sdtype
+        dtype = fixed.get(key, sdtype)
+        problem = q8_blockwise.scale_problem(state, key, _local(p)) if dtype == t.dtype == torch.uint8 else None
+        if problem:
+            raise RuntimeError(f"{where}: {problem}; load a state dict saved by AdamWTau, or clear the state to start "
+                               "it again")
         if t.shape != p.shape:
             raise RuntimeError(f"{where} has shape {tuple(p.shape)} but its state {key!r} has shape "
                                f"{tuple(t.shape)} (p.data was replaced by a tensor of another shape?); clear its "
@@ -206,7 +253,7 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
             g = flat_grads[pid]
             if g is None:
                 continue
-            master = bool(group["master_weights"]) and p.dtype != torch.float32
+            master = master_form(group, p, f"param group {gi}: params[{pid}]")
             sdtype = state_dtype(group, p, master)
             step = opt.state.get(p, {}).get("step")
             if step is None:  # a new parameter, or its state cleared
@@ -241,7 +288,10 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
         b.exp_avgs = [_local(s["exp_avg"]) for s in states]
         b.exp_avg_sqs = [_local(s["exp_avg_sq"]) for s in states]
         b.max_exp_avg_sqs = [_local(s["max_exp_avg_sq"]) for s in states] if b.amsgrad else []
-        b.masters = [_local(s["master_param"]) for s in states] if b.master else []
+        b.masters = [_local(s[MASTER_KEYS[b.master][0]]) for s in states] if b.master != NO_MASTER else []
+        q8 = b.dtypes[2] == torch.uint8
+        b.scales = {key: [s[key + q8_blockwise.SCALE_SUFFIX] for s in states] if q8 and (b.amsgrad or i < 2) else []
+                    for i, key in enumerate(MOMENTS)}
         if b.on_device:
             # the device's counts may lag b.done (skipped steps): carry them over, never read them here
             b.steps = torch.stack([s["step"].to(b.device, torch.float32).reshape(()) for s in states])
@@ -253,10 +303,11 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
         b.step_views = [b.steps[i] for i in range(len(states))]
         for s, view in zip(states, b.step_views):
             dict.__setitem__(s, "step", view)
+        scales = tuple(b.scales.values())
         contiguous = all(t.is_contiguous() for ts in (b.locals, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs,
-                                                       b.masters) for t in ts)
+                                                       b.masters, *scales) for t in ts)
         b.backend = backend = opt.backend_for(b.device)
         if contiguous and backend in _KERNEL_BACKENDS and not compiling:
             b.planner = TablePlanner(b.locals, b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, b.ids,
-                                     b.device, chunk_for(backend))
+                                     b.device, chunk_for(backend), scales)
     return list(buckets.values())

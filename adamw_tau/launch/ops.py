@@ -17,29 +17,36 @@ from torch import Tensor
 from ..core import reference
 from . import backends, tables
 
-_MUTATED = ("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "masters")
+_MUTATED = ("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "masters", "exp_avg_scales", "exp_avg_sq_scales",
+            "max_exp_avg_sq_scales")
 
 
 def run_bucket(backend: str, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, param_ids,
-               seed, amsgrad, maximize, stochastic_rounding, grad_scale=None, found_inf=None) -> None:
-    """Check a bucket of contiguous tensors, plan its tables and launch ``backend`` on them."""
-    tables.check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, amsgrad)
+               seed, amsgrad, maximize, stochastic_rounding, grad_scale=None, found_inf=None, exp_avg_scales=(),
+               exp_avg_sq_scales=(), max_exp_avg_sq_scales=()) -> None:
+    """Check a bucket of contiguous tensors, plan its tables and launch ``backend`` on them
+    (8-bit states: uint8 codes, and their scales in the ``*_scales`` lists)."""
+    scales = (exp_avg_scales, exp_avg_sq_scales, max_exp_avg_sq_scales)
+    tables.check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, amsgrad, scales)
     if not params:
         return
     launch = backends.launcher(backend)
     for t in tables.plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids,
-                         tables.chunk_for(backend)):
-        launch(t, scalars, params[0].dtype, grads[0].dtype, exp_avgs[0].dtype, seed, amsgrad, maximize, bool(masters),
-               stochastic_rounding, grad_scale, found_inf)
+                         tables.chunk_for(backend), scales):
+        launch(t, scalars, params[0].dtype, grads[0].dtype, exp_avgs[0].dtype, seed, amsgrad, maximize,
+               tables.master_form(masters), stochastic_rounding, grad_scale, found_inf)
 
 
 @torch.library.custom_op("adamw_tau::adamw_step_", mutates_args=_MUTATED)
 def adamw_step_op(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
                   max_exp_avg_sqs: list[Tensor], masters: list[Tensor], scalars: Tensor, param_ids: list[int],
                   seed: int, amsgrad: bool, maximize: bool, stochastic_rounding: bool,
-                  grad_scale: Optional[Tensor], found_inf: Optional[Tensor], backend: str) -> None:
+                  grad_scale: Optional[Tensor], found_inf: Optional[Tensor], backend: str,
+                  exp_avg_scales: list[Tensor], exp_avg_sq_scales: list[Tensor],
+                  max_exp_avg_sq_scales: list[Tensor]) -> None:
     run_bucket(backend, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, param_ids, seed,
-               amsgrad, maximize, stochastic_rounding, grad_scale, found_inf)
+               amsgrad, maximize, stochastic_rounding, grad_scale, found_inf, exp_avg_scales, exp_avg_sq_scales,
+               max_exp_avg_sq_scales)
 
 
 @adamw_step_op.register_fake
@@ -47,18 +54,18 @@ def _(*args, **kwargs) -> None:
     return None
 
 
-def contiguous_call(fn, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, *rest):
+def contiguous_call(fn, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, *rest, **scales):
     """Kernels index memory linearly: run them on contiguous tensors and copy results back.
 
     The element index that keys stochastic rounding is the row-major position, the same
-    in the contiguous copy, so the bits do not depend on the layout.
+    in the contiguous copy, so the bits do not depend on the layout; so are 8-bit blocks.
     """
-    lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters)
+    lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, *scales.values())
     if all(t.is_contiguous() for ts in lists for t in ts):
-        return fn(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, *rest)
+        return fn(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, *rest, **scales)
     copies = [[t.contiguous() for t in ts] for ts in lists]
-    fn(*copies, *rest)
-    for i in (0, 2, 3, 4, 5):
+    fn(*copies[:6], *rest, **dict(zip(scales, copies[6:])))
+    for i in (0, 2, 3, 4, 5, *range(6, len(lists))):
         for dst, src in zip(lists[i], copies[i]):
             if dst.data_ptr() != src.data_ptr():
                 dst.copy_(src)
@@ -69,10 +76,12 @@ def list_step(backend: str):
     op = torch.ops.adamw_tau.adamw_step_.default
 
     def step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, param_ids, seed, amsgrad,
-             maximize, stochastic_rounding, grad_scale=None, found_inf=None):
-        contiguous_call(lambda *a: op(*a, backend), params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
-                        masters, scalars, list(param_ids), seed, amsgrad, maximize, stochastic_rounding,
-                        grad_scale, found_inf)
+             maximize, stochastic_rounding, grad_scale=None, found_inf=None, exp_avg_scales=(), exp_avg_sq_scales=(),
+             max_exp_avg_sq_scales=()):
+        contiguous_call(lambda *a, **k: op(*a, backend, **{n: list(v) for n, v in k.items()}), params, grads,
+                        exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, list(param_ids), seed, amsgrad,
+                        maximize, stochastic_rounding, grad_scale, found_inf, exp_avg_scales=exp_avg_scales,
+                        exp_avg_sq_scales=exp_avg_sq_scales, max_exp_avg_sq_scales=max_exp_avg_sq_scales)
     return step
 
 

@@ -3,8 +3,10 @@
 One place builds them for every kernel that reads them: the Triton kernel, the CUDA kernel
 and the CPU op (csrc/adamw_cpu.cpp), so the CPU tests run the very tables the GPUs run.
 
-* Tensor table, int64 ``[n, 8]``, one row per tensor: the addresses of p, g, m, v, vmax and
-  the fp32 master (0 where absent), numel, param_id. ``TensorArgs`` in csrc/adamw_step.h is
+* Tensor table, int64 ``[n, 11]``, one row per tensor: the addresses of p, g, m, v, vmax and
+  the master (0 where absent; an fp32 master, or a bf16 param's int16 remainder: the
+  launch's ``master`` form says which), numel, param_id, and the addresses of the fp32
+  scales of 8-bit m, v, vmax (formats.q8_blockwise; 0 for other states). ``TensorArgs`` in csrc/adamw_step.h is
   this row, field for field (static_asserts there, a layout test here).
 * Block table, int64 ``[n_blocks, 2]``: (row, first element). A block covers ``CHUNK``
   elements of one tensor, or its tail. int64 throughout: a 2^31-element tensor's blocks
@@ -31,8 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-COLUMNS = ("p", "g", "m", "v", "vmax", "master", "numel", "param_id")
-P, G, M, V, VMAX, MASTER, NUMEL, PARAM_ID = range(len(COLUMNS))
+COLUMNS = ("p", "g", "m", "v", "vmax", "master", "numel", "param_id", "m_scale", "v_scale", "vmax_scale")
+P, G, M, V, VMAX, MASTER, NUMEL, PARAM_ID, M_SCALE, V_SCALE, VMAX_SCALE = range(len(COLUMNS))
+Q8_BLOCK = 256  # formats.q8_blockwise.BLOCK: 8-bit states take chunks that are multiples of it
 CHUNK = 4096          # elements per block: the CUDA kernel and the CPU op
 # Triton's block is its whole program. Swept on an H200 (do_bench, 268M elements, % of copy,
 # fp32 / bf16 states / bf16 master): 4096 elements and 8 warps gave 97.1 / 76.4 / 94.5,
@@ -44,6 +47,18 @@ def chunk_for(backend: str) -> int:
     return CHUNK_FOR.get(backend, CHUNK)
 VEC_BYTES = 16        # the widest load the kernels issue
 VEC_ELEMS = 8         # 16 bytes of 16-bit values; numel must be a multiple for the aligned path
+
+# The launch's ``master`` argument (csrc/adamw_args.h MasterForm, the Triton kernel's MASTER):
+# what the master column points at.
+NO_MASTER, FP32_MASTER, REMAINDER_MASTER = 0, 1, 2
+
+
+def master_form(masters) -> int:
+    """The ``master`` form of a bucket's masters list: none, fp32 masters or int16 remainders."""
+    if not masters:
+        return NO_MASTER
+    return REMAINDER_MASTER if masters[0].dtype == torch.int16 else FP32_MASTER
+
 
 _ptr = torch.Tensor.data_ptr
 _shape = operator.attrgetter("shape")
@@ -122,12 +137,15 @@ class TablePlanner:
     """
 
     def __init__(self, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids,
-                 device: torch.device, chunk: int = CHUNK):
+                 device: torch.device, chunk: int = CHUNK, scales=((), (), ())):
         n = len(params)
         self.device = torch.device(device)
+        if any(scales) and chunk % Q8_BLOCK:
+            raise ValueError(f"adamw_tau: 8-bit states need blocks of a multiple of {Q8_BLOCK} elements, got {chunk}")
         self.chunk = chunk
         rows = np.zeros((n, len(COLUMNS)), dtype=np.int64)
-        for col, ts in ((P, params), (M, exp_avgs), (V, exp_avg_sqs), (VMAX, max_exp_avg_sqs), (MASTER, masters)):
+        for col, ts in ((P, params), (M, exp_avgs), (V, exp_avg_sqs), (VMAX, max_exp_avg_sqs), (MASTER, masters),
+                        (M_SCALE, scales[0]), (V_SCALE, scales[1]), (VMAX_SCALE, scales[2])):
             if ts:
                 rows[:, col] = list(map(_ptr, ts))
         rows[:, NUMEL] = list(map(torch.Tensor.numel, params))
@@ -200,10 +218,11 @@ class TablePlanner:
                 for aligned, (blocks, n_blocks) in self._split[1].items()]
 
 
-def check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, amsgrad) -> None:
+def check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, amsgrad,
+                 scales=((), (), ())) -> None:
     """Raise, before any tensor is touched, unless the lists form one bucket the kernels can step:
     equal lengths, one dtype per list (fp32 or the params' for grads), one device, contiguous,
-    equal numels."""
+    equal numels; uint8 (8-bit) states with one fp32 scale tensor each of ceil(numel / 256)."""
     n = len(params)
     if not (len(grads) == len(exp_avgs) == len(exp_avg_sqs) == len(param_ids) == n):
         raise RuntimeError("adamw_tau: params, grads, exp_avgs, exp_avg_sqs and param_ids must have the same length")
@@ -215,8 +234,10 @@ def check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
         return
     if params[0].dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise RuntimeError(f"adamw_tau: params[0] must be float32, bfloat16 or float16, got {params[0].dtype}")
-    if exp_avgs[0].dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise RuntimeError(f"adamw_tau: exp_avgs[0] must be float32, bfloat16 or float16, got {exp_avgs[0].dtype}")
+    if exp_avgs[0].dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.uint8):
+        raise RuntimeError(f"adamw_tau: exp_avgs[0] must be float32, bfloat16, float16 or uint8 (8-bit codes), got "
+                           f"{exp_avgs[0].dtype}")
+    _check_scales(params, exp_avgs[0].dtype == torch.uint8, amsgrad, scales)
     device = params[0].device
     grad_dtypes = (torch.float32, params[0].dtype)
     lists = [("params", params, (params[0].dtype,)), ("grads", grads, grad_dtypes),
@@ -224,7 +245,9 @@ def check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
     if amsgrad:
         lists.append(("max_exp_avg_sqs", max_exp_avg_sqs, (exp_avgs[0].dtype,)))
     if masters:
-        lists.append(("masters", masters, (torch.float32,)))
+        if masters[0].dtype == torch.int16 and params[0].dtype != torch.bfloat16:
+            raise RuntimeError(f"adamw_tau: int16 master remainders belong to bfloat16 params, got {params[0].dtype}")
+        lists.append(("masters", masters, (masters[0].dtype if masters[0].dtype == torch.int16 else torch.float32,)))
     for name, ts, dtypes in lists:
         for i, (t, p) in enumerate(zip(ts, params)):
             if t.layout != torch.strided:
@@ -235,16 +258,35 @@ def check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
                                    f"with {t.numel()} elements{'' if t.is_contiguous() else ', not contiguous'}")
 
 
+def _check_scales(params, q8: bool, amsgrad: bool, scales) -> None:
+    names = ("exp_avg_scales", "exp_avg_sq_scales", "max_exp_avg_sq_scales")
+    for k, (name, ts) in enumerate(zip(names, scales)):
+        want = q8 and (k < 2 or amsgrad)
+        if not want:
+            if len(ts):
+                raise RuntimeError(f"adamw_tau: {name} are given, but the states are not 8-bit codes (uint8)"
+                                   if not q8 else f"adamw_tau: {name} are given without amsgrad")
+            continue
+        if len(ts) != len(params):
+            raise RuntimeError(f"adamw_tau: 8-bit states need one tensor of {name} per param, got {len(ts)} for "
+                               f"{len(params)} params")
+        for i, (t, p) in enumerate(zip(ts, params)):
+            blocks = (p.numel() + Q8_BLOCK - 1) // Q8_BLOCK
+            if t.dtype != torch.float32 or t.device != p.device or t.numel() != blocks or not t.is_contiguous():
+                raise RuntimeError(f"adamw_tau: {name}[{i}] must be {blocks} contiguous float32 values on {p.device} "
+                                   f"(one per {Q8_BLOCK} elements); got {t.dtype} with {t.numel()} on {t.device}")
+
+
 def plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids,
-         chunk: int = CHUNK) -> list[LaunchTables]:
+         chunk: int = CHUNK, scales=((), (), ())) -> list[LaunchTables]:
     """Tables for one call of the list-form op (torch.compile, tests): cached by every address."""
     key = (params[0].device, chunk, *(tuple(map(_ptr, ts)) for ts in (params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
-                                                                masters)),
+                                                                masters, *scales)),
            tuple(map(torch.Tensor.numel, params)), tuple(param_ids))
     planner = _PLANNERS.pop(key, None)
     if planner is None:
         planner = TablePlanner(params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids,
-                               params[0].device, chunk)
+                               params[0].device, chunk, scales)
     _PLANNERS[key] = planner  # most recently used last
     if len(_PLANNERS) > _MAX_PLANNERS:
         _PLANNERS.pop(next(iter(_PLANNERS)))

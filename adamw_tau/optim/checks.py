@@ -12,10 +12,11 @@ import numbers
 import torch
 
 from ..core.timescale import tau_iter_from_tau_epoch
+from ..formats.q8_blockwise import BLOCK, FORMAT_VERSION, SCALE_SUFFIX, n_blocks
 
 DECAY_KEYS = ("tau_epochs", "iters_per_epoch", "tau_iters", "weight_decay")
 PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-STATE_DTYPES = (None, torch.float32, torch.bfloat16)
+STATE_DTYPES = (None, torch.float32, torch.bfloat16, "8bit")  # "8bit": formats.q8_blockwise
 
 
 def finite(name: str, value, *, minimum: float = 0.0, strict: bool = False) -> float:
@@ -102,7 +103,7 @@ def check_lr(lr, where: str) -> None:
 
 
 def check_hyper(group: dict, where: str) -> None:
-    """lr, eps, betas, state_dtype, lr_peak, and torch's switches if the group names them."""
+    """lr, eps, betas, master_weights, state_dtype, lr_peak, and torch's switches if the group names them."""
     check_lr(group["lr"], where)
     check_torch_switches(group, where)
     finite(f"{where}: eps", group["eps"])
@@ -112,9 +113,19 @@ def check_hyper(group: dict, where: str) -> None:
     for i, b in enumerate(betas):
         if finite(f"{where}: betas[{i}]", b) >= 1.0:
             raise ValueError(f"{where}: betas[{i}] must be in [0, 1), got {b!r}")
-    if group["state_dtype"] not in STATE_DTYPES:
-        raise TypeError(f"{where}: state_dtype must be None, torch.float32 or torch.bfloat16, "
-                        f"got {group['state_dtype']!r}")
+    mw = group.get("master_weights", False)
+    if not (isinstance(mw, bool) or mw == "remainder"):
+        raise TypeError(f"{where}: master_weights must be True, False or 'remainder' (bf16 params: the fp32 "
+                        f"master kept as the param plus a 16-bit remainder), got {mw!r}")
+    sd = group["state_dtype"]
+    if not any(sd is ok or (isinstance(sd, str) and sd == ok) for ok in STATE_DTYPES):
+        hint = " (the 8-bit states are spelled \"8bit\")" if isinstance(sd, str) else ""
+        raise TypeError(f"{where}: state_dtype must be None, torch.float32, torch.bfloat16 or \"8bit\", "
+                        f"got {sd!r}{hint}")
+    q8_min = group.get("q8_min_numel", 0)
+    if type(q8_min) is not int or q8_min < 0:  # noqa: E721 (a bool is not a count)
+        raise TypeError(f"{where}: q8_min_numel must be an int >= 0 (tensors with fewer elements keep fp32 states "
+                        f"under state_dtype=\"8bit\"), got {q8_min!r}")
     if "lr_peak" in group:
         finite(f"{where}: lr_peak", group["lr_peak"])
 
@@ -165,8 +176,34 @@ def check_state_dict(param_groups: list[dict], state_dict: dict) -> None:
         raise ValueError(f"load_state_dict: the checkpoint holds {len(ids)} parameters, this optimizer "
                          f"{len(params)}; build the optimizer over the same parameters as the one saved")
     for saved_id, p in zip(ids, params):
-        for key, value in state_dict.get("state", {}).get(saved_id, {}).items():
+        saved = state_dict.get("state", {}).get(saved_id, {})
+        check_8bit_state(saved, p, saved_id)
+        for key, value in saved.items():
+            if key.endswith(SCALE_SUFFIX):
+                continue  # check_8bit_state
             if key != "step" and isinstance(value, torch.Tensor) and value.shape != p.shape:
                 raise ValueError(f"load_state_dict: state {key!r} of parameter {saved_id} has shape "
                                  f"{tuple(value.shape)} but the parameter is {tuple(p.shape)}; the checkpoint "
                                  "belongs to another model")
+
+
+def check_8bit_state(saved: dict, p: torch.Tensor, saved_id) -> None:
+    """A saved parameter's 8-bit moments: the format version this code reads, and for every
+    uint8 moment its fp32 scales, one per block of the parameter."""
+    version = saved.get("q8_format")
+    if version is not None and version != FORMAT_VERSION:
+        raise ValueError(f"load_state_dict: parameter {saved_id} holds 8-bit states of format version {version!r}; "
+                         f"this adamw_tau reads version {FORMAT_VERSION}: load it with the adamw_tau that saved it "
+                         "and save AdamWTau.torch_state_dict() (fp32 moments), which loads anywhere")
+    local = p.to_local() if hasattr(p, "to_local") else p
+    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+        codes = saved.get(key)
+        if not (isinstance(codes, torch.Tensor) and codes.dtype == torch.uint8):
+            continue
+        scale = saved.get(key + SCALE_SUFFIX)
+        blocks = n_blocks(local.numel())
+        if not (isinstance(scale, torch.Tensor) and scale.is_floating_point() and scale.shape == (blocks,)):
+            got = f"shape {tuple(scale.shape)}" if isinstance(scale, torch.Tensor) else repr(scale)
+            raise ValueError(f"load_state_dict: parameter {saved_id}'s 8-bit {key!r} needs {key + SCALE_SUFFIX!r}, "
+                             f"{blocks} fp32 scales (one per {BLOCK} elements), got {got}; the checkpoint is "
+                             "incomplete or belongs to another model")

@@ -17,8 +17,9 @@ from __future__ import annotations
 import torch
 
 from ..core.contract import bias_table
+from ..formats import q8_blockwise
 from ..launch import backends, ops
-from ..launch.buckets import Bucket, BucketLayout, build
+from ..launch.buckets import Bucket, BucketLayout, build, master_form
 from ..launch.state import OptimizerState, tracked
 from ..launch.step_scalars import bucket_scalars
 from . import checkpoints, report, step_hooks
@@ -44,12 +45,18 @@ class AdamWTau(torch.optim.Optimizer):
         tau_epochs, iters_per_epoch, tau_iters, weight_decay: the decay, one way (module doc).
         backend: "auto" (the fastest available per device) or "reference", "triton",
             "cuda", "cpu"; a named backend that cannot run raises and says why.
-        master_weights: keep an fp32 copy of bf16/fp16 params; the param is its
-            round-to-nearest-even image.
+        master_weights: True keeps an fp32 copy of bf16/fp16 params; the param is its
+            round-to-nearest-even image. "remainder" (bf16 params only) keeps the same fp32
+            master, bit for bit, as the bf16 param plus an int16 remainder (2 bytes a
+            parameter instead of 4); the param is then the master rounded to nearest with
+            ties away from zero (docs/numerics.md).
         stochastic_rounding: bf16/fp16 params without master weights are rounded
             stochastically, from bits keyed by (seed, step, parameter index, element index).
         state_dtype: dtype of exp_avg / exp_avg_sq (/ max_exp_avg_sq): torch.float32,
-            torch.bfloat16, or None for torch's choice (the param's dtype; fp32 with master weights).
+            torch.bfloat16, None for torch's choice (the param's dtype; fp32 with master weights),
+            or "8bit": uint8 codes with an fp32 scale per 256 elements (formats.q8_blockwise,
+            docs/numerics.md), for tensors of at least ``q8_min_numel`` elements (4096, as
+            bitsandbytes; smaller ones, norms and biases, keep fp32 states). Per group.
         seed: the stochastic rounding seed, an int in [0, 2**63).
         capturable: count steps on the parameters' device and build the per-step scalars
             there, so step() never waits on the device and can be captured in a CUDA graph.
@@ -67,8 +74,9 @@ class AdamWTau(torch.optim.Optimizer):
                  tau_epochs: float | None = None, iters_per_epoch: float | None = None,
                  tau_iters: float | None = None, maximize: bool = False, foreach: bool | None = None,
                  capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
-                 backend: str = "auto", master_weights: bool = False, stochastic_rounding: bool = False,
-                 state_dtype: torch.dtype | None = None, seed: int = 0):
+                 backend: str = "auto", master_weights: bool | str = False, stochastic_rounding: bool = False,
+                 state_dtype: torch.dtype | str | None = None, q8_min_numel: int = q8_blockwise.MIN_NUMEL,
+                 seed: int = 0):
         # torch.optim.AdamW's implementation switches: accepted, and our kernels run regardless
         check_torch_switches(dict(foreach=foreach, fused=fused, differentiable=differentiable), "AdamWTau")
         if backend != "auto" and backend not in backends.BACKENDS:
@@ -81,7 +89,7 @@ class AdamWTau(torch.optim.Optimizer):
                  weight_decay=weight_decay), "AdamWTau") or decay_spec({"weight_decay": 0.0}, "AdamWTau")
         defaults = dict(lr=lr, betas=betas, eps=eps, amsgrad=amsgrad, maximize=maximize,
                         master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        state_dtype=state_dtype, capturable=bool(capturable))
+                        state_dtype=state_dtype, q8_min_numel=q8_min_numel, capturable=bool(capturable))
         check_hyper(defaults, "AdamWTau")
         self._count_on_device = False
         self._caches()
@@ -107,6 +115,8 @@ class AdamWTau(torch.optim.Optimizer):
         check_params(params, where)
         merged = {**self.defaults, **group}
         check_hyper(merged, where)
+        for i, p in enumerate(params):
+            master_form(merged, p, f"{where}: params[{i}]")  # "remainder" takes bf16 params only
         for device in {p.device for p in params}:
             self.backend_for(device)
             # device-counted steps (capturable, GradScaler, torch.compile) look the bias corrections
@@ -129,11 +139,20 @@ class AdamWTau(torch.optim.Optimizer):
         """torch's state dict, with plain dicts (loads with ``torch.load(weights_only=True)``)."""
         return checkpoints.packed(super().state_dict())
 
+    def torch_state_dict(self) -> dict:
+        """A torch.optim.AdamW state dict of this optimizer: 8-bit moments decoded to fp32
+        (map[code] * scale), no scales, so torch.optim.AdamW (or any AdamWTau) loads it."""
+        return checkpoints.decoded(self.state_dict())
+
     def load_state_dict(self, state_dict: dict) -> None:
         """torch's load, after checking that every saved state fits its parameter (nothing
-        changes if not), keeping the saved dtypes (checkpoints.py's note)."""
+        changes if not). The saved hyperparameters replace the groups' as in torch, except
+        how states are stored (master_weights, state_dtype): those stay this optimizer's, and
+        the saved states are converted to them exactly (checkpoints.py's notes)."""
         check_state_dict(self.param_groups, state_dict)
+        forms = checkpoints.storage_options(self.param_groups)
         super().load_state_dict(state_dict)
+        checkpoints.keep_storage_options(self.param_groups, forms)
         checkpoints.restore_dtypes(self.param_groups, self.state, state_dict)
 
     def __getstate__(self) -> dict:
@@ -212,6 +231,6 @@ class AdamWTau(torch.optim.Optimizer):
             else:
                 ops.step_function(b.backend)(
                     b.locals, b.grads(flat), b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, scalars,
-                    b.ids, seed, b.amsgrad, maximize, sr, scale, inf)
+                    b.ids, seed, b.amsgrad, maximize, sr, scale, inf, **b.scale_lists())
             b.count_step(inf)
         return loss

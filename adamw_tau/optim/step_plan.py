@@ -50,7 +50,8 @@ def check_groups(param_groups: list[dict], checked: dict) -> None:
     """Hyperparameters, checked again only when one changed (``checked`` remembers what was
     seen); lr, which schedulers change every step, by itself."""
     for gi, group in enumerate(param_groups):
-        seen = (tuple(group["betas"]), group["eps"], group["state_dtype"], group.get("lr_peak"))
+        seen = (tuple(group["betas"]), group["eps"], group["state_dtype"], group.get("q8_min_numel"),
+                group["master_weights"], group.get("lr_peak"))
         lr = group["lr"]
         if checked.get(gi) != seen:
             check_hyper(group, f"param group {gi}")

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from ..formats import q8_blockwise
+
 SPECIAL_KINDS = ("+0", "-0", "fp32 subnormal", "dtype subnormal", "+-inf", "nan", "huge", "+-dtype max",
                  "tie", "+-dtype min normal")
 KINDS = 64  # a kind below len(SPECIAL_KINDS) is that special value; the rest are normals
@@ -74,3 +76,34 @@ def hard_values(n: int, gen: torch.Generator, *, positive: bool = False, span: f
     r = torch.rand(len(where), generator=gen, dtype=torch.float64)
     x[where] = _specials(kind[where], u, r, dtype)
     return x.abs() if positive else x
+
+
+Q8_BLOCK_KINDS = ("ordinary", "non-finite", "all zeros", "one huge value", "threshold ties", "every kind")
+
+
+def q8_blocks(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """``hard_values`` ``x`` reshaped for 8-bit states (their values and their gradients), block
+    by block of q8_blockwise.BLOCK elements, each block one of Q8_BLOCK_KINDS. A NaN makes its
+    whole block NaN (the scale is NaN) and one huge value sends the rest of its block to the
+    smallest codes, so each has blocks of its own: "non-finite" (x as it is: NaN, +-inf and
+    every other kind), "every kind" (x with NaN and inf replaced: values to 3.4e38, subnormals),
+    "one huge value" (3e38 beside small ones), "all zeros" (both signs), and "threshold ties"
+    (the block max a power of two 2^e, the rest T[k] * 2^e for the signed thresholds T, so
+    that x / max lands exactly on a threshold: with beta1 = 0 and no grad scale the new
+    exp_avg is the gradient, and its codes follow the tie rule). The other 11 blocks in 16
+    are "ordinary": 3 of them normals of one scale (codes spread over the map), 8 x with every
+    magnitude above 1e30 or non-finite replaced by a normal."""
+    n = x.numel()
+    kind = torch.randint(0, 16, (q8_blockwise.n_blocks(n),), generator=gen)
+    per = kind.repeat_interleave(q8_blockwise.BLOCK)[:n]
+    first = (torch.arange(n) % q8_blockwise.BLOCK) == 0
+    normal = torch.randn(n, generator=gen) * 10.0 ** float(torch.randint(-6, 7, (), generator=gen))
+    finite = torch.where(torch.isfinite(x), x, normal)
+    out = torch.where(finite.abs() <= 1e30, finite, normal)  # ordinary
+    e = 2.0 ** float(torch.randint(-40, 40, (), generator=gen))
+    thr = q8_blockwise.thresholds(True)
+    ties = torch.where(first, e, thr[torch.randint(0, thr.numel(), (n,), generator=gen)] * e)
+    for k, value in enumerate((x, torch.where(torch.rand(n, generator=gen) < 0.5, 0.0, -0.0),
+                               torch.where(first, 3e38, normal * 1e-3), ties, finite, normal, normal, normal)):
+        out = torch.where(per == k, value, out)
+    return out

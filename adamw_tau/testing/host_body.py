@@ -23,7 +23,7 @@ FLAGS = ["-std=c++20", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared
 OPTIMIZE = ["-O2"]
 # -O0: with the sanitizers the 90 kernels compile in about 10 s on the 2-core machine, at -O1 in about 60
 SANITIZE = ["-O0", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
-KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # adamw_math.h: Kind
+KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2, torch.uint8: 3}  # adamw_math.h: Kind (uint8: Q8)
 
 
 def compiler() -> str:
@@ -68,7 +68,7 @@ class HostBody:
         fn.restype = ctypes.c_int64
         fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                        ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_uint64,
-                       ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+                       ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
         self._fn = fn
         self.calls = 0  # kernel calls (block x thread) made so far
 
@@ -87,7 +87,8 @@ class HostBody:
                          seed & 0xFFFFFFFFFFFFFFFF, int(amsgrad), int(maximize), int(master),
                          int(stochastic_rounding), _address(grad_scale), _address(found_inf))
         if calls < 0:
-            raise RuntimeError("adamw_tau: grads must be float32 or the params' dtype")
+            raise RuntimeError("adamw_tau: grads must be float32 or the params' dtype, a remainder master needs "
+                               "bfloat16 params, and 8-bit states a chunk that is a multiple of 256")
         if calls != t.n_blocks * self.threads:
             raise RuntimeError(f"the driver ran {calls} (block, thread) calls for a grid of {t.n_blocks} x "
                                f"{self.threads}")
@@ -97,11 +98,16 @@ class HostBody:
         """A step function on contiguous CPU tensor lists: checks and plans as ops.run_bucket does,
         with block size ``chunk``, and launches the host body on each table."""
         def step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, param_ids, seed, amsgrad,
-                 maximize, stochastic_rounding, grad_scale=None, found_inf=None):
-            tables.check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, amsgrad)
+                 maximize, stochastic_rounding, grad_scale=None, found_inf=None, exp_avg_scales=(),
+                 exp_avg_sq_scales=(), max_exp_avg_sq_scales=()):
+            scales = (exp_avg_scales, exp_avg_sq_scales, max_exp_avg_sq_scales)
+            tables.check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, amsgrad,
+                                scales)
             if not params:
                 return
-            for t in tables.plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, chunk):
+            for t in tables.plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, chunk,
+                                 scales):
                 self.launch(t, scalars, params[0].dtype, grads[0].dtype, exp_avgs[0].dtype, seed, amsgrad, maximize,
-                            bool(masters), stochastic_rounding, grad_scale, found_inf, by_value=by_value)
+                            tables.master_form(masters), stochastic_rounding, grad_scale, found_inf,
+                            by_value=by_value)
         return step

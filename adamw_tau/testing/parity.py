@@ -15,28 +15,48 @@ import torch
 
 from ..core import reference
 from ..core.contract import host_scalars
+from ..formats import bf16_remainder, q8_blockwise
 from ..launch import ops
 from .bits import differing_lists
-from .hard_data import hard_values
+from .hard_data import hard_values, q8_blocks
+
+SCALE_KEYS = {"exp_avgs": "exp_avg_scales", "exp_avg_sqs": "exp_avg_sq_scales",
+              "max_exp_avg_sqs": "max_exp_avg_sq_scales"}
+
 
 @dataclass(frozen=True)
 class Path:
     name: str
     param_dtype: torch.dtype = torch.float32
-    state_dtype: torch.dtype = torch.float32
-    master: bool = False
+    state_dtype: torch.dtype | str = torch.float32  # or q8_blockwise.STATE_DTYPE: 8-bit codes and scales
+    master: bool | str = False   # True: an fp32 master; "remainder": bf16 param + int16 remainder
     stochastic_rounding: bool = False
+
+    @property
+    def q8(self) -> bool:
+        return self.state_dtype == q8_blockwise.STATE_DTYPE
+
+    @property
+    def storage_dtype(self) -> torch.dtype:
+        """The dtype the state tensors hold: uint8 codes for 8-bit states."""
+        return torch.uint8 if self.q8 else self.state_dtype
 
 
 PATHS = {p.name: p for p in (
     Path("fp32"),
     Path("fp32_bf16_states", state_dtype=torch.bfloat16),
     Path("bf16_master", torch.bfloat16, master=True),
+    Path("bf16_remainder", torch.bfloat16, master="remainder"),
+    Path("bf16_remainder_bf16_states", torch.bfloat16, torch.bfloat16, master="remainder"),
     Path("fp16_master", torch.float16, master=True),
     Path("bf16_states", torch.bfloat16, torch.bfloat16),
     Path("bf16_sr", torch.bfloat16, torch.bfloat16, stochastic_rounding=True),
     Path("fp16_sr", torch.float16, torch.float32, stochastic_rounding=True),
     Path("fp16_states", torch.float16, torch.float16),  # torch's default for fp16 params
+    Path("fp32_8bit", state_dtype=q8_blockwise.STATE_DTYPE),
+    Path("bf16_master_8bit", torch.bfloat16, q8_blockwise.STATE_DTYPE, master=True),
+    Path("bf16_sr_8bit", torch.bfloat16, q8_blockwise.STATE_DTYPE, stochastic_rounding=True),
+    Path("bf16_remainder_8bit", torch.bfloat16, q8_blockwise.STATE_DTYPE, master="remainder"),
 )}
 
 # "tensor": the scalars as an fp32 tensor the kernel reads (the list-form op); "values": host
@@ -84,20 +104,31 @@ def make_bucket(sizes, path: Path, *, amsgrad: bool, device="cpu", seed: int = 0
     where exp_avg_sq has ordinary ones (a NaN on either side of the max)."""
     gen = torch.Generator().manual_seed(seed)
     out = dict(params=[], exp_avgs=[], exp_avg_sqs=[], max_exp_avg_sqs=[], masters=[])
-    pd, sd = path.param_dtype, path.state_dtype
+    pd, sd = path.param_dtype, (torch.float32 if path.q8 else path.state_dtype)
+    states = (lambda x: q8_blocks(x, gen)) if path.q8 else (lambda x: x.to(sd))
     for n in sizes:
         w = hard_values(n, gen, span=3.0 if pd == torch.float16 else 4.0, dtype=pd)
-        out["params"].append(w.to(pd).to(device))
-        if path.master:
-            out["masters"].append(w.to(device))
-        out["exp_avgs"].append(hard_values(n, gen, span=6.0, dtype=sd).to(sd).to(device))
-        v = hard_values(n, gen, positive=True, span=10.0, dtype=sd)
-        out["exp_avg_sqs"].append(v.to(sd).to(device))
+        if path.master == "remainder":  # the master's every bit pattern: remainders of both signs
+            param, rem = bf16_remainder.split(w)
+            out["params"].append(param.to(device))
+            out["masters"].append(rem.to(device))
+        else:
+            out["params"].append(w.to(pd).to(device))
+            if path.master:
+                out["masters"].append(w.to(device))
+        out["exp_avgs"].append(states(hard_values(n, gen, span=6.0, dtype=sd)).to(device))
+        v = states(hard_values(n, gen, positive=True, span=10.0, dtype=sd)).abs()
+        out["exp_avg_sqs"].append(v.to(device))
         if amsgrad:
             near = v * torch.rand(n, generator=gen) * 2
-            own = hard_values(n, gen, positive=True, span=10.0, dtype=sd)
+            own = states(hard_values(n, gen, positive=True, span=10.0, dtype=sd)).abs()
             vmax = torch.where(torch.rand(n, generator=gen) < 0.2, own, near)
             out["max_exp_avg_sqs"].append(vmax.to(sd).to(device))
+    if path.q8:  # codes and scales of those values: what an 8-bit state holds
+        for key, scale_key in SCALE_KEYS.items():
+            pairs = [q8_blockwise.encode(x, key == "exp_avgs") for x in out[key]]
+            out[key] = [c for c, _ in pairs]
+            out[scale_key] = [s for _, s in pairs]
     offsets = offsets or [0] * len(sizes)
     if guard:
         guards = []
@@ -115,6 +146,11 @@ def differing_words(a: dict, b: dict) -> int:
     """Words whose bits differ over two buckets' lists (``make_bucket``'s keys); two NaNs count
     as equal whatever their payloads. The tensors may sit on different devices."""
     return sum(differing_lists(a[key], b[key]) for key in a)
+
+
+def scale_lists(bucket: dict) -> dict:
+    """The 8-bit scale lists of a bucket, as the step functions' keyword arguments ({} for other paths)."""
+    return {k: bucket[k] for k in SCALE_KEYS.values() if bucket.get(k)}
 
 
 def clone_bucket(b: dict) -> dict:
@@ -156,8 +192,9 @@ def random_parity(backend: str, device, seed: int) -> tuple[dict, int]:
 def _by_value(backend: str):
     """``backend``'s step with host scalars passed by value, launched from tables as the
     optimizer's eager step launches (the list-form op takes a tensor)."""
-    def step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, *rest):
-        ops.run_bucket(backend, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, *rest)
+    def step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, *rest, **scales):
+        ops.run_bucket(backend, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, *rest,
+                       **scales)
     return step
 
 
@@ -177,7 +214,7 @@ def step_both(backend: str | Callable, ours: dict, ref: dict, grads, hs, *, scal
     ids = list(range(len(ours["params"]))) if ids is None else ids
     for impl, st, sc in ((fn, ours, hs if by_value else s), (reference.adamw_step_, ref, s)):
         impl(st["params"], grads, st["exp_avgs"], st["exp_avg_sqs"], st["max_exp_avg_sqs"], st["masters"],
-             sc, ids, seed, amsgrad, maximize, stochastic_rounding, grad_scale, found_inf)
+             sc, ids, seed, amsgrad, maximize, stochastic_rounding, grad_scale, found_inf, **scale_lists(st))
     return differing_words(ours, ref)
 
 
@@ -205,6 +242,8 @@ def parity_bits(backend: str | Callable, path: Path, sizes, *, steps: int = 3, d
     for t in range(1, steps + 1):
         span = grad_span(path) + grad_span_extra
         grads = [hard_values(n, gen, span=span, dtype=path.param_dtype) for n in sizes]
+        if path.q8:
+            grads = [q8_blocks(g, gen) for g in grads]
         if t == steps:  # zero gradients: -0.0 under maximize is where compiled Triton once differed
             grads = [torch.where(torch.rand(n, generator=gen) < 0.5, 0.0, -0.0) for n in sizes]
         grads = [_placed(g.to(path.param_dtype).to(device), offsets[i] if offsets else 0) for i, g in enumerate(grads)]

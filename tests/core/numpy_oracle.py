@@ -134,12 +134,36 @@ def stochastic_round(x32: np.ndarray, bits: np.ndarray, name: str) -> np.ndarray
     return np.where(np.isfinite(x32), out, to_dtype(x32, name))
 
 
+def merge_remainder(p32: np.ndarray, rem: np.ndarray) -> np.ndarray:
+    """The fp32 master a bf16 param (as fp32) and an int16 remainder (as numbers) hold: the
+    remainder is the low half, and the param's high half was rounded up when it is negative."""
+    high = p32.astype(np.float32).view(np.uint32).astype(np.int64) >> 16
+    low = np.asarray(rem).astype(np.int64)
+    high = (high - (low < 0)) % 0x10000
+    return ((high << 16) + low % 0x10000).astype(np.uint32).view(np.float32)
+
+
+def split_remainder(w32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """fp32 master -> (bf16 param as fp32, int16 remainder as fp32 numbers): NaN -> 0x7FC00000
+    first, then the nearest bf16 with ties away from zero and what is left below it."""
+    u = np.where(np.isnan(w32), 0x7FC00000, w32.astype(np.float32).view(np.uint32).astype(np.int64))
+    high = (u + 0x8000) // 0x10000
+    low = u - (high << 16)  # in [-0x8000, 0x8000)
+    return (high << 16).astype(np.uint32).view(np.float32), low.astype(np.float32)
+
+
 def adamw_step(p, g, m, v, vmax, master, s: Scalars, *, maximize, param_dtype, state_dtype,
-               stochastic_rounding=False, seed=0, param_id=0, grad_scale=None, found_inf=False):
+               stochastic_rounding=False, seed=0, param_id=0, grad_scale=None, found_inf=False, remainder=False):
     """One step on flat fp32 arrays (``vmax``/``master`` None when absent); returns the new
-    (p, m, v, vmax, master) as fp32 arrays, each stored in its dtype and widened back."""
+    (p, m, v, vmax, master) as fp32 arrays, each stored in its dtype and widened back.
+    ``remainder``: ``master`` holds a bf16 param's int16 remainders (as numbers), not a master."""
     if found_inf:
         return p, m, v, vmax, master
+    if remainder:
+        new = adamw_step(p, g, m, v, vmax, merge_remainder(p, master), s, maximize=maximize,
+                         param_dtype=param_dtype, state_dtype=state_dtype, grad_scale=grad_scale)
+        p_new, rem_new = split_remainder(new[4])
+        return (p_new, *new[1:4], rem_new)
     with np.errstate(all="ignore"):
         g = r(g)
         if grad_scale is not None:  # the scale is an fp32 tensor (GradScaler's)

@@ -8,11 +8,14 @@ from adamw_tau.core import reference
 from adamw_tau.core.contract import host_scalars, sr_bits, sr_key
 from adamw_tau.testing.bits import differing_lists
 from adamw_tau.testing.cases import FLAG_SETS
-from adamw_tau.testing.hard_data import SPECIAL_KINDS, hard_values
-from adamw_tau.testing.parity import PATHS, grad_span, make_bucket
+from adamw_tau.testing.hard_data import SPECIAL_KINDS, hard_values, q8_blocks
+from adamw_tau.formats import q8_blockwise
+from adamw_tau.testing.parity import PATHS, SCALE_KEYS, grad_span, make_bucket, scale_lists
 
 DT = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 KEYS = ("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "masters")
+PLAIN_PATHS = [p for p in PATHS if not PATHS[p].q8]
+Q8_PATHS = [p for p in PATHS if PATHS[p].q8]
 
 
 def _bits(x: np.ndarray) -> np.ndarray:
@@ -24,7 +27,7 @@ def _differing(got: np.ndarray, want: np.ndarray) -> int:
     return int((_bits(got) != _bits(want))[~nan].sum())
 
 
-@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("path", PLAIN_PATHS)
 @pytest.mark.parametrize("case", list(FLAG_SETS))
 def test_reference_matches_numpy_oracle(path, case):
     """Every path under every flag set of the backends' parity cases (NaN, inf, values to 3e38,
@@ -57,7 +60,7 @@ def test_reference_matches_numpy_oracle(path, case):
                                     st["masters"][i] if pth.master else None, s, maximize=maximize,
                                     param_dtype=DT[pth.param_dtype], state_dtype=DT[pth.state_dtype],
                                     stochastic_rounding=pth.stochastic_rounding, seed=99, param_id=ids[i],
-                                    grad_scale=scale, found_inf=t == skip)
+                                    grad_scale=scale, found_inf=t == skip, remainder=pth.master == "remainder")
             for key, val in zip(KEYS, out):
                 if val is None:
                     continue
@@ -144,6 +147,55 @@ def test_found_inf_leaves_everything_bit_identical():
         assert differing_lists(b[k], before[k]) == 0, k
 
 
+@pytest.mark.parametrize("path", Q8_PATHS)
+@pytest.mark.parametrize("case", list(FLAG_SETS))
+def test_8bit_reference_is_decode_then_the_oracles_fp32_step_then_encode(path, case):
+    """The 8-bit contract: the states decoded (map[code] * scale), the fp32 step of the NumPy
+    oracle on them, its new fp32 moments encoded (q8_blockwise: block max, x / max, thresholds).
+    The param update uses the fresh fp32 moments, never their codes."""
+    flags = FLAG_SETS[case]
+    pth = PATHS[path]
+    amsgrad, maximize, decay, scale = flags["amsgrad"], flags["maximize"], flags["decay"], flags["grad_scale"]
+    (beta1, beta2), eps, skip = flags["betas"], flags["eps"], flags.get("skip_step")
+    sizes = [1, 300, 1023, 2049]
+    ids = [3 + i for i in range(len(sizes))]
+    b = make_bucket(sizes, pth, amsgrad=amsgrad, seed=12)
+    gen = torch.Generator().manual_seed(6)
+    scale_t = None if scale is None else torch.tensor([scale])
+    for t in range(1, 4):
+        grads = [hard_values(n, gen, span=grad_span(pth), dtype=pth.param_dtype) for n in sizes]
+        grads = [q8_blocks(g, gen).to(pth.param_dtype) for g in grads]
+        found_inf = None if skip is None else torch.tensor([float(t == skip)])
+        kw = dict(lr=2e-3 * t, lr_peak=1e-2, beta1=beta1, beta2=beta2, eps=eps)
+        before = {k: [x.clone() for x in v] for k, v in b.items()}
+        hs = host_scalars(**kw, step=t, decay_mode=decay, tau_iters=50.0, weight_decay=0.3)
+        reference.adamw_step_(b["params"], grads, b["exp_avgs"], b["exp_avg_sqs"], b["max_exp_avg_sqs"],
+                              b["masters"], hs.as_tensor(), ids, 99, amsgrad, maximize, pth.stochastic_rounding,
+                              scale_t, found_inf, **scale_lists(b))
+        s = oracle.host_scalars(**kw, t=t, decay=decay, tau_iter=50.0, weight_decay=0.3)
+        for i in range(len(sizes)):
+            dec = {k: q8_blockwise.decode(before[k][i], before[sk][i], k == "exp_avgs").numpy()
+                   for k, sk in SCALE_KEYS.items() if before[k]}
+            out = oracle.adamw_step(before["params"][i].float().numpy(), grads[i].float().numpy(), dec["exp_avgs"],
+                                    dec["exp_avg_sqs"], dec["max_exp_avg_sqs"] if amsgrad else None,
+                                    before["masters"][i].float().numpy() if pth.master else None, s,
+                                    maximize=maximize, param_dtype=DT[pth.param_dtype], state_dtype="float32",
+                                    stochastic_rounding=pth.stochastic_rounding, seed=99, param_id=ids[i],
+                                    grad_scale=scale, found_inf=t == skip, remainder=pth.master == "remainder")
+            want = dict(zip(KEYS, out))
+            for key in ("params", "masters"):
+                if want[key] is not None:
+                    assert _differing(b[key][i].float().numpy(), want[key]) == 0, f"{key}[{i}] step {t}"
+            for key, sk in SCALE_KEYS.items():
+                if want[key] is None:
+                    continue
+                if t == skip:  # nothing is written: the codes and scales as they were
+                    codes, scales = before[key][i], before[sk][i]
+                else:
+                    codes, scales = q8_blockwise.encode(torch.from_numpy(want[key]), key == "exp_avgs")
+                assert differing_lists([b[key][i], b[sk][i]], [codes, scales]) == 0, f"{key}[{i}] step {t}"
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("path", list(PATHS))
 def test_reference_cpu_equals_cuda(path):
@@ -160,5 +212,5 @@ def test_reference_cpu_equals_cuda(path):
         for st, dev in ((cpu, "cpu"), (gpu, "cuda")):
             reference.adamw_step_(st["params"], [g.to(dev) for g in grads], st["exp_avgs"], st["exp_avg_sqs"],
                                   st["max_exp_avg_sqs"], st["masters"], s.as_tensor(dev), [0, 1, 2], 5, True,
-                                  False, pth.stochastic_rounding, None, None)
+                                  False, pth.stochastic_rounding, None, None, **scale_lists(st))
     assert differing_words(cpu, gpu) == 0

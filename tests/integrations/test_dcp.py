@@ -46,8 +46,8 @@ def _hard_params(dtype):
 @pytest.mark.parametrize("options", [
     dict(), dict(amsgrad=True, maximize=True), dict(backend="reference"),
     dict(dtype=torch.bfloat16, master_weights=True), dict(dtype=torch.bfloat16, stochastic_rounding=True, seed=3),
-    dict(dtype=torch.float16), dict(tensor_lr=True),
-], ids=["fp32", "amsgrad-maximize", "reference", "bf16-master", "bf16-sr", "fp16", "tensor-lr"])
+    dict(dtype=torch.float16), dict(tensor_lr=True), dict(dtype=torch.bfloat16, master_weights="remainder"),
+], ids=["fp32", "amsgrad-maximize", "reference", "bf16-master", "bf16-sr", "fp16", "tensor-lr", "bf16-remainder"])
 def test_zero_grad_step_at_lr_zero_changes_no_bit(decay, options):
     options = dict(options)
     dtype, tensor_lr = options.pop("dtype", torch.float32), options.pop("tensor_lr", False)
@@ -117,7 +117,7 @@ def test_torch_adamw_checkpoint_into_adamwtau(tmp_path):
     ns = _load(via_dcp, ours, tmp_path / "adamw")
     assert {k.rsplit(".", 1)[1] for k in ns["planner"].kept} == {
         "decay", "tau_iters", "tau_epochs", "iters_per_epoch", "lr_peak", "master_weights", "stochastic_rounding",
-        "state_dtype"}
+        "state_dtype", "q8_min_numel"}
     reference = AdamWTau(via_sd.parameters(), lr=1e-2, weight_decay=0.1)
     reference.load_state_dict(torch_opt.state_dict())
     assert ours.state_dict()["state"][0]["step"].item() == 3

@@ -14,7 +14,7 @@ from adamw_tau.core import reference
 from adamw_tau.core.contract import host_scalars
 from adamw_tau.launch import tables
 from adamw_tau.testing import host_body
-from adamw_tau.testing.parity import PATHS, clone_bucket, differing_words, make_bucket, parity_bits
+from adamw_tau.testing.parity import PATHS, clone_bucket, differing_words, make_bucket, parity_bits, scale_lists
 
 # With offsets: aligned rows (8, 40 when fp32), rows with aligned pointers and a tail (1, 17,
 # 4099: vector passes, then the element path), misaligned rows (7, 4096, 9000) -- checked by
@@ -54,7 +54,7 @@ def _kinds_of_blocks(launches, vec) -> dict:
     return out
 
 
-@pytest.mark.parametrize("path", ["fp32", "bf16_states", "bf16_master"])
+@pytest.mark.parametrize("path", ["fp32", "bf16_states", "bf16_master", "bf16_remainder"])
 @pytest.mark.parametrize("chunk", CHUNKS + ODD_CHUNKS)
 def test_cases_take_the_vector_path_the_element_path_and_tails(path, chunk):
     """The precondition of the parity tests below: their bucket makes aligned and unaligned
@@ -80,7 +80,7 @@ def test_body_bitwise_equals_reference(body, path, amsgrad, maximize, scale, dec
                        grad_scale=scale, decay=decay, offsets=OFFSETS, guard=GUARD) == 0
 
 
-@pytest.mark.parametrize("path", ["fp32", "bf16_states", "bf16_master", "fp16_sr"])
+@pytest.mark.parametrize("path", ["fp32", "bf16_states", "bf16_master", "fp16_sr", "bf16_remainder"])
 @pytest.mark.parametrize("chunk", CHUNKS + ODD_CHUNKS)
 def test_every_block_size(body, path, chunk):
     assert parity_bits(body.step(chunk), PATHS[path], SIZES, steps=2, amsgrad=True, maximize=True, grad_scale=3.0,
@@ -119,7 +119,7 @@ def _steps_of_both(step, bucket, path, grads_per_step, *, amsgrad, maximize, sca
                          tau_iters=300.0).as_tensor()
         for impl, st in ((step, bucket), (reference.adamw_step_, ref)):
             impl(st["params"], grads, st["exp_avgs"], st["exp_avg_sqs"], st["max_exp_avg_sqs"], st["masters"], s, ids,
-                 99, amsgrad, maximize, path.stochastic_rounding, scale, found_inf)
+                 99, amsgrad, maximize, path.stochastic_rounding, scale, found_inf, **scale_lists(st))
     return ref
 
 
@@ -144,8 +144,35 @@ def test_hard_values(body, path):
         assert differing_words(ours, before) > 0  # the steps did write
 
 
+Q8_PATHS = [name for name, p in PATHS.items() if p.q8]
+
+
+@pytest.mark.parametrize("path", Q8_PATHS)
+@pytest.mark.parametrize("chunk", [256, 2048, 4096])
+def test_8bit_warps_at_every_block_size(body, path, chunk):
+    """The warp kernel (csrc/adamw_q8_kernel.h) at a chunk of one q8 block, Triton's and CUDA's:
+    partial warps and partial blocks, misaligned storages, the scalars both ways."""
+    for by_value in (True, False):
+        assert parity_bits(body.step(chunk, by_value), PATHS[path], SIZES, steps=2, amsgrad=True, maximize=True,
+                           grad_scale=3.0, offsets=OFFSETS, guard=GUARD) == 0
+
+
+def test_8bit_states_refuse_a_chunk_off_256(body):
+    """A q8 block must not cross thread blocks: the planner and the driver refuse other chunks."""
+    with pytest.raises(ValueError, match="multiple of 256"):
+        parity_bits(body.step(100), PATHS["fp32_8bit"], [300], steps=1)
+    import dataclasses
+    b = make_bucket([300], PATHS["fp32_8bit"], amsgrad=False)
+    (t,) = tables.plan(b["params"], b["params"], b["exp_avgs"], b["exp_avg_sqs"], [], [], [0], 256,
+                       (b["exp_avg_scales"], b["exp_avg_sq_scales"], []))
+    s = host_scalars(lr=1e-3, lr_peak=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, step=1, decay_mode="none").as_tensor()
+    with pytest.raises(RuntimeError, match="multiple of 256"):
+        body.launch(dataclasses.replace(t, chunk=100), s, torch.float32, torch.float32, torch.uint8, 0, False, False,
+                    0, False)
+
+
 @pytest.mark.parametrize("by_value", [True, False], ids=["host_scalars_by_value", "scalars_tensor"])
-@pytest.mark.parametrize("path", ["fp32", "bf16_master", "bf16_sr"])
+@pytest.mark.parametrize("path", ["fp32", "bf16_master", "bf16_sr", "fp32_8bit"])
 def test_found_inf_skips_every_write(body, path, by_value):
     """found_inf != 0: no bit of params, masters or states changes; found_inf == 0: the step runs
     and equals the reference."""
@@ -170,7 +197,7 @@ from adamw_tau.testing.parity import PATHS, parity_bits
 body = HostBody(sys.argv[1])
 sizes, offsets = [1, 7, 8, 4099, 17, 40], [0, 1, 0, 0, 0, 4]
 for name, path in PATHS.items():
-    for chunk in (4096, 100):
+    for chunk in (4096, 256 if path.q8 else 100):  # 8-bit states take multiples of 256
         for by_value in (True, False):
             # no guard: each tensor ends where its allocation ends, for ASan to see an overrun
             bits = parity_bits(body.step(chunk, by_value), path, sizes, steps=2, amsgrad=True, maximize=True,

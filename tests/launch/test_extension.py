@@ -10,7 +10,7 @@ from required import require
 from adamw_tau.launch import extension
 from adamw_tau.testing.bits import differing_lists
 from adamw_tau.testing.cases import HARD_CASES, hard_case
-from adamw_tau.testing.parity import PATHS, SCALAR_MODES, make_bucket, parity_bits
+from adamw_tau.testing.parity import PATHS, SCALAR_MODES, SCALE_KEYS, make_bucket, parity_bits
 from adamw_tau.core.contract import host_scalars
 
 SIZES = [1, 3, 1023, 4097, 70_001, 5]
@@ -47,17 +47,28 @@ def _op_args(path, device="cpu", amsgrad=True):
             amsgrad, False, path.stochastic_rounding, None, None)
 
 
-@pytest.mark.parametrize("path", ["fp32", "bf16_master", "bf16_sr"])
+def _op_call(path, backend, device="cpu"):
+    """The op's arguments: the bucket's, the backend, the 8-bit scale lists (empty unless 8-bit)."""
+    args = _op_args(path, device)
+    b = make_bucket([33, 7], path, amsgrad=True, device=device, seed=3)  # the same seed: the same scales
+    scales = [list(b.get(k, [])) for k in SCALE_KEYS.values()]
+    if path.q8:
+        args = (*args[:2], b["exp_avgs"], b["exp_avg_sqs"], b["max_exp_avg_sqs"], *args[5:])
+    return (*args, backend, *scales)
+
+
+@pytest.mark.parametrize("path", ["fp32", "bf16_master", "bf16_sr", "fp32_8bit", "bf16_master_8bit"])
 def test_opcheck(path):
     from adamw_tau.launch import ops  # noqa: F401  (registers the op)
-    torch.library.opcheck(torch.ops.adamw_tau.adamw_step_.default, (*_op_args(PATHS[path]), "cpu"))
+    torch.library.opcheck(torch.ops.adamw_tau.adamw_step_.default, _op_call(PATHS[path], "cpu"))
 
 
 def test_triton_op_opcheck():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     require("triton", device)
     from adamw_tau.launch import ops  # noqa: F401
-    torch.library.opcheck(torch.ops.adamw_tau.adamw_step_.default, (*_op_args(PATHS["bf16_sr"], device), "triton"))
+    torch.library.opcheck(torch.ops.adamw_tau.adamw_step_.default, _op_call(PATHS["bf16_sr"], "triton", device))
+    torch.library.opcheck(torch.ops.adamw_tau.adamw_step_.default, _op_call(PATHS["fp32_8bit"], "triton", device))
 
 
 @pytest.mark.parametrize("change,words", [
@@ -72,7 +83,7 @@ def test_op_rejects_bad_buckets_before_writing(change, words):
     before = [t.clone() for t in args[0]]
     change(args)
     with pytest.raises(RuntimeError, match=words):
-        torch.ops.adamw_tau.adamw_step_(*args, "cpu")
+        torch.ops.adamw_tau.adamw_step_(*args, "cpu", [], [], [])
     assert differing_lists(args[0], before) == 0
 
 

@@ -10,15 +10,17 @@ from adamw_tau.core.contract import host_scalars
 from adamw_tau.launch import tables
 from adamw_tau.testing.bits import differing
 from adamw_tau.testing.hard_data import hard_values
-from adamw_tau.testing.parity import PATHS, SCALAR_MODES, clone_bucket, make_bucket, parity_bits, step_both
+from adamw_tau.testing.parity import (PATHS, SCALAR_MODES, SCALE_KEYS, clone_bucket, make_bucket, parity_bits,
+                                      step_both)
 
 
 def _planner(sizes, offsets=None, amsgrad=True, path="bf16_master"):
     b = make_bucket(sizes, PATHS[path], amsgrad=amsgrad, offsets=offsets)
     ids = list(range(3, 3 + len(sizes)))
     grads = [torch.randn(t.shape).to(t.dtype) for t in b["params"]]
+    scales = tuple(b.get(k, []) for k in SCALE_KEYS.values())
     planner = tables.TablePlanner(b["params"], b["exp_avgs"], b["exp_avg_sqs"], b["max_exp_avg_sqs"], b["masters"],
-                                  ids, torch.device("cpu"))
+                                  ids, torch.device("cpu"), scales=scales)
     return b, grads, ids, planner
 
 
@@ -28,12 +30,17 @@ def test_tensor_table_rows_are_tensor_args():
     (aligned,) = [t for t in planner.tables(b["params"], grads) if t.aligned]
     (rest,) = [t for t in planner.tables(b["params"], grads) if not t.aligned]
     assert aligned.tensors.dtype == torch.int64 and aligned.blocks.dtype == torch.int64
-    assert aligned.tensors.shape == (1, len(tables.COLUMNS)) and rest.tensors.shape == (2, 8)
+    assert aligned.tensors.shape == (1, len(tables.COLUMNS)) and rest.tensors.shape == (2, len(tables.COLUMNS))
+    assert len(tables.COLUMNS) == 11
     row = aligned.tensors[0].tolist()
     i = 1  # the 4096-element tensor
     assert row == [b["params"][i].data_ptr(), grads[i].data_ptr(), b["exp_avgs"][i].data_ptr(),
                    b["exp_avg_sqs"][i].data_ptr(), b["max_exp_avg_sqs"][i].data_ptr(), b["masters"][i].data_ptr(),
-                   4096, ids[i]]
+                   4096, ids[i], 0, 0, 0]
+    # 8-bit states: the scales' addresses in the last three columns
+    b, grads, ids, planner = _planner(sizes, path="bf16_master_8bit")
+    (aligned,) = [t for t in planner.tables(b["params"], grads) if t.aligned]
+    assert aligned.tensors[0, tables.M_SCALE:].tolist() == [b[k][i].data_ptr() for k in SCALE_KEYS.values()]
     assert rest.tensors[:, tables.NUMEL].tolist() == [5, 17]
     assert rest.tensors[:, tables.PARAM_ID].tolist() == [ids[0], ids[2]]
 
@@ -189,8 +196,11 @@ def test_cpu_op_rejects_tables_of_the_wrong_dtype_or_shape():
         op(t.tensors.to(torch.int32), t.blocks, *args)
     with pytest.raises(RuntimeError, match="int64"):
         op(t.tensors.view(torch.uint8), t.blocks, *args)  # the H100's crash: int64 read as bytes
-    with pytest.raises(RuntimeError, match="8 columns"):
-        op(t.tensors[:, :7].contiguous(), t.blocks, *args)
+    with pytest.raises(RuntimeError, match="11 columns"):
+        op(t.tensors[:, :8].contiguous(), t.blocks, *args)  # a table of before the 8-bit scale columns
+    q8_args = (100, *args[1:4], torch.uint8, *args[5:])
+    with pytest.raises(RuntimeError, match="multiple of 256"):
+        op(t.tensors, t.blocks, *q8_args)
     assert differing(b["params"][0], before) == 0
     op(t.tensors, t.blocks, *args)
     assert differing(b["params"][0], before) > 0

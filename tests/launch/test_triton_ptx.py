@@ -13,15 +13,21 @@ The variants come from the launcher: its compile-time arguments and options are
 ``adamw_fused._constexprs(...)``, called here as ``launch`` calls it, and the flags are
 that function's arguments, so a new one is toggled here without an edit. Dtype paths:
 every param, grad and state dtype the launcher maps (``_TL_DTYPE``; the optimizer takes
-any of them for a gradient), each plain, with master weights and with stochastic
-rounding, one per distinct compile-time result: 72, a superset of what the optimizer
+any of them for a gradient), each plain, with master weights, with stochastic rounding,
+and (bf16 params) with master remainders, one per distinct compile-time result: 81, a superset of what the optimizer
 launches. The full product of those with the 2^5 flag settings (amsgrad, maximize, grad
 scale, found_inf, host scalars) and both alignments would be 4,608 compiles, too slow for
 CI on 2 cores. Instead every path is compiled aligned with a flag setting and its
 complement, the settings rotating over the paths, so that every flag is on and off on
 every path and all 32 settings appear; and unaligned once for every path whose gradient
-has the param's dtype (24), which covers every param/state dtype and mode. 168 compiles,
+has the param's dtype (27), which covers every param/state dtype and mode. 189 compiles,
 checked by ``test_the_variants_cover_the_launcher``.
+
+8-bit states (a uint8 state dtype) are compiled apart, in ``Q8_VARIANTS`` (fp32 and bf16
+params, each master form, stochastic rounding, aligned and not): their codes are decoded by
+a gather from the map and their scales read per element, so the stream widths above do not
+apply; they are held to no FMA, no approximate op, and no flush of subnormals (the
+thresholds next to 0 are subnormal: docs/numerics.md, "8-bit states").
 """
 import collections
 import functools
@@ -43,26 +49,26 @@ from adamw_tau.launch.tables import chunk_for  # noqa: E402
 from adamw_tau.triton_kernels import adamw_fused  # noqa: E402
 
 RUNTIME_TYPES = {"table_ptr": "*i64", "blocks_ptr": "*i64", "scalars_ptr": "*fp32", "grad_scale_ptr": "*fp32",
-                 "found_inf_ptr": "*fp32", "seed_lo": "i64", "seed_hi": "i64", "h_step": "i32",
+                 "found_inf_ptr": "*fp32", "q8_ptr": "*fp32", "seed_lo": "i64", "seed_hi": "i64", "h_step": "i32",
                  **{n: "fp32" for n in ("h_step_size", "h_bc2_sqrt", "h_decay", "h_beta1", "h_omb1", "h_beta2",
                                         "h_omb2", "h_eps")}}
-POINTERS = ("table_ptr", "blocks_ptr", "scalars_ptr", "grad_scale_ptr", "found_inf_ptr")
+POINTERS = ("table_ptr", "blocks_ptr", "scalars_ptr", "grad_scale_ptr", "found_inf_ptr", "q8_ptr")
 
 # the launcher's arguments (adamw_fused._constexprs): dtypes, then flags, then the block size
 LAUNCH_ARGS = list(inspect.signature(adamw_fused._constexprs).parameters)
 DTYPES = ("param_dtype", "grad_dtype", "state_dtype")
 MODES = ("master", "stochastic_rounding")  # with the dtypes, the dtype path
 FLAGS = tuple(a for a in LAUNCH_ARGS if a not in DTYPES + MODES + ("aligned", "chunk"))
-SHORT = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+SHORT = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.uint8: "q8"}
 
 
 def _dtype_paths() -> list[dict]:
     """Every (dtypes, master, stochastic_rounding) the launcher takes, one per distinct
     compile-time result (``_constexprs`` folds stochastic rounding where it does not apply)."""
     paths, seen = [], set()
-    dtypes = list(adamw_fused._TL_DTYPE)
-    for p, g, s, master, sr in itertools.product(dtypes, dtypes, dtypes, (False, True), (False, True)):
-        if master and sr:
+    dtypes = [d for d in adamw_fused._TL_DTYPE if d != torch.uint8]  # 8-bit states: Q8_VARIANTS
+    for p, g, s, master, sr in itertools.product(dtypes, dtypes, dtypes, (0, 1, 2), (False, True)):
+        if (master and sr) or (master == 2 and p != torch.bfloat16):  # 2: int16 remainders, bf16 params only
             continue
         path = dict(param_dtype=p, grad_dtype=g, state_dtype=s, master=master, stochastic_rounding=sr)
         key = tuple(sorted(_launch_constexprs(**path, **dict.fromkeys(FLAGS, False), aligned=True).items()))
@@ -89,13 +95,28 @@ def _variants() -> dict[str, dict]:
             rows.append((setting if k % 2 else complement, False))
         for flags, aligned in rows:
             args = dict(path, **dict(zip(FLAGS, flags)), aligned=aligned)
-            name = "-".join([SHORT[path[d]] for d in DTYPES] + [m for m in MODES if path[m]]
+            modes = [("remainder" if m == "master" and path[m] == 2 else m) for m in MODES if path[m]]
+            name = "-".join([SHORT[path[d]] for d in DTYPES] + modes
                             + [f for f in FLAGS if args[f]] + ["aligned" if aligned else "unaligned"])
             out[name] = args
     return out
 
 
 VARIANTS = _variants()
+
+
+def _q8_variants() -> dict[str, dict]:
+    out = {}
+    flags = dict.fromkeys(FLAGS, True)
+    for p, master, sr, aligned in ((torch.float32, 0, False, True), (torch.bfloat16, 1, False, True),
+                                   (torch.bfloat16, 2, False, True), (torch.bfloat16, 0, True, False)):
+        args = dict(param_dtype=p, grad_dtype=p, state_dtype=torch.uint8, master=master, stochastic_rounding=sr,
+                    **flags, aligned=aligned)
+        out[f"{SHORT[p]}-q8-master{master}{'-sr' if sr else ''}-{'aligned' if aligned else 'unaligned'}"] = args
+    return out
+
+
+Q8_VARIANTS = _q8_variants()
 
 
 def _compile(args: dict) -> str:
@@ -185,8 +206,11 @@ def _streams(args: dict) -> tuple[int, int]:
     per_thread = consts["BLOCK"] // (32 * consts["num_warps"])
     size = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}
     p, g, s = (size[args[d]] for d in DTYPES)
-    reads = [g, s, s] + ([s] if args["amsgrad"] else []) + [4 if args["master"] else p]
-    writes = [s, s] + ([s] if args["amsgrad"] else []) + ([4] if args["master"] else []) + [p]
+    # the master: fp32 (1) read and written instead of the param's read; int16 remainders (2)
+    # read and written beside the param
+    master = {0: ([p], []), 1: ([4], [4]), 2: ([p, 2], [2])}[int(args["master"])]
+    reads = [g, s, s] + ([s] if args["amsgrad"] else []) + master[0]
+    writes = [s, s] + ([s] if args["amsgrad"] else []) + master[1] + [p]
     return sum(b * per_thread // 16 for b in reads), sum(b * per_thread // 16 for b in writes)
 
 
@@ -205,8 +229,8 @@ def _count(accesses, kind, vec=None):
 # --- the tests -------------------------------------------------------------------------------
 def test_the_variants_cover_the_launcher():
     paths = _dtype_paths()
-    assert len(paths) == 72, "the launcher's dtype paths changed: update the counts in this file's docstring"
-    assert len(VARIANTS) == 168
+    assert len(paths) == 81, "the launcher's dtype paths changed: update the counts in this file's docstring"
+    assert len(VARIANTS) == 189
     for flag in FLAGS + ("aligned",):
         assert {v[flag] for v in VARIANTS.values()} == {False, True}, flag
     for path in paths:  # every flag on and off on every dtype path
@@ -255,4 +279,15 @@ def test_no_fma_and_no_approximate_op(name):
 
 
 if __name__ == "__main__":  # the subprocess: compile every variant the tests read
-    print(json.dumps({name: _compile(args) for name, args in VARIANTS.items()}))
+    print(json.dumps({name: _compile(args) for name, args in {**VARIANTS, **Q8_VARIANTS}.items()}))
+
+
+@pytest.mark.parametrize("name", list(Q8_VARIANTS))
+def test_8bit_variants_compile_without_fma_approximation_or_flushed_subnormals(name):
+    ptx = _all_ptx()[name]
+    assert not re.findall(r"\bfma\.\S+|\bmad(?:\.\w+)*\.f\d+\b", ptx)
+    assert not re.findall(r"\.approx\.\S+|\bdiv\.full\.\S+", ptx)
+    assert not re.findall(r"\.ftz\b", ptx), "a subnormal x / max or threshold would compare as 0"
+    assert "div.rn.f32" in ptx and "sqrt.rn.f32" in ptx
+    # the block max's NaN-propagating reduce: max.NaN.f32 (or compares), never a plain max.f32 that drops NaN
+    assert not re.findall(r"\bmax\.f32\b", ptx), "tl.maximum without PropagateNan.ALL drops a NaN"

@@ -20,6 +20,9 @@ TESTS = {
     "core": ["tests/core", "tests/optim/test_amp_capturable.py", "-k", "not triton"],
     "tables": ["tests/launch/test_tables.py", "tests/launch/test_triton.py"],
     "backends": ["tests/launch/test_backends.py"],
+    # the master-remainder format: alone, and its runs against the fp32-master runs
+    "remainder": ["tests/formats/test_bf16_remainder.py", "tests/optim/test_master_remainder.py",
+                  "tests/core/test_reference.py", "-k", "remainder"],
     "optimizer": ["tests/optim/test_hard_steps.py", "tests/optim/test_optimizer.py", "tests/optim/test_dropin.py",
                   "tests/optim/test_amp_capturable.py", "-k", "not triton"],
 }
@@ -155,6 +158,21 @@ MUTATIONS = [
          edits=[("r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16", "r = (u + 0x8000) >> 16")], tests="triton"),
     dict(id="reference-max-drops-nan", rule="NaN from either side propagates (amsgrad max)", file=REFERENCE,
          edits=[("vmax = torch.maximum(vmax_t.to(_F64), v)", "vmax = torch.fmax(vmax_t.to(_F64), v)")], tests="core"),
+    # --- the master remainder (docs/numerics.md, its section) -----------------------------------
+    dict(id="math-remainder-split-ties-to-even", rule="remainder: the param rounds ties away from zero", file=MATH,
+         edits=[("param = uint16_t((u + 0x8000u) >> 16);", "param = uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);")],
+         tests="remainder"),
+    dict(id="math-remainder-nan-not-canonical", rule="remainder: a NaN master splits to a NaN param", file=MATH,
+         edits=[("u = (u & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC00000u : u;", "")], tests="remainder"),
+    dict(id="triton-remainder-merge-ignores-sign", rule="remainder: a negative remainder undoes the carry",
+         file=TRITON, edits=[("hi = (p.to(tl.uint16, bitcast=True).to(tl.uint32) - (rem < 0).to(tl.uint32)) & 0xFFFF",
+                              "hi = p.to(tl.uint16, bitcast=True).to(tl.uint32)")], tests="remainder"),
+    dict(id="reference-remainder-param-to-nearest-even", rule="remainder: the param is the split's, not .to()",
+         file=REFERENCE, edits=[("            new[p], new[master] = bf16_remainder.split(w32)",
+                                 "            new[p], new[master] = w32.to(p.dtype), bf16_remainder.split(w32)[1]")],
+         tests="remainder"),
+    dict(id="checkpoint-remainder-param-not-rewritten", rule="remainder: loading an fp32 master writes its param",
+         file="adamw_tau/optim/checkpoints.py", edits=[("        p.copy_(param)\n", "")], tests="remainder"),
     # --- which backend runs -------------------------------------------------------------------
     dict(id="auto-compiles-the-cuda-kernel", rule="auto never waits for a compiler",
          file="adamw_tau/launch/backends.py",

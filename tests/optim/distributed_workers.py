@@ -17,30 +17,46 @@ from adamw_tau import AdamWTau
 WORLD = 2
 STEPS = 6
 OPTIONS = dict(lr=1e-2, tau_iters=40.0, amsgrad=True, backend="cpu")
+# a run's variant: its params' dtype and the optimizer's options ("engine:variant")
+VARIANTS = {"fp32": (torch.float32, OPTIONS),
+            "remainder": (torch.bfloat16, dict(OPTIONS, master_weights="remainder"))}
 
 
-def model():
+def model(dtype=torch.float32):
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4)).to(dtype)
 
 
-def batch(t):
+def batch(t, dtype=torch.float32):
     g = torch.Generator().manual_seed(100 + t)
-    return torch.randn(10, 8, generator=g), torch.randn(10, 4, generator=g)
+    return torch.randn(10, 8, generator=g).to(dtype), torch.randn(10, 4, generator=g).to(dtype)
 
 
 def train(net, opt, steps, start=0):
+    dtype = next(net.parameters()).dtype
     for t in range(start, start + steps):
-        x, y = batch(t)
+        x, y = batch(t, dtype)
         opt.zero_grad()
         ((net(x) - y) ** 2).mean().backward()
         opt.step()
 
 
-def single_process() -> list[torch.Tensor]:
-    net = model()
-    train(net, AdamWTau(net.parameters(), **OPTIONS), STEPS)
-    return [p.detach().clone() for p in net.parameters()]
+def single_process(variant: str = "fp32") -> list[torch.Tensor]:
+    dtype, options = VARIANTS[variant]
+    net = model(dtype)
+    opt = AdamWTau(net.parameters(), **options)
+    train(net, opt, STEPS)
+    return [p.detach().clone() for p in net.parameters()] + _masters(opt, net)
+
+
+def _masters(opt, net) -> list[torch.Tensor]:
+    """The remainders (whole tensors) a remainder run keeps, in parameter order; none otherwise."""
+    out = []
+    for p in net.parameters():
+        rem = opt.state[p].get("master_remainder")
+        if rem is not None:
+            out.append(_full(rem))
+    return out
 
 
 def _init(rank: int, port: int) -> None:
@@ -50,13 +66,18 @@ def _init(rank: int, port: int) -> None:
 
 
 def _full(p: torch.Tensor) -> torch.Tensor:
-    return (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+    if not hasattr(p, "full_tensor"):
+        return p.detach().clone()
+    if p.dtype == torch.int16:  # gloo gathers no int16: gather int32 (exact) and narrow back
+        return p.detach().to(torch.int32).full_tensor().to(torch.int16)
+    return p.detach().full_tensor().clone()
 
 
 def run(rank: int, engine: str, port: int, out: str) -> None:
     _init(rank, port)
     try:
-        result = {"ddp": _ddp, "zero": _zero, "fsdp2": _fsdp2, "dcp": _dcp}[engine](out)
+        name, variant = engine.split(":")
+        result = {"ddp": _ddp, "zero": _zero, "fsdp2": _fsdp2, "dcp": _dcp}[name](out, *VARIANTS[variant])
         if rank == 0:
             torch.save(result, os.path.join(out, f"{engine}.pt"))
         # [note: clean exit] every rank arrives here before any tears its group down. Without
@@ -73,23 +94,24 @@ def run(rank: int, engine: str, port: int, out: str) -> None:
     os._exit(0)
 
 
-def _ddp(out):
-    net = torch.nn.parallel.DistributedDataParallel(model())
-    train(net, AdamWTau(net.parameters(), **OPTIONS), STEPS)
-    return [_full(p) for p in net.module.parameters()]
-
-
-def _zero(out):
-    from torch.distributed.optim import ZeroRedundancyOptimizer
-    net = model()
-    opt = ZeroRedundancyOptimizer(net.parameters(), optimizer_class=AdamWTau, **OPTIONS)
+def _ddp(out, dtype, options):
+    net = torch.nn.parallel.DistributedDataParallel(model(dtype))
+    opt = AdamWTau(net.parameters(), **options)
     train(net, opt, STEPS)
-    return [_full(p) for p in net.parameters()]
+    return [_full(p) for p in net.module.parameters()] + _masters(opt, net.module)
 
 
-def _sharded():
+def _zero(out, dtype, options):
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    net = model(dtype)
+    opt = ZeroRedundancyOptimizer(net.parameters(), optimizer_class=AdamWTau, **options)
+    train(net, opt, STEPS)
+    return [_full(p) for p in net.parameters()]  # each rank's optimizer holds only its own params' states
+
+
+def _sharded(dtype):
     from torch.distributed.fsdp import fully_shard
-    net = model()
+    net = model(dtype)
     for layer in net:
         if isinstance(layer, torch.nn.Linear):
             fully_shard(layer)
@@ -97,34 +119,34 @@ def _sharded():
     return net
 
 
-def _fsdp2(out):
-    net = _sharded()
-    opt = AdamWTau(net.parameters(), **OPTIONS)
+def _fsdp2(out, dtype, options):
+    net = _sharded(dtype)
+    opt = AdamWTau(net.parameters(), **options)
     train(net, opt, STEPS)
-    return {"params": [_full(p) for p in net.parameters()],
+    return {"params": [_full(p) for p in net.parameters()] + _masters(opt, net),
             "dtensor_states": all(type(v).__name__ == "DTensor" for st in opt.state.values()
                                   for k, v in st.items() if k != "step")}
 
 
-def _dcp(out):
+def _dcp(out, dtype, options):
     """Checkpoint an FSDP2 run at step k with DCP, resume in a fresh model and optimizer."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
                                                          set_model_state_dict, set_optimizer_state_dict)
     k = 3
-    net = _sharded()
-    opt = AdamWTau(net.parameters(), **OPTIONS)
+    net = _sharded(dtype)
+    opt = AdamWTau(net.parameters(), **options)
     train(net, opt, k)
     path = os.path.join(out, "dcp_checkpoint")
     dcp.save({"model": get_model_state_dict(net), "optim": get_optimizer_state_dict(net, opt)}, checkpoint_id=path)
     dist.barrier()
 
-    resumed = _sharded()
-    ropt = AdamWTau(resumed.parameters(), **OPTIONS)
+    resumed = _sharded(dtype)
+    ropt = AdamWTau(resumed.parameters(), **options)
     state = {"model": get_model_state_dict(resumed), "optim": get_optimizer_state_dict(resumed, ropt)}
     dcp.load(state, checkpoint_id=path)
     set_model_state_dict(resumed, state["model"])
     set_optimizer_state_dict(resumed, ropt, state["optim"])
     train(resumed, ropt, STEPS - k, start=k)
     steps = {float(st["step"]) for st in ropt.state.values()}
-    return {"params": [_full(p) for p in resumed.parameters()], "steps": steps}
+    return {"params": [_full(p) for p in resumed.parameters()] + _masters(ropt, resumed), "steps": steps}

@@ -100,3 +100,22 @@ def test_compiled_graph_holds_our_op_as_one_node(backend):
     ours = [t for t in targets if t in (torch.ops.adamw_tau.adamw_step_, torch.ops.adamw_tau.adamw_step_.default)]
     assert len(ours) == 2, targets
     assert not [t for t in targets if "sqrt" in str(t) or "maximum" in str(t)], targets
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_compiled_8bit_step_keeps_the_eager_bits(backend):
+    """state_dtype="8bit" (every tensor, q8_min_numel=0): the scales ride in the op's lists."""
+    require(backend)
+    torch._dynamo.reset()
+    eager_model, compiled_model = _model(), _model()
+    kw = dict(lr=1e-2, tau_iters=30.0, amsgrad=True, backend=backend, state_dtype="8bit", q8_min_numel=0)
+    eager, compiled = AdamWTau(eager_model.parameters(), **kw), AdamWTau(compiled_model.parameters(), **kw)
+    step = torch.compile(compiled.step, backend="aot_eager", fullgraph=True)
+    for t in range(4):
+        _grads(eager_model, t)
+        _grads(compiled_model, t)
+        eager.step()
+        compiled.step() if t == 0 else step()
+        assert differing_optimizers(list(eager_model.parameters()), eager,
+                                    list(compiled_model.parameters()), compiled) == {}, t
+    assert compiled.state[next(compiled_model.parameters())]["exp_avg"].dtype == torch.uint8

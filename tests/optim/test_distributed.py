@@ -10,6 +10,8 @@ import torch.multiprocessing as mp
 import distributed_workers as w
 from required import require
 
+from adamw_tau.testing.bits import differing
+
 pytestmark = [
     pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo"),
 ]
@@ -26,37 +28,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(engine, tmp_path):
-    mp.spawn(w.run, args=(engine, _free_port(), str(tmp_path)), nprocs=w.WORLD, join=True)
-    return torch.load(tmp_path / f"{engine}.pt", weights_only=False)
+def _launch(engine, variant, tmp_path):
+    name = f"{engine}:{variant}"
+    mp.spawn(w.run, args=(name, _free_port(), str(tmp_path)), nprocs=w.WORLD, join=True)
+    return torch.load(tmp_path / f"{name}.pt", weights_only=False)
 
 
 def _same_bits(got, want):
+    """Params (and a remainder run's remainders) word for word."""
     assert len(got) == len(want)
     for a, b in zip(got, want):
-        assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+        assert a.dtype == b.dtype and differing(a, b) == 0
 
 
-@pytest.fixture(scope="module")
-def single():
-    return w.single_process()
+@pytest.fixture(scope="module", params=list(w.VARIANTS))
+def variant(request):
+    """fp32 params; bf16 params with master_weights='remainder' (the remainders compared too)."""
+    return request.param, w.single_process(request.param)
 
 
-def test_ddp(tmp_path, single):
-    _same_bits(_launch("ddp", tmp_path), single)
+def test_ddp(tmp_path, variant):
+    name, single = variant
+    _same_bits(_launch("ddp", name, tmp_path), single)
 
 
-def test_zero_redundancy_optimizer(tmp_path, single):
-    _same_bits(_launch("zero", tmp_path), single)
+def test_zero_redundancy_optimizer(tmp_path, variant):
+    name, single = variant
+    n = len(list(w.model().parameters()))
+    _same_bits(_launch("zero", name, tmp_path), single[:n])
 
 
-def test_fsdp2_steps_local_shards(tmp_path, single):
-    got = _launch("fsdp2", tmp_path)
+def test_fsdp2_steps_local_shards(tmp_path, variant):
+    name, single = variant
+    got = _launch("fsdp2", name, tmp_path)
     assert got["dtensor_states"], "optimizer states of DTensor parameters should be DTensors (sharded)"
     _same_bits(got["params"], single)
 
 
-def test_fsdp2_distributed_checkpoint_resume(tmp_path, single):
-    got = _launch("dcp", tmp_path)
+def test_fsdp2_distributed_checkpoint_resume(tmp_path, variant):
+    name, single = variant
+    got = _launch("dcp", name, tmp_path)
     assert got["steps"] == {float(w.STEPS)}
     _same_bits(got["params"], single)

@@ -19,6 +19,8 @@ OPTIONS = {
     "fp32_amsgrad_maximize": dict(dtype=torch.float32, amsgrad=True, maximize=True, weight_decay=0.1),
     "fp32_betas_0_eps_0": dict(dtype=torch.float32, betas=(0.0, 0.0), eps=0.0, tau_iters=30.0),
     "bf16_master": dict(dtype=torch.bfloat16, master_weights=True, tau_iters=30.0, amsgrad=True),
+    "bf16_remainder_maximize": dict(dtype=torch.bfloat16, master_weights="remainder", maximize=True, amsgrad=True),
+    "bf16_remainder_bf16_states": dict(dtype=torch.bfloat16, master_weights="remainder", state_dtype=torch.bfloat16),
     "bf16_states_sr": dict(dtype=torch.bfloat16, stochastic_rounding=True, state_dtype=torch.bfloat16, seed=2 ** 40 + 3),
     "fp16_sr": dict(dtype=torch.float16, stochastic_rounding=True, betas=(0.0, 0.95), seed=7),
     "fp16_master_amsgrad": dict(dtype=torch.float16, master_weights=True, amsgrad=True, eps=0.0),

@@ -1,0 +1,271 @@
+"""state_dtype="8bit" through the optimizer (formats/q8_blockwise.py, docs/numerics.md "8-bit
+states"): which tensors it applies to, the same bits on every backend CI runs, checkpoints
+(native, torch AdamW's in and out), a GradScaler skip, clear errors, and the sharding rule."""
+import copy
+import io
+
+import pytest
+import torch
+from required import require
+
+from adamw_tau import AdamWTau
+from adamw_tau.core import reference
+from adamw_tau.core.contract import host_scalars
+from adamw_tau.formats import q8_blockwise as q8
+from adamw_tau.testing.bits import differing, differing_optimizers
+from adamw_tau.testing.hard_data import hard_values, q8_blocks
+
+BACKENDS = ["reference", "cpu", "triton"]
+SIZES = [5000, 4096, 300, 4095, 8193]  # 300 and 4095 below q8_min_numel: fp32 states
+KW = dict(lr=1e-2, betas=(0.8, 0.9), tau_iters=20.0, amsgrad=True, state_dtype="8bit")
+
+
+def _params(dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, generator=g).to(dtype).requires_grad_() for n in SIZES]
+
+
+def _step(opt, params, t):
+    for i, p in enumerate(params):
+        g = torch.Generator().manual_seed(1000 * t + i)
+        p.grad = (torch.randn(p.shape, generator=g) * 10.0 ** (i - 2)).to(device=p.device, dtype=p.dtype)
+    opt.step()
+
+
+def _run(backend, steps, dtype=torch.float32, **kw):
+    ps = _params(dtype)
+    opt = AdamWTau(ps, backend=backend, **{**KW, **kw})
+    for t in range(steps):
+        _step(opt, ps, t)
+    return ps, opt
+
+
+def test_big_tensors_take_codes_and_scales_small_ones_fp32():
+    ps, opt = _run("reference", 1)
+    for p in ps:
+        st = opt.state[p]
+        if p.numel() >= q8.MIN_NUMEL:
+            assert st["exp_avg"].dtype == st["exp_avg_sq"].dtype == st["max_exp_avg_sq"].dtype == torch.uint8
+            assert st["exp_avg"].shape == p.shape
+            for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+                assert st[key + "_scale"].dtype == torch.float32 and st[key + "_scale"].shape == (q8.n_blocks(p.numel()),)
+        else:
+            assert st["exp_avg"].dtype == torch.float32 and "exp_avg_scale" not in st
+    # the threshold is per group
+    ps = _params()
+    opt = AdamWTau([{"params": ps[:2], "q8_min_numel": 4097}, {"params": ps[2:]}], backend="reference", **KW)
+    _step(opt, ps, 0)
+    assert [opt.state[p]["exp_avg"].dtype for p in ps] == [torch.uint8, torch.float32, torch.float32,
+                                                            torch.float32, torch.uint8]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("dtype,kw", [(torch.float32, {}), (torch.bfloat16, {"master_weights": True}),
+                                      (torch.bfloat16, {"stochastic_rounding": True, "maximize": True})])
+def test_every_backend_gives_the_references_bits(backend, dtype, kw):
+    require(backend)
+    a, oa = _run(backend, 3, dtype, **kw)
+    b, ob = _run("reference", 3, dtype, **kw)
+    assert differing_optimizers(a, oa, b, ob) == {}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_checkpoint_resumes_bit_for_bit(backend):
+    require(backend)
+    straight, so = _run(backend, 5)
+    first, fo = _run(backend, 2)
+    buf = io.BytesIO()
+    torch.save(fo.state_dict(), buf)
+    buf.seek(0)
+    sd = torch.load(buf, weights_only=True)
+    assert sd["state"][0]["q8_format"] == q8.FORMAT_VERSION and sd["state"][0]["exp_avg"].dtype == torch.uint8
+    resumed = [p.detach().clone().requires_grad_() for p in first]
+    ro = AdamWTau(resumed, backend=backend, **KW)
+    ro.load_state_dict(sd)
+    for t in (2, 3, 4):
+        _step(ro, resumed, t)
+    assert differing_optimizers(straight, so, resumed, ro) == {}
+
+
+def test_torch_adamw_state_dicts_go_in_and_out():
+    ps = _params()
+    torch_opt = torch.optim.AdamW(ps, lr=1e-2, amsgrad=True)
+    for t in range(2):
+        _step(torch_opt, ps, t)
+    sd = copy.deepcopy(torch_opt.state_dict())
+    ours = AdamWTau([p.detach().clone().requires_grad_() for p in ps], backend="reference", **KW)
+    ours.load_state_dict(sd)
+    for i, p in enumerate(ours.param_groups[0]["params"]):
+        st, src = ours.state[p], sd["state"][i]
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            if p.numel() >= q8.MIN_NUMEL:  # encoded by the format's rules: one answer
+                codes, scales = q8.encode(src[key], key == "exp_avg")
+                assert torch.equal(st[key], codes) and differing(st[key + "_scale"], scales) == 0
+            else:
+                assert differing(st[key], src[key]) == 0
+    out = ours.torch_state_dict()
+    back = torch.optim.AdamW([p.detach().clone().requires_grad_() for p in ps], lr=1e-2, amsgrad=True)
+    back.load_state_dict(out)
+    for i, p in enumerate(back.param_groups[0]["params"]):
+        st = back.state[p]
+        assert set(st) == {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+        mine = ours.state[ours.param_groups[0]["params"][i]]
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            want = (q8.decode(mine[key], mine[key + "_scale"], key == "exp_avg") if mine[key].dtype == torch.uint8
+                    else mine[key])
+            assert st[key].dtype == torch.float32 and differing(st[key], want) == 0
+
+
+def test_an_fp32_state_checkpoint_loads_into_8bit_and_back():
+    ps, fp32 = _run("reference", 2, state_dtype=None)
+    sd = copy.deepcopy(fp32.state_dict())
+    sd["param_groups"][0]["state_dtype"] = "8bit"  # a loaded group's options are the checkpoint's, as in torch
+    q = AdamWTau([p.detach().clone().requires_grad_() for p in ps], backend="reference", **KW)
+    q.load_state_dict(sd)
+    big = q.param_groups[0]["params"][0]
+    assert q.state[big]["exp_avg"].dtype == torch.uint8
+    plain = AdamWTau([p.detach().clone().requires_grad_() for p in ps], backend="reference", **{**KW,
+                                                                                                "state_dtype": None})
+    sd = copy.deepcopy(q.state_dict())
+    sd["param_groups"][0]["state_dtype"] = None
+    plain.load_state_dict(sd)  # codes into an fp32 group: decoded
+    st = plain.state[plain.param_groups[0]["params"][0]]
+    assert st["exp_avg"].dtype == torch.float32 and "exp_avg_scale" not in st
+    assert differing(st["exp_avg"], q8.decode(q.state[big]["exp_avg"], q.state[big]["exp_avg_scale"], True)) == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_gradscaler_skip_changes_no_bit(backend):
+    require(backend)
+    ps, opt = _run(backend, 2)
+    before = {id(p): {k: v.clone() for k, v in opt.state[p].items()} for p in ps}
+    params_before = [p.detach().clone() for p in ps]
+    for p in ps:
+        p.grad = torch.full_like(p, float("nan"))
+    opt.grad_scale = torch.tensor([1024.0])
+    opt.found_inf = torch.tensor([1.0])
+    opt.step()
+    for p, p0 in zip(ps, params_before):
+        assert differing(p, p0) == 0
+        for k, v in before[id(p)].items():
+            assert differing(opt.state[p][k], v) == 0, k
+
+
+@pytest.mark.parametrize("bad,match", [("int8", "8bit"), ("8-bit", "8bit"), (torch.uint8, "state_dtype")])
+def test_a_bad_state_dtype_is_refused(bad, match):
+    with pytest.raises(TypeError, match=match):
+        AdamWTau(_params(), state_dtype=bad)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "4096"])
+def test_a_bad_q8_min_numel_is_refused(bad):
+    with pytest.raises(TypeError, match="q8_min_numel"):
+        AdamWTau(_params(), state_dtype="8bit", q8_min_numel=bad)
+
+
+def test_a_checkpoint_of_another_version_or_without_scales_is_refused_before_any_change():
+    ps, opt = _run("reference", 1)
+    fresh = AdamWTau([p.detach().clone().requires_grad_() for p in ps], backend="reference", **KW)
+    sd = copy.deepcopy(opt.state_dict())
+    sd["state"][0]["q8_format"] = 99
+    with pytest.raises(ValueError, match="version 99"):
+        fresh.load_state_dict(sd)
+    sd = copy.deepcopy(opt.state_dict())
+    del sd["state"][0]["exp_avg_sq_scale"]
+    with pytest.raises(ValueError, match="exp_avg_sq_scale"):
+        fresh.load_state_dict(sd)
+    assert len(fresh.state) == 0
+
+
+def test_a_replaced_scale_tensor_of_the_wrong_shape_is_refused():
+    ps, opt = _run("reference", 1)
+    opt.state[ps[0]]["exp_avg_scale"] = torch.zeros(3)
+    with pytest.raises(RuntimeError, match="exp_avg_scale"):
+        _step(opt, ps, 1)
+
+
+def _fp32_state(n, seed):
+    gen = torch.Generator().manual_seed(seed)
+    p = hard_values(n, gen, span=3.0)
+    p = torch.where(torch.isfinite(p), p, 1.0)
+    m = q8_blocks(hard_values(n, gen, span=4.0), gen)
+    v = q8_blocks(hard_values(n, gen, positive=True, span=4.0), gen).abs()
+    g = q8_blocks(hard_values(n, gen, span=4.0), gen)
+    return p, g, m, v
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cut,same", [(512, True), (768, True), (300, False)])
+def test_sharding_at_multiples_of_256_changes_no_bit(backend, cut, same):
+    """FSDP2 and ZeRO step local shards, and blocks run over the shard: a tensor stepped whole
+    equals it stepped as two shards cut at a multiple of 256 (both starting from the same fp32
+    moments, encoded over the whole or over each shard), and not in general otherwise."""
+    require(backend)
+    from adamw_tau.launch.ops import step_function
+    n = 1100
+    p, g, m, v = _fp32_state(n, 3)
+    s = host_scalars(lr=1e-2, lr_peak=1e-2, beta1=0.0, beta2=0.9, eps=1e-8, step=2, decay_mode="none").as_tensor()
+    step = step_function(backend) if backend != "reference" else reference.adamw_step_
+    out = []
+    for lo, hi in ((0, n),) + ((0, cut), (cut, n)):
+        (mc, ms), (vc, vs) = q8.encode(m[lo:hi], True), q8.encode(v[lo:hi], False)
+        w = p[lo:hi].clone()
+        step([w], [g[lo:hi].clone()], [mc], [vc], [], [], s, [0], 0, False, False, False, None, None,
+             exp_avg_scales=[ms], exp_avg_sq_scales=[vs])
+        out.append((w, mc, vc))
+    whole, a, b = out
+    differ = sum(differing(torch.cat([a[k], b[k]]), whole[k]) for k in range(3))
+    assert (differ == 0) == same, differ
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_8bit_paths_on_the_gpu_give_the_references_bits(backend):
+    """Compiled Triton and the CUDA warp kernel on the GPU (bench/gpu_check.sh runs this): every
+    8-bit path under every flag set of the CPU cases, then through the optimizer."""
+    from adamw_tau.launch.backends import availability
+    from adamw_tau.testing.cases import FLAG_SETS, hard_case
+    from adamw_tau.testing.parity import PATHS, parity_bits
+    reason = availability(backend, torch.device("cuda"))
+    assert reason is None, f"{backend} must run on this GPU: {reason}"
+    sizes, offsets = [1, 300, 4096, 5000, 70_001], [0, 1, 0, 3, 0]
+    failures = []
+    for name in [n for n, p in PATHS.items() if p.q8]:
+        for case in FLAG_SETS:
+            for scalars in ("tensor", "values"):
+                bits = parity_bits(backend, PATHS[name], sizes, device="cuda", offsets=offsets, scalars=scalars,
+                                   guard=16, **hard_case(name, case))
+                if bits:
+                    failures.append(f"{name} {case} {scalars}: {bits} words")
+    assert not failures, "\n".join(failures)
+    ps = [p.detach().cuda().requires_grad_() for p in _params()]
+    qs = [p.detach().clone().requires_grad_() for p in ps]
+    oa, ob = AdamWTau(ps, backend=backend, **KW), AdamWTau(qs, backend="reference", **KW)
+    for t in range(3):
+        _step(oa, ps, t)
+        _step(ob, qs, t)
+    assert differing_optimizers(ps, oa, qs, ob) == {}
+
+
+@pytest.mark.parametrize("backend", ["cpu", "triton", "host_body"])
+def test_threshold_ties_reach_every_kernel(backend, tmp_path):
+    """With beta1 = 0 and no grad scale the new exp_avg is the fp32 gradient, and the
+    "threshold ties" blocks of the data put x / max exactly on thresholds: each kernel must
+    send them to the lower code, as the reference does."""
+    from adamw_tau.testing import host_body
+    from adamw_tau.testing.parity import PATHS, parity_bits
+    if backend == "host_body":
+        step = host_body.HostBody(host_body.build(tmp_path)).step()
+    else:
+        require(backend)
+        step = backend
+    sizes = [4096, 2560, 700]
+    gen = torch.Generator().manual_seed(1)  # parity_bits' gradient generator for seed 0 (seed + 1)
+    grads = [q8_blocks(hard_values(n, gen, span=6.0), gen) for n in sizes]
+    thr = set(q8.thresholds(True).tolist())
+    ties = 0
+    for g in grads:
+        xhat = g / q8.block_absmax(g).repeat_interleave(q8.BLOCK)[:g.numel()]
+        ties += sum(x in thr for x in xhat.tolist())
+    assert ties > 200, "the first step's gradients put x / max on thresholds"
+    assert parity_bits(step, PATHS["fp32_8bit"], sizes, steps=2, betas=(0.0, 0.9), seed=0) == 0
