@@ -19,7 +19,20 @@ if not torch.cuda.is_available():
 from adamw_tau.testing.parity import hard_values  # noqa: E402,F401  (re-exported for tests)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true", default=False,
+                     help="the full tier: run the tests marked slow too (CI runs it; tests/tiers.py)")
+
+
 def pytest_collection_modifyitems(config, items):
+    # [note: tiers] Without --full the slow-marked tests are deselected, not skipped: a skip would
+    # read as a test that could not run, and "N deselected" says plainly that the fast tier left
+    # them out. `-m` still works on top (e.g. `--full -m slow`: only what the fast tier leaves out).
+    if not config.getoption("--full"):
+        fast = [item for item in items if "slow" not in item.keywords]
+        if len(fast) != len(items):
+            config.hook.pytest_deselected(items=[item for item in items if "slow" in item.keywords])
+            items[:] = fast
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

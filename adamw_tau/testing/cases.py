@@ -1,12 +1,17 @@
 """The fixed parity cases every CI backend runs (tests/launch/test_extension.py,
-test_triton.py): every dtype path under each flag set below, on hard data, the scalars
-reaching the kernel as a tensor in half of them and by value in the other half, so that
-every path and every flag set sees both.
+test_triton.py, tests/core/test_reference.py): every dtype path under each flag set below, on
+hard data, with the scalars reaching the kernel as a tensor and by value.
+
+``HARD_CASES`` is the full product (the full tier runs it); ``FAST_HARD_CASES`` the covering
+set of it the fast tier runs (``covering.pairwise``: every pair of param dtype, state format,
+master form, rounding, flag set and scalar mode, and every path at least once, on every
+backend).
 """
 from __future__ import annotations
 
 import torch
 
+from .covering import pairwise
 from .parity import PATHS, SCALAR_MODES
 
 # flag sets: amsgrad, maximize, decay form, GradScaler scale (two not powers of two), betas
@@ -20,8 +25,17 @@ FLAG_SETS = {
     "betas_0_scale0.7": dict(amsgrad=False, maximize=True, decay="tau", grad_scale=0.7, betas=(0.0, 0.0), eps=0.0),
 }
 
-HARD_CASES = [(path, case, SCALAR_MODES[(i + j) % 2])
-              for i, path in enumerate(PATHS) for j, case in enumerate(FLAG_SETS)]
+HARD_CASES = [(path, case, scalars) for path in PATHS for case in FLAG_SETS for scalars in SCALAR_MODES]
+
+
+def factors(path: str, case: str, scalars: str) -> dict:
+    """A hard case as the factors its covering set pairs: the path's parts, not its name."""
+    p = PATHS[path]
+    return dict(path=path, param=str(p.param_dtype), state=str(p.state_dtype), master=str(p.master),
+                rounding=p.stochastic_rounding, case=case, scalars=scalars)
+
+
+FAST_HARD_CASES = [HARD_CASES[i] for i in pairwise([factors(*c) for c in HARD_CASES], singles=("path",))]
 
 
 def hard_case(path: str, case: str) -> dict:

@@ -6,10 +6,11 @@ import subprocess
 import pytest
 import torch
 from required import require
+from tiers import tiered
 
 from adamw_tau.launch import extension
 from adamw_tau.testing.bits import differing_lists
-from adamw_tau.testing.cases import HARD_CASES, hard_case
+from adamw_tau.testing.cases import FAST_HARD_CASES, HARD_CASES, hard_case
 from adamw_tau.testing.parity import PATHS, SCALAR_MODES, SCALE_KEYS, make_bucket, parity_bits
 from adamw_tau.core.contract import host_scalars
 
@@ -26,7 +27,7 @@ DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cud
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("path,case,scalars", HARD_CASES)
+@pytest.mark.parametrize("path,case,scalars", tiered(HARD_CASES, FAST_HARD_CASES))
 def test_extension_bitwise_equals_reference(device, path, case, scalars):
     backend = "cuda" if device == "cuda" else "cpu"
     assert parity_bits(backend, PATHS[path], SIZES, device=device, scalars=scalars, **hard_case(path, case)) == 0

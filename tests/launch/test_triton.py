@@ -7,8 +7,9 @@ import os
 
 import pytest
 from required import require
+from tiers import tiered
 
-from adamw_tau.testing.cases import HARD_CASES, hard_case
+from adamw_tau.testing.cases import FAST_HARD_CASES, HARD_CASES, hard_case
 from adamw_tau.testing.parity import PATHS, SCALAR_MODES, parity_bits
 
 SIZES = [1, 3, 1023, 4097, 2048, 5]
@@ -23,7 +24,7 @@ def _triton_runs(request):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("path,case,scalars", HARD_CASES)
+@pytest.mark.parametrize("path,case,scalars", tiered(HARD_CASES, FAST_HARD_CASES))
 def test_triton_bitwise_equals_reference(device, path, case, scalars):
     assert parity_bits("triton", PATHS[path], SIZES, device=device, scalars=scalars, **hard_case(path, case)) == 0
 

@@ -3,6 +3,7 @@ see the tests catch it. Not part of the pytest run (too slow for CI: each mutati
 rebuilds the C++ extension, about a minute and a half on 2 cores).
 
     python tests/mutations/run.py                 # every mutation; exit 0 only if all are caught
+    python tests/mutations/run.py --fast          # the same against the fast tier (no slow tests)
     python tests/mutations/run.py --only ID[,ID]  # some of them
     python tests/mutations/run.py --list
 
@@ -12,7 +13,10 @@ that unmutated copy (they must pass, else it stops), then for each mutation copi
 afresh, applies the edits (each old text must occur exactly once), and runs the mutation's
 test set with ``-x`` under ``CI=true`` (so an unavailable backend fails instead of skipping),
 with its own TORCH_EXTENSIONS_DIR when it touches csrc/ (the extension is rebuilt from the
-mutated source). A mutation is caught when pytest reports failed tests; a csrc mutation whose
+mutated source). The test sets run in the full tier (``--full``), or with ``--fast`` in the fast
+tier only: the slow-marked tests of each set are left out, as the README's test command leaves
+them out, so a mutation caught there is caught by what a person runs after every edit. A
+mutation is caught when pytest reports failed tests; a csrc mutation whose
 build fails, or a pytest error, counts as not caught. It prints a table (markdown) and
 writes it beside the copies.
 """
@@ -66,12 +70,13 @@ def apply(tree: Path, mutation: dict) -> str | None:
     return None
 
 
-def run_tests(tree: Path, args: list[str], ext_dir: Path, log: Path, timeout: int) -> tuple[int, str, float]:
+def run_tests(tree: Path, args: list[str], ext_dir: Path, log: Path, timeout: int,
+              fast: bool = False) -> tuple[int, str, float]:
     env = dict(os.environ, PYTHONPATH=str(tree), TORCH_EXTENSIONS_DIR=str(ext_dir), CI="true",
                PYTHONDONTWRITEBYTECODE="1")
     env.pop("TRITON_INTERPRET", None)  # the tree's conftest sets it
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-           "-W", "ignore", "-rf", *args]
+           "-W", "ignore", "-rf", *([] if fast else ["--full"]), *args]
     start = time.time()
     try:
         out = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
@@ -109,6 +114,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per test run")
     ap.add_argument("--skip-baseline", action="store_true", help="do not run the unmutated tree first")
+    ap.add_argument("--fast", action="store_true", help="run each test set in the fast tier (slow tests left out)")
     opts = ap.parse_args()
     todo = MUTATIONS
     if opts.only:
@@ -125,11 +131,13 @@ def main() -> int:
     root = repo_root()
     work = Path(tempfile.mkdtemp(prefix="adamw_tau_mutants_"))
     tree, base_ext = work / "tree", work / "ext-base"
-    print(f"adamw_tau mutation check: {len(todo)} mutations, working in {work}", flush=True)
+    tier = "fast tier" if opts.fast else "full tier"
+    print(f"adamw_tau mutation check: {len(todo)} mutations against the {tier}, working in {work}", flush=True)
     if not opts.skip_baseline:
         copy_tree(root, tree)
         for name in sorted({m["tests"] for m in todo}):
-            rc, text, secs = run_tests(tree, TESTS[name], base_ext, work / f"baseline-{name}.log", opts.timeout)
+            rc, text, secs = run_tests(tree, TESTS[name], base_ext, work / f"baseline-{name}.log", opts.timeout,
+                                       opts.fast)
             print(f"baseline {name:10} exit {rc} in {secs:.0f} s: {summary(text)}", flush=True)
             if rc != 0:
                 print(f"the unmutated tree fails test set {name!r}: see {work / f'baseline-{name}.log'}")
@@ -143,7 +151,8 @@ def main() -> int:
             rows.append((m, "NOT APPLIED", problem, "", 0.0))
         else:
             ext = work / f"ext-{m['id']}" if touches_csrc else base_ext
-            rc, text, secs = run_tests(tree, TESTS[m["tests"]], ext, work / f"{m['id']}.log", opts.timeout)
+            rc, text, secs = run_tests(tree, TESTS[m["tests"]], ext, work / f"{m['id']}.log", opts.timeout,
+                                        opts.fast)
             rows.append((m, verdict(rc, text, touches_csrc), summary(text), first_failure(text), secs))
             if touches_csrc:
                 shutil.rmtree(ext, ignore_errors=True)
