@@ -19,6 +19,14 @@ if not torch.cuda.is_available():
 from adamw_tau.testing.parity import hard_values  # noqa: E402,F401  (re-exported for tests)
 
 
+@pytest.fixture(scope="session")
+def host_body_library(tmp_path_factory):
+    """The CUDA kernel body built for the host (adamw_tau/testing/host_body.py), once per run:
+    every test that runs it shares this build."""
+    from adamw_tau.testing import host_body
+    return host_body.build(tmp_path_factory.mktemp("host_body"))
+
+
 def pytest_addoption(parser):
     parser.addoption("--full", action="store_true", default=False,
                      help="the full tier: run the tests marked slow too (CI runs it; tests/tiers.py)")

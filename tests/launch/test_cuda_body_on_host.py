@@ -27,8 +27,8 @@ ODD_CHUNKS = [100, 4100]  # fewer elements than a block's threads take; blocks s
 
 
 @pytest.fixture(scope="module")
-def body(tmp_path_factory):
-    return host_body.HostBody(host_body.build(tmp_path_factory.mktemp("host_body")))
+def body(host_body_library):
+    return host_body.HostBody(host_body_library)
 
 
 def _vec_of(path) -> int:

@@ -248,14 +248,14 @@ def test_8bit_paths_on_the_gpu_give_the_references_bits(backend):
 
 
 @pytest.mark.parametrize("backend", ["cpu", "triton", "host_body"])
-def test_threshold_ties_reach_every_kernel(backend, tmp_path):
+def test_threshold_ties_reach_every_kernel(backend, host_body_library):
     """With beta1 = 0 and no grad scale the new exp_avg is the fp32 gradient, and the
     "threshold ties" blocks of the data put x / max exactly on thresholds: each kernel must
     send them to the lower code, as the reference does."""
     from adamw_tau.testing import host_body
     from adamw_tau.testing.parity import PATHS, parity_bits
     if backend == "host_body":
-        step = host_body.HostBody(host_body.build(tmp_path)).step()
+        step = host_body.HostBody(host_body_library).step()
     else:
         require(backend)
         step = backend

@@ -261,12 +261,12 @@ NAN_WORDS = [0x7FFFFFFF, 0xFFFFFFFF, 0x7FFF8000, 0x7F800001, 0xFF80FFFF, 0x7FC00
 
 
 @pytest.fixture(scope="module")
-def step_functions(tmp_path_factory):
+def step_functions(host_body_library):
     """Each backend's list-form step, and the CUDA kernel body compiled for the host."""
     from adamw_tau.launch import ops
     from adamw_tau.testing import host_body
     out = {name: ops.step_function(name) for name in BACKENDS}
-    out["cuda_body_on_host"] = host_body.HostBody(host_body.build(tmp_path_factory.mktemp("body"))).step()
+    out["cuda_body_on_host"] = host_body.HostBody(host_body_library).step()
     return out
 
 
