@@ -2,7 +2,11 @@
 otherwise adamw_tau compiles it with ninja at first use (adamw_tau/launch/extension.py)."""
 import os
 
-from setuptools import setup
+from setuptools import find_packages, setup
+
+# Found, not listed: a subpackage added later is in the wheel without an edit here. triton_kernels/
+# and csrc/ sit beside the package and are mapped into it (pyproject.toml's package-dir).
+packages = find_packages(include=["adamw_tau", "adamw_tau.*"]) + ["adamw_tau.triton_kernels", "adamw_tau.csrc"]
 
 ext_modules, cmdclass = [], {}
 if os.environ.get("ADAMW_TAU_BUILD_EXT") == "1":
@@ -25,4 +29,4 @@ if os.environ.get("ADAMW_TAU_BUILD_EXT") == "1":
                                     extra_link_args=["-fopenmp"])]
     cmdclass = {"build_ext": BuildExtension}
 
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+setup(packages=packages, ext_modules=ext_modules, cmdclass=cmdclass)

@@ -45,8 +45,8 @@ constexpr int kVecOf = int(kVecBytes / std::min({sizeof(PT), sizeof(GT), sizeof(
 // elements (32 bytes) moves as two 16-byte halves, so every stream needs 16-byte alignment
 // only, the test tables.py makes for the Triton hints (VEC_BYTES). 32 bytes would send an
 // fp32 tensor at a 16-byte storage offset down the element path for nothing: sm_90 has no
-// global access wider than 16 bytes. A 16-bit tensor 8 bytes off (vector path before, 8-byte
-// accesses) now takes the element path.
+// global access wider than 16 bytes. A 16-bit tensor 8 bytes off takes the element path: no
+// 16-byte access can reach it.
 template <typename T, int N>
 struct alignas(kVecBytes) Vec {
   T v[N];

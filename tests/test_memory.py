@@ -73,7 +73,7 @@ class FlatOptimizer:
 @pytest.mark.parametrize("name,states", [("ours, bf16 + remainder, fp32 states", 8),
                                          ("ours, bf16 + remainder, bf16 states", 4)])
 def test_the_remainder_rows_hold_2_bytes_of_master(name, states):
-    """Issue 20's goal: 14 bytes per parameter with fp32 states, 10 with bf16 states."""
+    """The goal: 14 bytes per parameter with fp32 states, 10 with bf16 states."""
     require("cpu")
     row = memory.measure(config(name), SHAPES)
     assert row.error is None, row.error

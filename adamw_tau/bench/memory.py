@@ -157,7 +157,7 @@ def count(params, opt) -> Ledger:
 
 
 # what a row's option must leave in opt.state, else the option was accepted and did nothing
-# (before issue 20 merged, master_weights="remainder" was taken as True: an fp32 master)
+# (an option accepted and ignored, such as master_weights="remainder" read as True, must fail its row)
 NEEDS = {
     "remainder": ("master remainder", lambda ledger: ledger.bytes["remainder"] > 0),
     "8bit": ("1-byte moment tensor", lambda ledger: 1 in ledger.state_itemsizes),

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..formats import bf16_remainder, q8_blockwise
-from .sharded_scales import as_sharded
+from .sharded_scales import as_sharded, is_dtensor, local
 from .state import CHANGES, OptimizerState, ParamState
 from .tables import FP32_MASTER, NO_MASTER, REMAINDER_MASTER, CaptureWithoutWarmup, TablePlanner, chunk_for
 
@@ -28,17 +28,6 @@ MASTER_KEYS = {FP32_MASTER: ("master_param", torch.float32),
                REMAINDER_MASTER: (bf16_remainder.STATE_KEY, torch.int16)}
 
 _KERNEL_BACKENDS = ("triton", "cuda", "cpu")
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """The tensor a kernel steps: a DTensor's local shard, or the tensor itself."""
-    return t.to_local() if _DTensor is not None and isinstance(t, _DTensor) else t
-
-
-try:
-    from torch.distributed.tensor import DTensor as _DTensor
-except ImportError:  # torch built without distributed
-    _DTensor = None
 
 
 class Bucket:
@@ -80,7 +69,7 @@ class Bucket:
 
     def grads(self, flat_grads) -> list:
         gs = [flat_grads[i] for i in self.ids]
-        return [_local(g) for g in gs] if self.sharded else gs
+        return [local(g) for g in gs] if self.sharded else gs
 
 
 MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
@@ -121,7 +110,7 @@ def init_state(state: dict, group: dict, p: torch.Tensor, master: int, sdtype: t
         if key in state:
             continue
         if sdtype == torch.uint8:
-            codes, scales = q8_blockwise.new_state(key, p, _local(p))
+            codes, scales = q8_blockwise.new_state(key, p, local(p))
             dict.__setitem__(state, key, codes)
             dict.__setitem__(state, key + q8_blockwise.SCALE_SUFFIX, as_sharded(p, scales))
         else:
@@ -219,7 +208,7 @@ def check_state_fits(state: dict, p: torch.Tensor, sdtype: torch.dtype, where: s
         if t is None:
             continue
         dtype = fixed.get(key, sdtype)
-        problem = q8_blockwise.scale_problem(state, key, _local(p)) if dtype == t.dtype == torch.uint8 else None
+        problem = q8_blockwise.scale_problem(state, key, local(p)) if dtype == t.dtype == torch.uint8 else None
         if problem:
             raise RuntimeError(f"{where}: {problem}; load a state dict saved by AdamWTau, or clear the state to start "
                                "it again")
@@ -284,14 +273,14 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
             states.append(state)
         for p, state in zip(b.params, states):
             init_state(state, group, p, b.master, b.dtypes[2])
-        b.sharded = _DTensor is not None and isinstance(b.params[0], _DTensor)
-        b.locals = [_local(p) for p in b.params]
-        b.exp_avgs = [_local(s["exp_avg"]) for s in states]
-        b.exp_avg_sqs = [_local(s["exp_avg_sq"]) for s in states]
-        b.max_exp_avg_sqs = [_local(s["max_exp_avg_sq"]) for s in states] if b.amsgrad else []
-        b.masters = [_local(s[MASTER_KEYS[b.master][0]]) for s in states] if b.master != NO_MASTER else []
+        b.sharded = is_dtensor(b.params[0])
+        b.locals = [local(p) for p in b.params]
+        b.exp_avgs = [local(s["exp_avg"]) for s in states]
+        b.exp_avg_sqs = [local(s["exp_avg_sq"]) for s in states]
+        b.max_exp_avg_sqs = [local(s["max_exp_avg_sq"]) for s in states] if b.amsgrad else []
+        b.masters = [local(s[MASTER_KEYS[b.master][0]]) for s in states] if b.master != NO_MASTER else []
         q8 = b.dtypes[2] == torch.uint8
-        b.scales = {key: [_local(s[key + q8_blockwise.SCALE_SUFFIX]) for s in states] if q8 and (b.amsgrad or i < 2) else []
+        b.scales = {key: [local(s[key + q8_blockwise.SCALE_SUFFIX]) for s in states] if q8 and (b.amsgrad or i < 2) else []
                     for i, key in enumerate(MOMENTS)}
         if b.on_device:
             # the device's counts may lag b.done (skipped steps): carry them over, never read them here

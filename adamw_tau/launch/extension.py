@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import torch
@@ -58,13 +59,40 @@ def _cpu_model() -> str:
         return ""
 
 
+def _toolchain(cuda: bool) -> list[str]:
+    """What a JIT build's binary depends on besides the machine: this torch (its version and
+    headers), the Python headers, the compiler, the flags and the sources' place."""
+    from torch.utils.cpp_extension import CUDA_HOME, include_paths
+    cuda_parts = [str(CUDA_HOME), *NVCC_FLAGS] if cuda else []
+    return [torch.__version__, *include_paths("cpu"), sysconfig.get_paths()["include"], os.environ.get("CXX", "c++"),
+            *JIT_CXX_FLAGS, *cuda_parts, *sources(cuda)]
+
+
 @functools.lru_cache(maxsize=None)
 def build_name(cuda: bool) -> str:
     """The JIT build's name, and so its cache folder: keyed by what the binary was compiled
     for, so a machine with another GPU arch (or CPU: the CPU build is -march=native) builds its
-    own instead of loading one without code for it, and ``auto`` never waits for that build."""
+    own instead of loading one without code for it, and ``auto`` never waits for that build;
+    and by the toolchain (``_toolchain``), so two environments with different torch installs
+    keep a build each instead of rebuilding one folder in turn."""
     target = " ".join(cuda_arch_flags()) if cuda else f"{platform.machine()} {_cpu_model()}"
-    return f"adamw_tau_{'cuda' if cuda else 'cpu'}_{hashlib.sha256(target.encode()).hexdigest()[:10]}"
+    key = "\0".join([target, *_toolchain(cuda)])
+    return f"adamw_tau_{'cuda' if cuda else 'cpu'}_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def build_pending(build_dir: str, name: str) -> bool:
+    """True if loading ``name`` from ``build_dir`` will compile. torch's ``load`` runs ninja in
+    every new process, and ninja rebuilds whatever is older than its inputs (a source or torch
+    header touched, the library missing), so ninja's own dry run over the folder's build file
+    answers; the build name covers everything that would change that file."""
+    if not (os.path.isfile(os.path.join(build_dir, f"{name}.so"))
+            and os.path.isfile(os.path.join(build_dir, "build.ninja"))):
+        return True
+    try:
+        dry = subprocess.run(["ninja", "-n"], cwd=build_dir, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return True
+    return dry.returncode != 0 or "no work to do" not in dry.stdout
 
 
 def sources(cuda: bool) -> list[str]:
@@ -126,9 +154,10 @@ def _load(cuda: bool):
         return problem
     from torch.utils.cpp_extension import _get_build_directory, load
     name = build_name(cuda)
-    if not os.path.exists(os.path.join(_get_build_directory(name, False), f"{name}.so")):
-        print(f"adamw_tau: compiling the {'CUDA' if cuda else 'CPU'} extension with ninja "
-              "(first use only, a minute or more; cached)", file=sys.stderr, flush=True)
+    if build_pending(_get_build_directory(name, False), name):
+        print(f"adamw_tau: compiling the {'CUDA' if cuda else 'CPU'} extension with ninja into "
+              f"{_get_build_directory(name, False)} (a minute or more; cached for this torch)",
+              file=sys.stderr, flush=True)
     try:
         load(name=name, sources=sources(cuda), extra_cflags=JIT_CXX_FLAGS, extra_cuda_cflags=NVCC_FLAGS, extra_ldflags=["-fopenmp"],
              is_python_module=False, verbose=False)

@@ -12,14 +12,29 @@ says why and ``state_dict()`` refuses them before anything is written.
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from ..formats.q8_blockwise import BLOCK, SCALE_SUFFIX
 
-try:
-    from torch.distributed.tensor import DTensor, Shard
-except ImportError:  # torch built without distributed
-    DTensor = Shard = None
+
+def dtensor_module():
+    """torch.distributed.tensor if something has imported it, else None. Importing it costs
+    over half a second (sympy), and no tensor can be a DTensor before it is imported, so the
+    package never imports it itself."""
+    return sys.modules.get("torch.distributed.tensor")
+
+
+def is_dtensor(t) -> bool:
+    """True if ``t`` is a DTensor, without importing torch.distributed.tensor."""
+    module = dtensor_module()
+    return module is not None and isinstance(t, module.DTensor)
+
+
+def local(t: torch.Tensor) -> torch.Tensor:
+    """The tensor a kernel steps: a DTensor's local shard, or the tensor itself."""
+    return t.to_local() if is_dtensor(t) else t
 
 
 def _chunks(total: int, world: int) -> list[int]:
@@ -31,7 +46,7 @@ def _chunks(total: int, world: int) -> list[int]:
 def shard_blocks(p) -> list[int] | None:
     """Each rank's count of 8-bit blocks when ``p`` is sharded as the note says, else None."""
     placements = p.placements
-    if p.device_mesh.ndim != 1 or len(placements) != 1 or not isinstance(placements[0], Shard) \
+    if p.device_mesh.ndim != 1 or len(placements) != 1 or not isinstance(placements[0], dtensor_module().Shard) \
             or placements[0].dim != 0 or p.dim() == 0 or p.shape[0] == 0:
         return None
     rest = p.numel() // p.shape[0]
@@ -44,20 +59,22 @@ def shard_blocks(p) -> list[int] | None:
 
 def as_sharded(p: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """``scales`` (this rank's, plain) as the Shard(0) DTensor of the note where ``p`` allows."""
-    if DTensor is None or not isinstance(p, DTensor):
+    if not is_dtensor(p):
         return scales
     counts = shard_blocks(p)
     if counts is None:
         return scales
-    return DTensor.from_local(scales, p.device_mesh, [Shard(0)], run_check=False, shape=(sum(counts),), stride=(1,))
+    dt = dtensor_module()
+    return dt.DTensor.from_local(scales, p.device_mesh, [dt.Shard(0)], run_check=False, shape=(sum(counts),),
+                                 stride=(1,))
 
 
 def unplaceable(p: torch.Tensor, state: dict) -> str | None:
     """Why ``state``'s 8-bit scales cannot go into a checkpoint, or None."""
-    if DTensor is None or not isinstance(p, DTensor):
+    if not is_dtensor(p):
         return None
     for key, scale in state.items():
-        if key.endswith(SCALE_SUFFIX) and not isinstance(scale, DTensor):
+        if key.endswith(SCALE_SUFFIX) and not is_dtensor(scale):
             return (f"its 8-bit {key!r} are per-rank scales of a shard that does not start at a multiple of "
                     f"{BLOCK} elements (placements {p.placements}, shape {tuple(p.shape)}), which a checkpoint "
                     "cannot place: shard on dim 0 so that every shard holds a multiple of 256 elements, or keep "

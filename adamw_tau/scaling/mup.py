@@ -42,11 +42,6 @@ def _matches(rules: Iterable[Rule], name: str, p: torch.Tensor) -> bool:
     return False
 
 
-def _fans(shape) -> tuple[int, int]:
-    """(fan_in, fan_out) of a weight laid out as torch.nn layers do: (out, in, *kernel)."""
-    return math.prod(shape[1:]), shape[0]
-
-
 def _classify(infinite_in: bool, infinite_out: bool, ndim: int) -> str:
     if ndim <= 1:
         return "vector"

@@ -36,11 +36,6 @@ class Path:
     def q8(self) -> bool:
         return self.state_dtype == q8_blockwise.STATE_DTYPE
 
-    @property
-    def storage_dtype(self) -> torch.dtype:
-        """The dtype the state tensors hold: uint8 codes for 8-bit states."""
-        return torch.uint8 if self.q8 else self.state_dtype
-
 
 PATHS = {p.name: p for p in (
     Path("fp32"),

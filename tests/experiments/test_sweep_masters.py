@@ -1,37 +1,23 @@
-"""`adamw-tau sweep masters`: tiny runs (seconds) of issue 20's training check. The remainder format
-is played here by a test double (TE's split and merge, written from issue 20's text, over a
-master_weights=True optimizer), so the checks are exercised whether or not the tree has the
-feature: the bitwise comparison counts a planted one-bit difference, a planted parameter change
-stops the lockstep comparison at the step the gradients part, and a missing feature or merge
-fails its row with the reason while the other runs finish."""
+"""`adamw-tau sweep masters`: tiny runs (seconds) of the remainder format's training check. The
+remainder run is played here by a test double (the format's own split, over a master_weights=True
+optimizer) that can plant faults: the bitwise comparison counts a planted one-bit difference, a
+planted parameter change stops the lockstep comparison at the step the gradients part, and an
+optimizer that keeps no remainder fails its row with the reason while the other runs finish."""
 import dataclasses
 import math
 
 import torch
 
 from adamw_tau import AdamWTau, cli
+from adamw_tau.formats.bf16_remainder import split
 from adamw_tau.experiments.quality import masters, report, training
 
 TINY = dataclasses.replace(training.MASTERS_QUICK, name="tiny", width=16, layers=1, head_dim=8, ctx=16, batch=4,
                            steps=6, eval_every=3, log_every=2, val_windows=16, tau_frac=0.5)
 
 
-def split(master: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """TE's split: rem = low half as int16; bf16 = high half + 1 if rem < 0 (ties away from zero)."""
-    u = master.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
-    rem = ((u & 0xFFFF) ^ 0x8000) - 0x8000
-    hi = ((u >> 16) + (rem < 0).long()) & 0xFFFF
-    return ((hi ^ 0x8000) - 0x8000).to(torch.int16).view(torch.bfloat16), rem.to(torch.int16)
-
-
-def merge(param: torch.Tensor, rem: torch.Tensor) -> torch.Tensor:
-    hi = (param.view(torch.int16).to(torch.int64) - (rem < 0).long()) & 0xFFFF
-    u = (hi << 16) | (rem.to(torch.int64) & 0xFFFF)
-    return ((u ^ 0x80000000) - 0x80000000).to(torch.int32).view(torch.float32)
-
-
 class RemainderDouble(AdamWTau):
-    """An fp32-master optimizer that also keeps TE's remainder and leaves TE's bf16 param.
+    """An fp32-master optimizer that also keeps the format's remainder and leaves its bf16 param.
     ``flip_at``: after that step, one remainder bit is flipped; ``nudge_at``: after that step,
     one layer-norm gain is moved by one ulp (so the next gradients differ)."""
     flip_at = nudge_at = None
@@ -67,18 +53,6 @@ def _with_double(monkeypatch, flip_at=None, nudge_at=None):
         opt.flip_at, opt.nudge_at = flip_at, nudge_at
         return opt
     monkeypatch.setattr(masters, "make_optimizer", make)
-    monkeypatch.setattr(masters, "load_merge", lambda: merge)
-
-
-def test_split_and_merge_of_the_double_are_exact():
-    torch.manual_seed(0)
-    words = torch.cat([torch.randint(-2 ** 31, 2 ** 31, (4096,), dtype=torch.int64),
-                       torch.tensor([0x3F808000, 0x3F818000, 0x7FFFFFFF - 2 ** 32, 0, -2 ** 31])]).to(torch.int32)
-    m = words.view(torch.float32)
-    bf16, rem = split(m)
-    assert torch.equal(merge(bf16, rem).view(torch.int32), words)
-    # ties: 0x3F80_8000 (high half even) rounds away from zero where round-to-nearest-even does not
-    assert bf16.view(torch.int16)[4096] == 0x3F81 and m[4096:4097].to(torch.bfloat16).view(torch.int16) == 0x3F80
 
 
 def test_rows_columns_and_zero_differing_words_with_the_feature(tmp_path, monkeypatch, capsys):
@@ -129,17 +103,6 @@ def test_a_tree_without_the_feature_fails_the_row_and_finishes_the_others(tmp_pa
     assert int(r["master_fp32"]["steps_done"]) == TINY.steps
     out = capsys.readouterr().out
     assert "remainder master checks: not run (RuntimeError: master_weights='remainder' keeps no" in out
-
-
-def test_a_missing_merge_fails_the_row_with_why(tmp_path, monkeypatch):
-    _with_double(monkeypatch)
-
-    def missing():
-        raise ModuleNotFoundError("No module named 'adamw_tau.formats.bf16_remainder'")
-    monkeypatch.setattr(masters, "load_merge", missing)
-    r = masters.run(str(tmp_path), TINY, progress=False)["rows"]
-    assert r["master_remainder"]["note"] == "ModuleNotFoundError: No module named 'adamw_tau.formats.bf16_remainder'"
-    assert r["master_fp32"]["status"] == "ok"
 
 
 def test_the_claim_is_printed_as_measured():

@@ -53,7 +53,7 @@ def test_rows_columns_and_a_failing_row(tmp_path, monkeypatch, capsys):
 
 def test_the_8bit_row_in_this_tree_runs_or_says_why(tmp_path):
     r = states.run(str(tmp_path), TINY, rows=("ours_fp32", "ours_8bit"), progress=False)["rows"]["ours_8bit"]
-    if r["status"] == "ok":  # issue 21 merged: the states are really 8-bit
+    if r["status"] == "ok":  # the states are really 8-bit
         assert r["state_bytes_per_param"] < 8.0 and math.isfinite(r["final_val_loss"])
     else:
         assert r["status"] == "failed" and "8bit" in r["note"] and r["note"].split(":")[0].endswith("Error")
@@ -116,8 +116,8 @@ def test_summary_applies_the_1_percent_bar():
                      state_bytes_per_param=8.0, seconds=1.0, package="p"),
                 dict(row="ours_8bit", status="ok", note="", final_val_loss=2.0 * (1 + gap), gap_vs_ours_fp32=gap,
                      state_bytes_per_param=2.0, seconds=1.0, package="p")]
-    assert "+0.50% final val loss; within 1% (issue 21's bar): yes" in states.summary_text(rows(0.005))
-    assert "+1.50% final val loss; within 1% (issue 21's bar): NO" in states.summary_text(rows(0.015))
+    assert "+0.50% final val loss; within 1% (the bar): yes" in states.summary_text(rows(0.005))
+    assert "+1.50% final val loss; within 1% (the bar): NO" in states.summary_text(rows(0.015))
 
 
 def test_cli_states_rejects_a_missing_gpu(monkeypatch):

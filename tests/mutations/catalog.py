@@ -34,7 +34,7 @@ CONTRACT = "adamw_tau/core/contract.py"
 TABLES = "adamw_tau/launch/tables.py"
 
 MUTATIONS = [
-    # --- the three bugs of issue 25 ---------------------------------------------------------
+    # --- three bugs found by users -----------------------------------------------------------
     dict(id="math-amsgrad-max-drops-nan-from-v", rule="NaN from either side propagates (amsgrad max)", file=MATH,
          edits=[("vmax = ((v != v) | (v > vmax)) ? v : vmax;", "vmax = (v > vmax) ? v : vmax;")], tests="cpu_op"),
     dict(id="tables-master-column-unchecked", rule="alignment: every address column checked", file=TABLES,

@@ -51,7 +51,7 @@ FULL = LMConfig(name="full", layers=4, ctx=256, batch=64, head_dim=32, warmup_fr
                 w_widths=(64, 128, 256, 512), w_lrs=tuple(common.geom(3e-4, 3e-2, 6)), w_tokens=4_000_000, w_epochs=3,
                 w_tau_epochs=1.0, w_ref_lr=3e-3, w_seeds=1)
 
-# medium: a 2-core CPU in under 45 minutes (issue 24). Its numbers were set by short pilot runs
+# medium: a 2-core CPU in under 45 minutes. Its numbers were set by short pilot runs
 # (README, "sweep lm --medium"): lr 1e-2 at width 64 (3e-2 was worse at 32k bytes); the best
 # τ_epoch moved from ~4-16 at 16k bytes to ~1 at 256k, so the τ grid spans 0.25-16; the width lrs
 # bracket every pilot's best (3e-2 at width 16, 3e-2-1e-1 at width 128, in both modes).

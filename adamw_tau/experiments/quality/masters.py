@@ -1,14 +1,14 @@
-"""``adamw-tau sweep masters``: issue 20's training check. TinyGPT with bf16 params, three runs in
+"""``adamw-tau sweep masters``: the remainder format's training check. TinyGPT with bf16 params, three runs in
 lockstep on the same batches, from the same init bits, with fp32 moments in all three so that
 the master is the only difference:
 
 master_fp32       master_weights=True: an fp32 master, the param its round-to-nearest-even image
-master_remainder  master_weights="remainder" (issue 20): the master kept as the bf16 param plus an
-                  int16 remainder; a tree without it fails this row, and says why
+master_remainder  master_weights="remainder": the master kept as the bf16 param plus an int16
+                  remainder; an optimizer that keeps no remainder fails this row, and says why
 bf16_no_master    master_weights=False: the bf16 param is all there is
 
 Two bitwise checks of the remainder run's master, rebuilt after every step with
-``adamw_tau.formats.bf16_remainder.merge(param, remainder)`` (issue 20's, imported when needed):
+``adamw_tau.formats.bf16_remainder.merge(param, remainder)``:
 
 lockstep  against master_fp32's master, at each step while the two runs' gradients agree bit for
           bit. Their bf16 params differ where the master's low half is exactly 0x8000 (the
@@ -20,13 +20,13 @@ shadow    against an fp32-master optimizer fed the remainder run's own gradients
 """
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import time
 
 import torch
 
+from ...formats import bf16_remainder
 from ...optim.optimizer import AdamWTau
 from ...testing.bits import differing_lists
 from .. import common
@@ -62,27 +62,20 @@ def make_optimizer(run: str, params, cfg: QualityConfig, backend: str):
                     state_dtype=torch.float32, backend=backend)
 
 
-def load_merge():
-    """Issue 20's ``merge(param_bf16, remainder_int16) -> fp32 master``; ImportError/AttributeError
-    (with the module's own words) where this tree does not have it."""
-    return importlib.import_module("adamw_tau.formats.bf16_remainder").merge
-
-
 def remainders(opt, params) -> list[torch.Tensor]:
     """Each param's int16 remainder, or a RuntimeError saying the optimizer keeps none."""
     out = []
     for i, p in enumerate(params):
-        r = opt.state.get(p, {}).get("master_remainder")
+        r = opt.state.get(p, {}).get(bf16_remainder.STATE_KEY)
         if not isinstance(r, torch.Tensor) or r.dtype != torch.int16:
-            raise RuntimeError(f"master_weights='remainder' keeps no int16 'master_remainder' state for param {i} "
-                               f"after a step (its state keys: {sorted(opt.state.get(p, {}))}): this tree does not "
-                               "have issue 20's remainder format")
+            raise RuntimeError(f"master_weights='remainder' keeps no int16 {bf16_remainder.STATE_KEY!r} state for "
+                               f"param {i} after a step (its state keys: {sorted(opt.state.get(p, {}))})")
         out.append(r)
     return out
 
 
-def rebuilt_masters(merge, params, rems) -> list[torch.Tensor]:
-    return [merge(p.detach(), r) for p, r in zip(params, rems, strict=True)]
+def rebuilt_masters(params, rems) -> list[torch.Tensor]:
+    return [bf16_remainder.merge(p.detach(), r) for p, r in zip(params, rems, strict=True)]
 
 
 def masters_of(opt, params) -> list[torch.Tensor]:
@@ -116,7 +109,7 @@ def train(cfg: QualityConfig, device: str = "cpu", backend: str | None = None, p
         except Exception as e:  # this run fails; the others go on
             run.error = error_text(e)
     rem, ref = runs["master_remainder"], runs["master_fp32"]
-    shadow = shadow_sched = merge = None
+    shadow = shadow_sched = None
     if rem.alive:
         shadow_params = [p.detach().clone() for p in rem.model.parameters()]
         shadow = make_optimizer("master_fp32", shadow_params, cfg, backend)
@@ -147,8 +140,7 @@ def train(cfg: QualityConfig, device: str = "cpu", backend: str | None = None, p
                     shadow.step()
                     shadow_sched.step()
                     rems = remainders(rem.opt, list(rem.model.parameters()))
-                    merge = merge or load_merge()
-                    rebuilt = rebuilt_masters(merge, list(rem.model.parameters()), rems)
+                    rebuilt = rebuilt_masters(list(rem.model.parameters()), rems)
                 except Exception as e:
                     rem.error = error_text(e)
                 else:
@@ -238,7 +230,7 @@ def summary_text(rows: list[dict], cfg: QualityConfig) -> str:
 
 
 def claim_text(by: dict) -> str:
-    """Issue 20's claim, as measured: both master runs beat bf16 without master on final val loss."""
+    """The remainder format's claim, as measured: both master runs beat bf16 without master on final val loss."""
     claim = "claim 'both master runs beat bf16 without master on final val loss': "
     base = by["bf16_no_master"]
     if base["status"] != "ok":

@@ -1,9 +1,9 @@
-"""``adamw-tau sweep states``: 8-bit optimizer states against fp32 on real text (issue 21's quality
-check). TinyGPT in fp32, trained one pass over a fixed token budget with the same init, data
+"""``adamw-tau sweep states``: 8-bit optimizer states against fp32 on real text (the state
+format's quality check). TinyGPT in fp32, trained one pass over a fixed token budget with the same init, data
 order, lr and decay, once per row:
 
 ours_fp32     AdamWTau, state_dtype=torch.float32
-ours_8bit     AdamWTau, state_dtype="8bit" (issue 21; a tree without it fails this row, and says why)
+ours_8bit     AdamWTau, state_dtype="8bit" (an optimizer that keeps more fails this row, and says why)
 torchao_8bit  torchao.optim.AdamW8bit (an optional extra: a missing package leaves the row out)
 bnb_8bit      bitsandbytes.optim.AdamW8bit (likewise)
 torch_fp32    torch.optim.AdamW, fp32 states: a control, ours_fp32's math rounded in another order. Its
@@ -11,7 +11,7 @@ torch_fp32    torch.optim.AdamW, fp32 states: a control, ours_fp32's math rounde
               one-ulp difference), the resolution of the other rows' gaps.
 
 The anchors take torch's λ; each gets the λ equal to our τ_iter at the peak lr (training.py). The
-bar (issue 21): ours 8-bit's final validation loss within 1% of ours fp32's.
+bar: ours 8-bit's final validation loss within 1% of ours fp32's.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ from .training import (
 )
 
 ROWS = ("ours_fp32", "ours_8bit", "torchao_8bit", "bnb_8bit", "torch_fp32")
-GAP_BAR = 0.01  # issue 21: ours 8-bit within 1% of ours fp32
+GAP_BAR = 0.01  # the bar: ours 8-bit within 1% of ours fp32
 QUANTIZED_FROM = 4096  # tensors this large get 8-bit states in every 8-bit row (bnb's min_8bit_size)
 COLUMNS = ["sweep", "config", "row", "status", "note", "final_val_loss", "final_train_loss", "gap_vs_ours_fp32",
            "state_bytes_per_param", "steps_done", "steps", "tokens", "width", "layers", "ctx", "batch", "lr",
@@ -87,7 +87,8 @@ def make_optimizer(row: str, model, cfg: QualityConfig, backend: str):
 
 
 def _check_really_8bit(row: str, opt, model) -> None:
-    """A tree without issue 21 must not pass fp32 states off as 8-bit ones."""
+    """An 8-bit row must hold 8-bit states: an option accepted and ignored would pass fp32 states off
+    as 8-bit ones."""
     big = [p for p in model.parameters() if p.numel() >= QUANTIZED_FROM]
     per = state_bytes(opt, big) / max(1, sum(p.numel() for p in big))
     if row.endswith("8bit") and per >= 4.0:
@@ -206,7 +207,7 @@ def summary_text(summary: list[dict]) -> str:
         gap = ours8["gap_vs_ours_fp32"]
         verdict = "yes" if gap <= GAP_BAR else "NO"
         lines.append(f"ours 8-bit vs ours fp32: {100 * gap:+.2f}% final val loss; within {GAP_BAR:.0%} "
-                     f"(issue 21's bar): {verdict}")
+                     f"(the bar): {verdict}")
     else:
         why = next((f"{r['row']} {r['status']}: {r['note']}" for r in (ours32, ours8) if r and r["status"] != "ok"),
                    "a row was not run")

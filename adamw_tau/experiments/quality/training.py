@@ -62,7 +62,7 @@ class QualityConfig:
 # [note: the settings] lr 1e-2 was the best of the medium LM sweep's pilots at width 64 (README,
 # "sweep lm --medium"); τ_iter is 1/8 of the run, inside the 3-19% that published pretraining runs
 # use (`adamw-tau published`). Width 64 puts 99% of the parameters in tensors of >= 4096 elements,
-# the ones 8-bit states quantize (bnb's min_8bit_size, torchao's rule, issue 21's threshold). One
+# the ones 8-bit states quantize (bnb's min_8bit_size, torchao's rule, our q8_min_numel). One
 # pass: every training byte is seen once, so validation measures the optimizer, not overfitting.
 # Speed (2-core CPU, one thread a process, fp32, width 64, ctx 64, batch 32): 38 ms a step.
 STATES_QUICK = QualityConfig(name="quick", width=64, layers=2, ctx=64, batch=32, head_dim=16, steps=600, lr=1e-2,
