@@ -12,7 +12,7 @@ import numbers
 import torch
 
 from ..core.timescale import tau_iter_from_tau_epoch
-from ..formats.q8_blockwise import BLOCK, FORMAT_VERSION, SCALE_SUFFIX, n_blocks
+from ..formats.q8_blockwise import BLOCK, CODES_SUFFIX, FORMAT_VERSION, READ_VERSIONS, SCALE_SUFFIX, n_blocks
 
 DECAY_KEYS = ("tau_epochs", "iters_per_epoch", "tau_iters", "weight_decay")
 PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -266,13 +266,13 @@ def check_8bit_state(saved: dict, p: torch.Tensor, saved_id) -> None:
     """A saved parameter's 8-bit moments: the format version this code reads, and for every
     uint8 moment its fp32 scales, one per block of the parameter."""
     version = saved.get("q8_format")
-    if version is not None and version != FORMAT_VERSION:
+    if version is not None and version not in READ_VERSIONS:
         raise ValueError(f"load_state_dict: parameter {saved_id} holds 8-bit states of format version {version!r}; "
-                         f"this adamw_tau reads version {FORMAT_VERSION}: load it with the adamw_tau that saved it "
+                         f"this adamw_tau reads versions {READ_VERSIONS}: load it with the adamw_tau that saved it "
                          "and save AdamWTau.torch_state_dict() (fp32 moments), which loads anywhere")
     local = p.to_local() if hasattr(p, "to_local") else p
     for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-        codes = saved.get(key)
+        codes = saved.get(key + CODES_SUFFIX, saved.get(key))  # format version 1: under the moment's key
         if not (isinstance(codes, torch.Tensor) and codes.dtype == torch.uint8):
             continue
         scale = saved.get(key + SCALE_SUFFIX)
