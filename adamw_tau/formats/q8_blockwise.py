@@ -71,6 +71,11 @@ def codes_key(key: str) -> str:
     return key + CODES_SUFFIX
 
 
+def moment_key(key: str, dtype: torch.dtype) -> str:
+    """Where a moment stored as ``dtype`` is kept: ``codes_key`` for uint8 codes, else its own key."""
+    return codes_key(key) if dtype == torch.uint8 else key
+
+
 def n_blocks(numel: int) -> int:
     return (numel + BLOCK - 1) // BLOCK
 

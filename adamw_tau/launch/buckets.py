@@ -86,11 +86,6 @@ class Bucket:
 MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
-def moment_key(key: str, sdtype: torch.dtype) -> str:
-    """Where a moment is kept: its own key, or for 8-bit codes ``q8_blockwise.codes_key``."""
-    return q8_blockwise.codes_key(key) if sdtype == torch.uint8 else key
-
-
 def master_form(group: dict, p: torch.Tensor, where: str) -> int:
     """tables.NO_MASTER, FP32_MASTER or REMAINDER_MASTER for ``p`` in ``group``: fp32 params
     need no master; ``master_weights="remainder"`` is for bfloat16 params only."""
@@ -123,7 +118,7 @@ def init_state(state: dict, group: dict, p: torch.Tensor, master: int, sdtype: t
     if "step" not in state:
         dict.__setitem__(state, "step", torch.tensor(0.0, dtype=torch.float32))
     for key in MOMENTS[:3 if group["amsgrad"] else 2]:
-        if moment_key(key, sdtype) in state:
+        if q8_blockwise.moment_key(key, sdtype) in state:
             continue
         if sdtype == torch.uint8:
             codes, scales = q8_blockwise.new_state(key, p, _local(p))
@@ -219,13 +214,11 @@ def check_state_fits(state: dict, p: torch.Tensor, sdtype: torch.dtype, where: s
     after ``p.data`` is replaced by a tensor of another shape, or a state tensor by one of
     another dtype, they do not, and a kernel would read past them or misread them."""
     fixed = dict(MASTER_KEYS.values())
-    for key in MOMENTS:
-        other = moment_key(key, torch.float32 if sdtype == torch.uint8 else torch.uint8)
-        if other in state:
-            raise RuntimeError(f"{where}: its state has {other!r}, but its group keeps {key!r} as "
-                               f"{moment_key(key, sdtype)!r} ({sdtype}; the group's state_dtype): load a state dict "
-                               "instead (it converts), or clear the state to start it again")
-    for key in (*(moment_key(k, sdtype) for k in MOMENTS), *fixed):
+    for other in (q8_blockwise.moment_key(k, torch.float32 if sdtype == torch.uint8 else torch.uint8) for k in MOMENTS):
+        if other in state:  # a moment in the other form: load a state dict to convert
+            raise RuntimeError(f"{where}: its state has {other!r}, but its group keeps its moments as {sdtype} "
+                               "(state_dtype): load a state dict (it converts), or clear the state to start again")
+    for key in (*(q8_blockwise.moment_key(k, sdtype) for k in MOMENTS), *fixed):
         t = state.get(key)
         if t is None:
             continue
@@ -298,9 +291,8 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
             init_state(state, group, p, b.master, b.dtypes[2])
         b.sharded = _DTensor is not None and isinstance(b.params[0], _DTensor)
         b.locals = [_local(p) for p in b.params]
-        m, v, vmax = (moment_key(k, b.dtypes[2]) for k in MOMENTS)
-        b.exp_avgs = [_local(s[m]) for s in states]
-        b.exp_avg_sqs = [_local(s[v]) for s in states]
+        m, v, vmax = (q8_blockwise.moment_key(k, b.dtypes[2]) for k in MOMENTS)
+        b.exp_avgs, b.exp_avg_sqs = [_local(s[m]) for s in states], [_local(s[v]) for s in states]
         b.max_exp_avg_sqs = [_local(s[vmax]) for s in states] if b.amsgrad else []
         b.masters = [_local(s[MASTER_KEYS[b.master][0]]) for s in states] if b.master != NO_MASTER else []
         q8 = b.dtypes[2] == torch.uint8

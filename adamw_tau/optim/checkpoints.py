@@ -44,7 +44,7 @@ from __future__ import annotations
 import torch
 
 from ..formats import bf16_remainder, q8_blockwise
-from ..launch.buckets import MASTER_KEYS, MOMENTS, master_form, moment_key, state_dtype
+from ..launch.buckets import MASTER_KEYS, MOMENTS, master_form, state_dtype
 from ..launch.sharded_scales import unplaceable
 from ..launch.state import plain
 from ..launch.tables import FP32_MASTER, REMAINDER_MASTER
@@ -153,7 +153,8 @@ def restore_dtypes(param_groups: list[dict], state: dict, saved: dict) -> None:
                     scales = src[key + SCALE]
                 else:
                     codes, scales = q8_blockwise.encode(src[key].to(torch.float32), q8_blockwise.signed_for(key))
-                dict.__setitem__(state[p], moment_key(key, sdtype), codes.to(device=p.device, copy=True).contiguous())
+                codes = codes.to(device=p.device, copy=True).contiguous()
+                dict.__setitem__(state[p], q8_blockwise.moment_key(key, sdtype), codes)
                 dict.__setitem__(state[p], key + SCALE, scales.to(device=p.device, dtype=torch.float32, copy=True))
             else:
                 dict.__setitem__(state[p], key, fp32_moment(src, key).to(device=p.device, dtype=sdtype, copy=True))

@@ -232,7 +232,8 @@ def test_8bit_adamwtau_checkpoint_into_torch_adamw_is_decoded_or_refused(tmp_pat
     fresh = _net8(1)
     state = {"optim": get_optimizer_state_dict(fresh, torch.optim.AdamW(fresh.parameters(), amsgrad=True),
                                                options=FLAT)}
-    with pytest.raises(CheckpointException, match=r"Missing key in checkpoint state_dict: optim\.state\.1\.weight\.exp_avg"):
+    missing = r"Missing key in checkpoint state_dict: optim\.state\.1\.weight\.exp_avg"
+    with pytest.raises(CheckpointException, match=missing):
         dcp.load(state, checkpoint_id=str(tmp_path / "ours"))
     # the recipe's planner decodes them: the moments of torch_state_dict()
     via_dcp, via_sd = _net8(1), _net8(2)
