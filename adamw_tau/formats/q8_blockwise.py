@@ -2,7 +2,7 @@
 and one fp32 scale per block of 256 elements (docs/numerics.md, "8-bit states").
 
 What the format owns, per state tensor ``x`` of a parameter with n elements:
-- codes: uint8, the parameter's shape (``x``'s key in the state: ``exp_avg``, ...);
+- codes: uint8, the parameter's shape (key ``<x>_q8``: ``exp_avg_q8``, ...; ``codes_key``);
 - scales: fp32 ``[ceil(n / 256)]`` (key ``<x>_scale``): the absmax of each block of 256
   consecutive elements of the flattened (local) tensor; the last block may be partial, and
   nothing pads it.
@@ -44,9 +44,11 @@ import torch
 
 BLOCK = 256             # elements per scale
 MIN_NUMEL = 4096        # a tensor with fewer elements keeps fp32 states (norms, biases), as bitsandbytes
-FORMAT_VERSION = 1      # the native state dict's version of this format
+FORMAT_VERSION = 2      # the native state dict's version of this format (1: codes under the moment's own key)
+READ_VERSIONS = (1, 2)  # versions a state dict is read in
 STATE_DTYPE = "8bit"    # the group option that selects it
 SCALE_SUFFIX = "_scale"
+CODES_SUFFIX = "_q8"    # codes live under "exp_avg_q8", never "exp_avg": torch.optim.AdamW reads that key
 ZERO_CODE = {True: 127, False: 0}  # signed map, unsigned map
 
 _F64 = torch.float64
@@ -59,6 +61,19 @@ def signed_for(key: str) -> bool:
     if key in ("exp_avg_sq", "max_exp_avg_sq"):
         return False
     raise KeyError(f"the 8-bit format keeps exp_avg, exp_avg_sq and max_exp_avg_sq, not {key!r}")
+
+
+def codes_key(key: str) -> str:
+    """Where a moment's 8-bit codes are kept, in ``opt.state`` and state dicts: not under the
+    moment's own key, which torch.optim.AdamW would read as fp32 values (0..255) after
+    casting, so that loading them there fails (KeyError 'exp_avg' at its first step, a missing
+    key through DCP) instead of running on garbage."""
+    return key + CODES_SUFFIX
+
+
+def moment_key(key: str, dtype: torch.dtype) -> str:
+    """Where a moment stored as ``dtype`` is kept: ``codes_key`` for uint8 codes, else its own key."""
+    return codes_key(key) if dtype == torch.uint8 else key
 
 
 def n_blocks(numel: int) -> int:
@@ -129,7 +144,7 @@ def new_state(key: str, p: torch.Tensor, local: torch.Tensor) -> tuple[torch.Ten
 
 
 def scale_problem(state: dict, key: str, local: torch.Tensor) -> str | None:
-    """What is wrong with the scales beside 8-bit ``state[key]`` for a shard like ``local``, or None."""
+    """What is wrong with the scales beside moment ``key``'s 8-bit codes for a shard like ``local``, or None."""
     scale = state.get(key + SCALE_SUFFIX)
     scale = scale.to_local() if hasattr(scale, "to_local") else scale  # a DTensor's: this rank's blocks
     blocks = n_blocks(local.numel())

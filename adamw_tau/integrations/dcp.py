@@ -13,14 +13,48 @@ AdamW's groups and AdamWTau's differ (AdamW: ``foreach``, ``fused``, ``different
 checkpoint lacks keeps the value the optimizer was built with (DCP's own partial-load rule,
 limited to hyperparameters); state tensors, model weights and every other key must be there,
 as with DCP's default planner. Pass it to ``dcp.load(..., planner=GroupKeysLoadPlanner())``.
+
+8-bit moments: AdamWTau keeps them as codes under ``<moment>_q8`` with scales under
+``<moment>_scale`` (optim/checkpoints.py's note), so a checkpoint's moments and the live
+optimizer's can be in different forms. The planner converts, as ``load_state_dict`` does:
+fp32 (or bf16) moments loaded into an 8-bit AdamWTau are read into a temporary and encoded
+into its codes and scales (``formats.q8_blockwise.encode``, the same bits as
+``load_state_dict``); 8-bit codes loaded into torch AdamW (or an fp32-state AdamWTau) are read
+with their scales and decoded into its moments. DCP's default planner refuses both (a
+missing key): it never reads codes as values.
 """
 from __future__ import annotations
 
+import math
 import re
 
+import torch
 from torch.distributed.checkpoint import DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+from ..formats import q8_blockwise
 
 GROUP_KEY = re.compile(r"(^|\.)param_groups\.")
+MOMENT = re.compile(r"(^|\.)state\..+\.(exp_avg|exp_avg_sq|max_exp_avg_sq)$")
+CODES, SCALE = q8_blockwise.CODES_SUFFIX, q8_blockwise.SCALE_SUFFIX
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+class Conversion:
+    """One moment loaded across forms: the temporaries DCP reads into, and what to do once
+    every element of them has arrived."""
+
+    def __init__(self, temps: dict, finish):
+        self.temps = temps
+        self.left = {k: _local(t).numel() for k, t in temps.items()}
+        self.finish = finish
+
+    def arrived(self, key: str, n: int) -> bool:
+        self.left[key] -= n
+        return not any(self.left.values())
 
 
 class GroupKeysLoadPlanner(DefaultLoadPlanner):
@@ -35,9 +69,75 @@ class GroupKeysLoadPlanner(DefaultLoadPlanner):
         present = self.metadata.state_dict_metadata
         kept = sorted(k for k in self.state_dict if k not in present and GROUP_KEY.search(k))
         held = {k: self.state_dict.pop(k) for k in kept}
+        self.conversions: dict[str, Conversion] = {}
+        for key in [k for k in self.state_dict if MOMENT.search(k)] + \
+                   [k[:-len(CODES)] for k in self.state_dict if k.endswith(CODES) and MOMENT.search(k[:-len(CODES)])]:
+            held.update(self._convert(key, present))
         try:
             plan = super().create_local_plan()
         finally:
             self.state_dict.update(held)
         self.kept = kept
         return plan
+
+    def _convert(self, key: str, present: dict) -> dict:
+        """Plan loading moment ``key`` (``state.<fqn>.<moment>``) across forms; the live entries
+        taken out of the request, which the conversion fills in place."""
+        codes_key, scale_key = key + CODES, key + SCALE
+        moment = key.rsplit(".", 1)[1]
+        signed = q8_blockwise.signed_for(moment)
+        live_codes, live_values = self.state_dict.get(codes_key), self.state_dict.get(key)
+        if live_codes is not None and codes_key not in present and key in present:
+            # fp32 or bf16 moments into 8-bit codes: read them, then encode
+            saved = present[key]
+            temp = torch.empty_like(live_codes, dtype=saved.properties.dtype)
+            out = {codes_key: self.state_dict.pop(codes_key)}
+            if scale_key not in present:
+                out[scale_key] = self.state_dict.pop(scale_key)
+            version = key.rsplit(".", 1)[0] + ".q8_format"
+            if version in self.state_dict and version not in present:
+                out[version] = self.state_dict.pop(version)
+
+            def encode(temp=temp, live_codes=out[codes_key], live_scale=out.get(scale_key, self.state_dict.get(
+                    scale_key))):
+                codes, scales = q8_blockwise.encode(_local(temp).to(torch.float32), signed)
+                _local(live_codes).copy_(codes)
+                _local(live_scale).copy_(scales)
+            self.state_dict[key] = temp
+            self.conversions[key] = Conversion({key: temp}, encode)
+            return out
+        if live_values is not None and key in present and isinstance(present[key], TensorStorageMetadata) \
+                and present[key].properties.dtype == torch.uint8 and live_values.dtype != torch.uint8:
+            raise ValueError(f"{key}: the checkpoint holds 8-bit codes under the moment's own key (AdamWTau's 8-bit "
+                             "format version 1), which this optimizer would read as values. Load the checkpoint into "
+                             "an AdamWTau and save AdamWTau.torch_state_dict() (fp32 moments) for torch.optim.AdamW")
+        if live_values is not None and key not in present and codes_key in present:
+            # 8-bit codes into fp32 moments: read codes and scales, then decode
+            if hasattr(live_values, "to_local") or scale_key not in present:
+                raise ValueError(f"{key}: the checkpoint holds this moment as AdamWTau's 8-bit codes, which cannot be "
+                                 "decoded into a sharded (DTensor) state here. Load the checkpoint into an AdamWTau "
+                                 "and save AdamWTau.torch_state_dict() (fp32 moments) for torch.optim.AdamW")
+            sizes = {k: present[k].size for k in (codes_key, scale_key)}
+            if sizes[codes_key] != live_values.shape or sizes[scale_key] != (q8_blockwise.n_blocks(
+                    math.prod(live_values.shape)),):
+                raise ValueError(f"{key}: the checkpoint's 8-bit codes {tuple(sizes[codes_key])} and scales "
+                                 f"{tuple(sizes[scale_key])} do not fit this moment {tuple(live_values.shape)}")
+            temps = {codes_key: torch.empty(sizes[codes_key], dtype=torch.uint8, device=live_values.device),
+                     scale_key: torch.empty(sizes[scale_key], dtype=torch.float32, device=live_values.device)}
+            live = self.state_dict.pop(key)
+
+            def decode(live=live, temps=temps):
+                live.copy_(q8_blockwise.decode(temps[codes_key], temps[scale_key], signed).to(live.dtype))
+            self.state_dict.update(temps)
+            conversion = Conversion(temps, decode)
+            self.conversions.update({k: conversion for k in temps})
+            return {key: live}
+        return {}
+
+    def commit_tensor(self, read_item, tensor) -> None:
+        key = read_item.dest_index.fqn
+        conversion = self.conversions.get(key)
+        if conversion is not None and conversion.arrived(key, math.prod(read_item.lengths)):
+            conversion.finish()
+            for k in conversion.temps:
+                self.state_dict.pop(k, None)

@@ -5,7 +5,8 @@ transformers. What works as it is:
 
 * transformers 5.x: ``Trainer(..., optimizer_cls_and_kwargs=(TrainerOptimizer, kwargs))``.
   A ``cls`` that is not a torch Optimizer is a factory: the Trainer calls
-  ``cls()(model, **kwargs)``, so the groups are built here, by parameter name.
+  ``cls()(model, **kwargs)``, so the groups are built here, by parameter name. ``kwargs``
+  carry ``args=`` (the TrainingArguments), which the Trainer gives a factory no other way.
 * any version: ``Trainer(..., optimizers=(build_optimizer(model, ...), None))`` (refused by
   the Trainer under FSDP).
 
@@ -62,16 +63,50 @@ def build_optimizer(model: torch.nn.Module, *, lr: float, mup: dict | None = Non
     return AdamWTau(groups, lr=lr, **kwargs)
 
 
+DECAY_KWARGS = ("tau_iters", "tau_epochs", "iters_per_epoch", "weight_decay")
+CARD_NAME = "adamw_tau"
+
+
+def from_training_arguments(args, kwargs: dict) -> dict:
+    """``kwargs`` with what ``TrainingArguments`` set and they leave out, as transformers' own
+    AdamW takes it: ``learning_rate`` as lr, ``(adam_beta1, adam_beta2)`` as betas,
+    ``adam_epsilon`` as eps, and ``weight_decay`` as λ when ``kwargs`` name no decay. What
+    ``kwargs`` give wins."""
+    given = {"lr": args.learning_rate, "betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon}
+    if not any(kwargs.get(k) is not None for k in DECAY_KWARGS):
+        given["weight_decay"] = args.weight_decay
+    return {**given, **kwargs}
+
+
+def record_in_training_arguments(args, kwargs: dict) -> None:
+    """Write what ran into ``args``, the fields ``Trainer.create_model_card()`` reads for its
+    optimizer line (``optim``, ``adam_beta1``/``adam_beta2``, ``adam_epsilon``, ``optim_args``)
+    and ``learning_rate``: transformers records ``args.optim`` there, which a factory replaces."""
+    args.optim = CARD_NAME
+    args.learning_rate = kwargs["lr"]
+    args.adam_beta1, args.adam_beta2 = kwargs["betas"]
+    args.adam_epsilon = kwargs["eps"]
+    rest = {k: ("+".join(sorted(v)) if isinstance(v, dict) else v)  # mup: the keys it was given
+            for k, v in kwargs.items() if k not in ("lr", "betas", "eps") and v is not None}
+    args.optim_args = ",".join(f"{k}={v}" for k, v in rest.items())  # transformers' "k=v,k=v" form
+
+
 class TrainerOptimizer:
     """The factory for transformers 5.x's ``optimizer_cls_and_kwargs=(TrainerOptimizer, kwargs)``.
 
-    The Trainer calls ``TrainerOptimizer()(model, **kwargs)``; ``kwargs`` are
-    ``build_optimizer``'s. ``TrainingArguments.learning_rate`` and ``weight_decay`` are not
-    passed to a factory: give ``lr`` (and the decay) in ``kwargs``.
+    The Trainer calls ``TrainerOptimizer()(model, **kwargs)`` and gives a factory nothing of
+    ``TrainingArguments``, so ``kwargs`` carry them: ``args=`` (required), then
+    ``build_optimizer``'s keyword arguments, which win over what ``args`` set
+    (``from_training_arguments``). What ran is written back into ``args`` for the model card
+    (``record_in_training_arguments``).
     """
 
-    def __call__(self, model: torch.nn.Module, **kwargs) -> AdamWTau:
-        if "lr" not in kwargs:
-            raise TypeError("TrainerOptimizer: put lr in optimizer_cls_and_kwargs' kwargs; the Trainer does not pass "
-                            "TrainingArguments.learning_rate to an optimizer factory")
-        return build_optimizer(model, **kwargs)
+    def __call__(self, model: torch.nn.Module, *, args=None, **kwargs) -> AdamWTau:
+        if args is None:
+            raise TypeError("TrainerOptimizer: put args=<your TrainingArguments> in optimizer_cls_and_kwargs' kwargs; "
+                            "the Trainer does not pass them to an optimizer factory, and without them its "
+                            "learning_rate, adam_beta1, adam_beta2, adam_epsilon and weight_decay would not apply")
+        kwargs = from_training_arguments(args, kwargs)
+        optimizer = build_optimizer(model, **kwargs)
+        record_in_training_arguments(args, kwargs)
+        return optimizer

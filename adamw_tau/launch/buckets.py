@@ -107,11 +107,11 @@ def init_state(state: dict, group: dict, p: torch.Tensor, master: int, sdtype: t
     if "step" not in state:
         dict.__setitem__(state, "step", torch.tensor(0.0, dtype=torch.float32))
     for key in MOMENTS[:3 if group["amsgrad"] else 2]:
-        if key in state:
+        if q8_blockwise.moment_key(key, sdtype) in state:
             continue
         if sdtype == torch.uint8:
             codes, scales = q8_blockwise.new_state(key, p, local(p))
-            dict.__setitem__(state, key, codes)
+            dict.__setitem__(state, q8_blockwise.codes_key(key), codes)
             dict.__setitem__(state, key + q8_blockwise.SCALE_SUFFIX, as_sharded(p, scales))
         else:
             dict.__setitem__(state, key, torch.zeros_like(p, dtype=sdtype, memory_format=torch.preserve_format))
@@ -203,12 +203,17 @@ def check_state_fits(state: dict, p: torch.Tensor, sdtype: torch.dtype, where: s
     after ``p.data`` is replaced by a tensor of another shape, or a state tensor by one of
     another dtype, they do not, and a kernel would read past them or misread them."""
     fixed = dict(MASTER_KEYS.values())
-    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", *fixed):
+    for other in (q8_blockwise.moment_key(k, torch.float32 if sdtype == torch.uint8 else torch.uint8) for k in MOMENTS):
+        if other in state:  # a moment in the other form: load a state dict to convert
+            raise RuntimeError(f"{where}: its state has {other!r}, but its group keeps its moments as {sdtype} "
+                               "(state_dtype): load a state dict (it converts), or clear the state to start again")
+    for key in (*(q8_blockwise.moment_key(k, sdtype) for k in MOMENTS), *fixed):
         t = state.get(key)
         if t is None:
             continue
         dtype = fixed.get(key, sdtype)
-        problem = q8_blockwise.scale_problem(state, key, local(p)) if dtype == t.dtype == torch.uint8 else None
+        moment = key[:-len(q8_blockwise.CODES_SUFFIX)] if dtype == torch.uint8 and key not in fixed else key
+        problem = q8_blockwise.scale_problem(state, moment, local(p)) if dtype == t.dtype == torch.uint8 else None
         if problem:
             raise RuntimeError(f"{where}: {problem}; load a state dict saved by AdamWTau, or clear the state to start "
                                "it again")
@@ -275,9 +280,9 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
             init_state(state, group, p, b.master, b.dtypes[2])
         b.sharded = is_dtensor(b.params[0])
         b.locals = [local(p) for p in b.params]
-        b.exp_avgs = [local(s["exp_avg"]) for s in states]
-        b.exp_avg_sqs = [local(s["exp_avg_sq"]) for s in states]
-        b.max_exp_avg_sqs = [local(s["max_exp_avg_sq"]) for s in states] if b.amsgrad else []
+        m, v, vmax = (q8_blockwise.moment_key(k, b.dtypes[2]) for k in MOMENTS)
+        b.exp_avgs, b.exp_avg_sqs = [local(s[m]) for s in states], [local(s[v]) for s in states]
+        b.max_exp_avg_sqs = [local(s[vmax]) for s in states] if b.amsgrad else []
         b.masters = [local(s[MASTER_KEYS[b.master][0]]) for s in states] if b.master != NO_MASTER else []
         q8 = b.dtypes[2] == torch.uint8
         b.scales = {key: [local(s[key + q8_blockwise.SCALE_SUFFIX]) for s in states] if q8 and (b.amsgrad or i < 2) else []

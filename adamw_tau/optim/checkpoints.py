@@ -8,9 +8,14 @@ keeps it in: the same bits when the checkpoint came from AdamWTau, widened exact
 bf16 torch AdamW state, rounded to nearest even only where the group asks for narrower
 states than were saved.
 
-[note: 8-bit states] A state_dict() of 8-bit states is native: uint8 codes under the moments'
-keys, their fp32 scales under ``<key>_scale`` and the format's version under ``q8_format``,
-so a resumed run has the same bits. Loading re-encodes nothing that is already codes; a
+[note: 8-bit states] A state_dict() of 8-bit states is native: uint8 codes under
+``<key>_q8`` (``exp_avg_q8``, ...), their fp32 scales under ``<key>_scale`` and the format's
+version under ``q8_format``, so a resumed run has the same bits. The codes are kept off the
+moments' own keys on purpose: torch.optim.AdamW's load casts every state tensor to the
+param's dtype and would run on the codes as values (0..255); with the codes elsewhere its
+first step raises KeyError 'exp_avg' instead (before it writes anything), DCP's load says
+the key is missing, and adamw_tau.integrations.dcp's planner decodes them. Version 1 (codes
+under the moments' own keys) is still read. Loading re-encodes nothing that is already codes; a
 floating-point moment (torch.optim.AdamW's, or an fp32-state AdamWTau's) loaded into an
 8-bit group is encoded by formats.q8_blockwise (block max, x / max, thresholds: one answer),
 and codes loaded into a floating-point group are decoded. ``decoded`` turns any of our state
@@ -50,6 +55,7 @@ GROUP_DEFAULTS = ("master_weights", "stochastic_rounding", "state_dtype", "amsgr
                   "q8_min_numel")
 VERSION_KEY = "q8_format"
 SCALE = q8_blockwise.SCALE_SUFFIX
+CODES = {key: q8_blockwise.codes_key(key) for key in MOMENTS}
 
 
 def is_codes(t) -> bool:
@@ -86,26 +92,35 @@ def packed(state_dict: dict) -> dict:
     states carry the format's version (module note)."""
     state = plain(state_dict["state"])
     for s in state.values():
-        if any(is_codes(s.get(k)) for k in MOMENTS):
+        if any(is_codes(s.get(CODES[k])) for k in MOMENTS):
             s[VERSION_KEY] = q8_blockwise.FORMAT_VERSION
     return {**state_dict, "state": state}
 
 
+def saved_codes(src: dict, key: str) -> torch.Tensor | None:
+    """A saved moment's 8-bit codes: under ``<key>_q8``, or (format version 1) under ``key``."""
+    for k in (CODES[key], key):
+        if is_codes(src.get(k)):
+            return src[k]
+    return None
+
+
 def fp32_moment(src: dict, key: str) -> torch.Tensor:
     """A saved moment as fp32 values: decoded from codes and scales, or widened."""
-    value = src[key]
-    if is_codes(value):
-        return q8_blockwise.decode(value, src[key + SCALE].to(value.device), q8_blockwise.signed_for(key))
-    return value.to(torch.float32)
+    codes = saved_codes(src, key)
+    if codes is not None:
+        return q8_blockwise.decode(codes, src[key + SCALE].to(codes.device), q8_blockwise.signed_for(key))
+    return src[key].to(torch.float32)
 
 
 def decoded(state_dict: dict) -> dict:
-    """``state_dict`` in torch.optim.AdamW's form: every moment fp32, no scales, no version."""
+    """``state_dict`` in torch.optim.AdamW's form: every moment fp32, no codes, scales or version."""
     state = {}
     for pid, src in state_dict["state"].items():
-        out = {k: v for k, v in src.items() if not k.endswith(SCALE) and k != VERSION_KEY}
+        out = {k: v for k, v in src.items()
+               if not k.endswith(SCALE) and k not in CODES.values() and k != VERSION_KEY}
         for key in MOMENTS:
-            if is_codes(src.get(key)):
+            if saved_codes(src, key) is not None:
                 out[key] = fp32_moment(src, key)
         state[pid] = out
     return {**state_dict, "state": state}
@@ -124,20 +139,25 @@ def restore_dtypes(param_groups: list[dict], state: dict, saved: dict) -> None:
         sdtype = state_dtype(group, p, master)
         dict.pop(state[p], VERSION_KEY, None)
         for key in STATE_TENSORS:
-            if not isinstance(src.get(key), torch.Tensor):
-                continue
             if key in _FIXED_DTYPES:
-                dict.__setitem__(state[p], key, src[key].to(device=p.device, dtype=_FIXED_DTYPES[key], copy=True))
-            elif sdtype == torch.uint8:
-                if is_codes(src[key]):
-                    codes, scales = src[key], src[key + SCALE]
+                if isinstance(src.get(key), torch.Tensor):
+                    dict.__setitem__(state[p], key, src[key].to(device=p.device, dtype=_FIXED_DTYPES[key], copy=True))
+                continue
+            codes = saved_codes(src, key)
+            if codes is None and not isinstance(src.get(key), torch.Tensor):
+                continue
+            for stale in (key, CODES[key], key + SCALE):  # torch's load cast them all to the param's dtype
+                dict.pop(state[p], stale, None)
+            if sdtype == torch.uint8:
+                if codes is not None:
+                    scales = src[key + SCALE]
                 else:
                     codes, scales = q8_blockwise.encode(src[key].to(torch.float32), q8_blockwise.signed_for(key))
-                dict.__setitem__(state[p], key, codes.to(device=p.device, copy=True).contiguous())
+                codes = codes.to(device=p.device, copy=True).contiguous()
+                dict.__setitem__(state[p], q8_blockwise.moment_key(key, sdtype), codes)
                 dict.__setitem__(state[p], key + SCALE, scales.to(device=p.device, dtype=torch.float32, copy=True))
             else:
                 dict.__setitem__(state[p], key, fp32_moment(src, key).to(device=p.device, dtype=sdtype, copy=True))
-                dict.pop(state[p], key + SCALE, None)
         convert_master(state[p], p, master)
 
 

@@ -12,7 +12,7 @@ import numbers
 import torch
 
 from ..core.timescale import tau_iter_from_tau_epoch
-from ..formats.q8_blockwise import BLOCK, FORMAT_VERSION, SCALE_SUFFIX, n_blocks
+from ..formats.q8_blockwise import BLOCK, CODES_SUFFIX, FORMAT_VERSION, READ_VERSIONS, SCALE_SUFFIX, n_blocks
 
 DECAY_KEYS = ("tau_epochs", "iters_per_epoch", "tau_iters", "weight_decay")
 PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -69,6 +69,72 @@ def decay_spec(src: dict, where: str) -> dict | None:
         wd = finite(f"{where}: weight_decay", given["weight_decay"])
         spec.update(decay="lambda" if wd > 0 else "none", weight_decay=wd)
     return spec
+
+
+DECAY_FIELDS = ("decay", "tau_iters", "tau_epochs", "iters_per_epoch", "weight_decay")
+
+
+def decay_fields(group: dict) -> tuple:
+    return tuple(group.get(k) for k in DECAY_FIELDS)
+
+
+def tau_lambda(group: dict) -> float:
+    """The torch-form λ a τ group shows: the one that gives its τ at lr_peak."""
+    return 1.0 / (group["lr_peak"] * group["tau_iters"]) if group["lr_peak"] > 0 else 0.0
+
+
+def settle_decay(group: dict, before: tuple | None, where: str) -> None:
+    """The decay a group's keys give, after a user wrote some (``before``: ``decay_fields`` when
+    last seen; None for a group just built or loaded). The rule (docs/numerics.md):
+
+    - λ and no-decay groups read ``weight_decay``, as torch does: > 0 is the λ form, 0 none;
+    - τ groups read ``tau_iters``; ``tau_epochs`` x ``iters_per_epoch``, when given, is the same
+      τ, and whichever of the two views was written, the other follows (both written must
+      agree); ``weight_decay`` shows the λ that gives the τ at lr_peak and is not read, so a
+      write to it raises;
+    - a τ key written into a λ or no-decay group raises (the form is chosen at construction).
+
+    Writes the derived keys (``decay``, ``weight_decay``; ``tau_iters`` or ``tau_epochs``) so the
+    group shows what applies; raises before any tensor is written."""
+    mode = group.get("decay")
+    old = dict(zip(DECAY_FIELDS, before)) if before is not None else None
+    if mode == "tau":
+        if old is not None and old["decay"] == "tau" and group.get("weight_decay") != old["weight_decay"]:
+            raise ValueError(
+                f"{where}: weight_decay was set to {group.get('weight_decay')!r}, but this group decays in τ form "
+                f"(tau_iters={group['tau_iters']!r}), where weight_decay only shows the λ that gives that τ at "
+                "lr_peak and is not read. Change the decay through tau_iters (or tau_epochs), or build the group "
+                "with weight_decay=λ to schedule λ")
+        tau = finite(f"{where}: tau_iters", group.get("tau_iters"), strict=True)
+        tau_e, m = group.get("tau_epochs"), group.get("iters_per_epoch")
+        if tau_e is not None or m is not None:
+            tau_e = finite(f"{where}: tau_epochs", tau_e, strict=True)
+            m = finite(f"{where}: iters_per_epoch", m, strict=True)
+            implied = tau_iter_from_tau_epoch(tau_e, m)
+            if not math.isclose(implied, tau, rel_tol=1e-12):  # tau_iters / M * M may round
+                epochs_written = old is not None and (tau_e, m) != (old["tau_epochs"], old["iters_per_epoch"])
+                if old is not None and tau == old["tau_iters"] and epochs_written:
+                    tau = implied  # the epoch view written: tau_iters follows
+                elif old is not None and not epochs_written:
+                    tau_e = tau / m  # tau_iters written: the epoch view follows
+                else:
+                    raise ValueError(f"{where}: tau_epochs x iters_per_epoch = {tau_e!r} x {m!r} = {implied!r} "
+                                     f"disagrees with tau_iters = {tau!r}; write one of the two (the other follows), "
+                                     "or set tau_epochs and iters_per_epoch to None")
+            group["tau_epochs"], group["iters_per_epoch"] = tau_e, m
+        group["tau_iters"] = tau
+        group["weight_decay"] = tau_lambda(group)
+    elif mode in ("lambda", "none"):
+        for key in ("tau_iters", "tau_epochs", "iters_per_epoch"):
+            if group.get(key) is not None:
+                raise ValueError(f"{where}: {key} is set to {group[key]!r}, but this group decays in λ form "
+                                 "(weight_decay), which does not read it; schedule weight_decay, or build the "
+                                 f"group with {key}=... for the τ form")
+        wd = finite(f"{where}: weight_decay", group.get("weight_decay"))
+        group["decay"] = "lambda" if wd > 0 else "none"
+    else:
+        raise ValueError(f"{where}: decay must be 'tau', 'lambda' or 'none' (derived from how the group was built), "
+                         f"got {mode!r}")
 
 
 def check_torch_switches(src: dict, where: str) -> None:
@@ -130,8 +196,17 @@ def check_hyper(group: dict, where: str) -> None:
         finite(f"{where}: lr_peak", group["lr_peak"])
 
 
-def check_params(params: list, where: str) -> None:
-    """Dense real float32/bfloat16/float16 tensors only."""
+def check_params(params: list, where: str, names: list | None = None) -> None:
+    """Dense real float32/bfloat16/float16 tensors only, each once: a tensor given twice would be
+    stepped twice per step with one step count (torch warns; AdamWTau refuses)."""
+    first: dict[int, int] = {}
+    for i, p in enumerate(params):
+        j = first.setdefault(id(p), i)
+        if j != i:
+            name = f" ({names[i]!r})" if names is not None and i < len(names) else ""
+            raise ValueError(f"{where}: params[{i}]{name} is params[{j}], the same tensor given twice; it would be "
+                             "updated twice in one step. Give each parameter once (deduplicate, e.g. with "
+                             "dict.fromkeys(params))")
     for i, p in enumerate(params):
         if not isinstance(p, torch.Tensor):
             raise TypeError(f"{where}: params[{i}] is a {type(p).__name__}, not a tensor")
@@ -191,13 +266,13 @@ def check_8bit_state(saved: dict, p: torch.Tensor, saved_id) -> None:
     """A saved parameter's 8-bit moments: the format version this code reads, and for every
     uint8 moment its fp32 scales, one per block of the parameter."""
     version = saved.get("q8_format")
-    if version is not None and version != FORMAT_VERSION:
+    if version is not None and version not in READ_VERSIONS:
         raise ValueError(f"load_state_dict: parameter {saved_id} holds 8-bit states of format version {version!r}; "
-                         f"this adamw_tau reads version {FORMAT_VERSION}: load it with the adamw_tau that saved it "
+                         f"this adamw_tau reads versions {READ_VERSIONS}: load it with the adamw_tau that saved it "
                          "and save AdamWTau.torch_state_dict() (fp32 moments), which loads anywhere")
     local = p.to_local() if hasattr(p, "to_local") else p
     for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-        codes = saved.get(key)
+        codes = saved.get(key + CODES_SUFFIX, saved.get(key))  # format version 1: under the moment's key
         if not (isinstance(codes, torch.Tensor) and codes.dtype == torch.uint8):
             continue
         scale = saved.get(key + SCALE_SUFFIX)

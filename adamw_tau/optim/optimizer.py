@@ -24,8 +24,8 @@ from ..launch.state import OptimizerState, tracked
 from ..launch.step_scalars import bucket_scalars
 from . import checkpoints, report, step_hooks
 from .checks import (DECAY_KEYS, check_hyper, check_params, check_seed, check_state_dict, check_torch_switches,
-                     decay_spec, finite)
-from .step_plan import check_capture, check_groups, plan_launches
+                     decay_spec, finite, tau_lambda)
+from .step_plan import check_capture, check_groups, plan_launches, seen
 
 # what pickle, deepcopy and torch.save(opt) keep beyond torch's defaults, state and param_groups
 _PICKLED = ("_backend", "_seed", "_default_decay", "_count_on_device")
@@ -112,7 +112,7 @@ class AdamWTau(torch.optim.Optimizer):
             group.pop(k, None)
         params = group["params"]
         params = [params] if isinstance(params, torch.Tensor) else list(params)
-        check_params(params, where)
+        check_params(params, where, group.get("param_names"))
         merged = {**self.defaults, **group}
         check_hyper(merged, where)
         for i, p in enumerate(params):
@@ -132,7 +132,9 @@ class AdamWTau(torch.optim.Optimizer):
             lr = group["lr"]
             group["lr_peak"] = finite(f"{where}: lr", lr.item()) if isinstance(lr, torch.Tensor) else lr
         if spec["decay"] == "tau":
-            group["weight_decay"] = 1.0 / (group["lr_peak"] * group["tau_iters"]) if group["lr_peak"] > 0 else 0.0
+            group["weight_decay"] = tau_lambda(group)
+        # what the group is built with is what the step compares later writes to
+        self._hyper_checked[len(self.param_groups) - 1] = seen(group)
 
     # --- state dicts, pickle, deepcopy -----------------------------------------------------
     def state_dict(self) -> dict:
@@ -157,6 +159,8 @@ class AdamWTau(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         checkpoints.keep_storage_options(self.param_groups, forms)
         checkpoints.restore_dtypes(self.param_groups, self.state, state_dict)
+        # the loaded groups' decay settled now, so timescales() reports it before any step
+        check_groups(self.param_groups, self._hyper_checked)
 
     def __getstate__(self) -> dict:
         return {**super().__getstate__(), **{k: self.__dict__[k] for k in _PICKLED if k in self.__dict__}}
@@ -182,7 +186,9 @@ class AdamWTau(torch.optim.Optimizer):
 
     def timescales(self) -> list[dict]:
         """Each group's decay: its form, effective tau_iter and tau_epoch, and torch-equivalent
-        lambda (``report.timescales``)."""
+        lambda (``report.timescales``). Decay keys written since the last step are settled first,
+        as the next step would (checks.settle_decay): a write the step would refuse raises here."""
+        check_groups(self.param_groups, self._hyper_checked)
         return report.timescales(self.param_groups)
 
     # --- the step --------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch
 
 from ..launch.buckets import Bucket
 from ..launch.tables import StorageMoved
-from .checks import check_grads, check_hyper, check_lr
+from .checks import DECAY_FIELDS, check_grads, check_hyper, check_lr, decay_fields, settle_decay
 
 
 def plan_launches(param_groups: list[dict], buckets_for: Callable, rebuild: Callable
@@ -46,16 +46,26 @@ def plan_launches(param_groups: list[dict], buckets_for: Callable, rebuild: Call
     return flat, launches
 
 
+def seen(group: dict) -> tuple:
+    """What ``check_groups`` compares to decide that a group needs checking again: every
+    hyperparameter a step reads except lr, the decay's keys last."""
+    return (tuple(group["betas"]), group["eps"], group["state_dtype"], group.get("q8_min_numel"),
+            group["master_weights"], group.get("lr_peak"), *decay_fields(group))
+
+
 def check_groups(param_groups: list[dict], checked: dict) -> None:
     """Hyperparameters, checked again only when one changed (``checked`` remembers what was
-    seen); lr, which schedulers change every step, by itself."""
+    seen: O(groups) a step); lr, which schedulers change every step, by itself. A changed decay
+    key is settled (checks.settle_decay): the group then shows the decay that applies."""
     for gi, group in enumerate(param_groups):
-        seen = (tuple(group["betas"]), group["eps"], group["state_dtype"], group.get("q8_min_numel"),
-                group["master_weights"], group.get("lr_peak"))
+        now = seen(group)
         lr = group["lr"]
-        if checked.get(gi) != seen:
-            check_hyper(group, f"param group {gi}")
-            checked[gi] = seen
+        before = checked.get(gi)
+        if before != now:
+            where = f"param group {gi}"
+            check_hyper(group, where)
+            settle_decay(group, None if before is None else before[-len(DECAY_FIELDS):], where)
+            checked[gi] = seen(group)
         elif not (type(lr) is float and 0.0 <= lr < math.inf):  # noqa: E721 (a float subclass: the full check)
             check_lr(lr, f"param group {gi}")
 

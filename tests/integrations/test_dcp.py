@@ -124,11 +124,18 @@ def test_torch_adamw_checkpoint_into_adamwtau(tmp_path):
     _train(via_dcp, ours, 3, start=3)
     _train(via_sd, reference, 3, start=3)
     _same_params(via_sd, via_dcp)
-    # documented: what the checkpoint lacks keeps the built value, the decay form included
+    # documented: a group built without decay reads weight_decay as torch does, so the checkpoint's λ applies
     plain = _net(3)
     built_without_decay = AdamWTau(plain.parameters(), lr=1e-2)
     _load(plain, built_without_decay, tmp_path / "adamw")
-    assert [(g["decay"], g["weight_decay"]) for g in built_without_decay.param_groups] == [("none", 0.1)]
+    assert [(g["decay"], g["weight_decay"]) for g in built_without_decay.param_groups] == [("lambda", 0.1)]
+    assert built_without_decay.timescales()[0]["decay"] == "lambda"
+    # a τ group keeps its τ: the checkpoint's λ is not read there, and weight_decay shows the τ's λ
+    tau_model = _net(4)
+    built_tau = AdamWTau(tau_model.parameters(), lr=1e-2, tau_iters=50.0)
+    _load(tau_model, built_tau, tmp_path / "adamw")
+    assert [(g["decay"], g["tau_iters"]) for g in built_tau.param_groups] == [("tau", 50.0)]
+    assert built_tau.param_groups[0]["weight_decay"] == pytest.approx(1 / (1e-2 * 50.0))
 
 
 def test_adamwtau_checkpoint_into_torch_adamw(tmp_path):
@@ -179,3 +186,86 @@ def test_without_the_planner_dcp_refuses_and_with_it_state_must_still_be_there(t
     with pytest.raises(CheckpointException, match="Missing key in checkpoint state_dict: optim.state.0.weight.max_exp_avg_sq"):
         fresh = _net()  # no gradients: get_optimizer_state_dict creates the state it asks the checkpoint for
         _load(fresh, AdamWTau(fresh.parameters(), lr=1e-2, amsgrad=True), tmp_path / "adamw")
+
+
+def _net8(seed=0):  # a 64x64 weight: 4096 elements, 8-bit states; the rest fp32
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(6, 64), torch.nn.Linear(64, 64), torch.nn.Linear(64, 3))
+
+
+def _train8(model, opt, steps, start=0):
+    for t in range(start, start + steps):
+        g = torch.Generator().manual_seed(t)
+        opt.zero_grad()
+        ((model(torch.randn(5, 6, generator=g)) - torch.randn(5, 3, generator=g)) ** 2).mean().backward()
+        opt.step()
+
+
+Q8 = dict(lr=1e-2, weight_decay=0.1, amsgrad=True, state_dtype="8bit", backend="reference")
+
+
+def test_torch_adamw_checkpoint_into_8bit_adamwtau_is_encoded_as_load_state_dict_does(tmp_path):
+    model = _net8()
+    torch_opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1, amsgrad=True)
+    _train8(model, torch_opt, 3)
+    _save(model, torch_opt, tmp_path / "adamw")
+    via_dcp, via_sd = _net8(1), _net8(2)
+    via_dcp.load_state_dict(model.state_dict())
+    via_sd.load_state_dict(model.state_dict())
+    ours, reference = AdamWTau(via_dcp.parameters(), **Q8), AdamWTau(via_sd.parameters(), **Q8)
+    _load(via_dcp, ours, tmp_path / "adamw")
+    reference.load_state_dict(torch_opt.state_dict())
+    want, got = optimizer_tensors(reference), optimizer_tensors(ours)
+    assert want.keys() == got.keys() and "2/exp_avg_q8" in got
+    assert all(torch.equal(bits(want[k]), bits(got[k])) for k in want)
+    _train8(via_dcp, ours, 2, start=3)
+    _train8(via_sd, reference, 2, start=3)
+    _same_params(via_sd, via_dcp)
+
+
+def test_8bit_adamwtau_checkpoint_into_torch_adamw_is_decoded_or_refused(tmp_path):
+    model = _net8()
+    opt = AdamWTau(model.parameters(), **Q8)
+    _train8(model, opt, 3)
+    _save(model, opt, tmp_path / "ours")
+    # DCP's default planner: the moments' keys are missing, never codes read as values
+    fresh = _net8(1)
+    state = {"optim": get_optimizer_state_dict(fresh, torch.optim.AdamW(fresh.parameters(), amsgrad=True),
+                                               options=FLAT)}
+    missing = r"Missing key in checkpoint state_dict: optim\.state\.1\.weight\.exp_avg"
+    with pytest.raises(CheckpointException, match=missing):
+        dcp.load(state, checkpoint_id=str(tmp_path / "ours"))
+    # the recipe's planner decodes them: the moments of torch_state_dict()
+    via_dcp, via_sd = _net8(1), _net8(2)
+    via_dcp.load_state_dict(model.state_dict())
+    via_sd.load_state_dict(model.state_dict())
+    theirs = torch.optim.AdamW(via_dcp.parameters(), lr=1e-2, weight_decay=0.1, amsgrad=True)
+    _load(via_dcp, theirs, tmp_path / "ours")
+    reference = torch.optim.AdamW(via_sd.parameters(), lr=1e-2, weight_decay=0.1, amsgrad=True)
+    reference.load_state_dict(opt.torch_state_dict())
+    want, got = optimizer_tensors(reference), optimizer_tensors(theirs)
+    assert want.keys() == got.keys() and got["2/exp_avg"].dtype == torch.float32
+    assert got["2/exp_avg"].abs().max().item() < 1.0  # moments, not codes 0..255
+    assert all(torch.equal(bits(want[k]), bits(got[k])) for k in want)
+    _train8(via_dcp, theirs, 2, start=3)
+    _train8(via_sd, reference, 2, start=3)
+    _same_params(via_sd, via_dcp)
+
+
+def test_8bit_adamwtau_resumes_bitwise_through_flattened_dcp(tmp_path):
+    straight = _net8()
+    opt = AdamWTau(straight.parameters(), **Q8)
+    _train8(straight, opt, 4)
+    first = _net8()
+    opt1 = AdamWTau(first.parameters(), **Q8)
+    _train8(first, opt1, 2)
+    _save(first, opt1, tmp_path / "ck")
+    resumed = _net8()
+    resumed.load_state_dict(first.state_dict())
+    opt2 = AdamWTau(resumed.parameters(), **Q8)
+    _load(resumed, opt2, tmp_path / "ck")
+    _train8(resumed, opt2, 2, start=2)
+    _same_params(straight, resumed)
+    want, got = optimizer_tensors(opt), optimizer_tensors(opt2)
+    assert want.keys() == got.keys()
+    assert all(torch.equal(bits(want[k]), bits(got[k])) for k in want)

@@ -10,7 +10,7 @@ transformers = need("transformers")
 need("accelerate")
 
 from adamw_tau import AdamWTau  # noqa: E402
-from adamw_tau.integrations.huggingface import TrainerOptimizer, param_groups  # noqa: E402
+from adamw_tau.integrations.huggingface import TrainerOptimizer, build_optimizer, param_groups  # noqa: E402
 
 STEPS, SAVE_AT, BATCH, SEQ = 6, 3, 4, 16
 
@@ -60,20 +60,15 @@ def test_trainer_split_no_decay_for_biases_and_norms():
     assert all("bias" not in n and ".ln_" not in n for n in decayed)
     assert any(n.endswith(".bias") for n in plain) and any(".ln_1." in n for n in plain)
     assert "transformer.h.0.attn.c_attn.weight" in decayed and "transformer.wte.weight" in decayed
-    opt = TrainerOptimizer()(model, lr=1e-3, tau_iters=100.0)
+    opt = build_optimizer(model, lr=1e-3, tau_iters=100.0)
     assert [g["decay"] for g in opt.param_groups] == ["tau", "none"]
-
-
-def test_factory_without_lr_says_where_it_goes():
-    with pytest.raises(TypeError, match="learning_rate"):
-        TrainerOptimizer()(_model(), tau_iters=10.0)
 
 
 def test_mup_groups_keep_the_trainer_split():
     base = _model()
     wide = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=64, n_positions=SEQ, n_embd=32,
                                                                 n_layer=2, n_head=2))
-    opt = TrainerOptimizer()(wide, lr=1e-2, tau_iters=50.0, mup=dict(base_model=base))
+    opt = build_optimizer(wide, lr=1e-2, tau_iters=50.0, mup=dict(base_model=base))
     classes = set()
     for g in opt.param_groups:
         plain = [n.endswith("bias") or ".ln_" in n for n in g["param_names"]]
@@ -110,3 +105,39 @@ def test_adamwtau_as_cls_loses_the_tau_which_is_why_the_factory_exists(tmp_path)
     trainer = transformers.Trainer(model=_model(), args=_args(tmp_path), train_dataset=_Tokens(8),
                                    optimizer_cls_and_kwargs=(AdamWTau, dict(lr=1e-2, tau_iters=100.0)))
     assert [g["decay"] for g in trainer.create_optimizer().param_groups] == ["none", "none"]
+
+
+def _adam_args(out, **kw):
+    return transformers.TrainingArguments(
+        output_dir=str(out), max_steps=2, per_device_train_batch_size=BATCH, learning_rate=3e-3, adam_beta1=0.8,
+        adam_beta2=0.95, adam_epsilon=1e-6, report_to=[], use_cpu=True, save_strategy="no", logging_strategy="no",
+        disable_tqdm=True, **kw)
+
+
+def test_training_arguments_reach_the_optimizer_and_the_model_card(tmp_path):
+    args = _adam_args(tmp_path)
+    trainer = run_recipe("hf", model=_model(), train_dataset=_Tokens(8), args=args)["trainer"]
+    trainer.train()
+    opt = _raw(trainer.optimizer)
+    assert [(g["betas"], g["eps"], g["lr_peak"]) for g in opt.param_groups] == [((0.8, 0.95), 1e-6, 3e-3)] * 2
+    trainer.create_model_card()
+    card = (tmp_path / "README.md").read_text()
+    line = next(s for s in card.splitlines() if s.startswith("- optimizer:"))
+    assert line.startswith("- optimizer: Use adamw_tau with betas=(0.8,0.95) and epsilon=1e-06"), line
+    assert "tau_epochs=1.0" in line and "iters_per_epoch=" in line, line
+
+
+def test_explicit_factory_kwargs_win_and_the_card_says_so(tmp_path):
+    args = _adam_args(tmp_path, weight_decay=0.1)
+    trainer = transformers.Trainer(model=_model(), args=args, train_dataset=_Tokens(8), optimizer_cls_and_kwargs=(
+        TrainerOptimizer, dict(args=args, lr=1e-3, betas=(0.7, 0.9))))
+    opt = trainer.create_optimizer()
+    assert [(g["betas"], g["eps"], g["lr"]) for g in opt.param_groups] == [((0.7, 0.9), 1e-6, 1e-3)] * 2
+    assert [(g["decay"], g["weight_decay"]) for g in opt.param_groups] == [("lambda", 0.1), ("none", 0.0)]
+    assert (args.optim, args.learning_rate, args.adam_beta1, args.adam_beta2) == ("adamw_tau", 1e-3, 0.7, 0.9)
+    assert "weight_decay=0.1" in args.optim_args
+
+
+def test_factory_without_training_arguments_says_why():
+    with pytest.raises(TypeError, match="learning_rate, adam_beta1"):
+        TrainerOptimizer()(_model(), lr=1e-3, tau_iters=10.0)

@@ -89,3 +89,40 @@ def test_foreach_and_lookahead_pass_through():
     model(torch.randn(2, 3, 6, 6)).square().mean().backward()
     opt.step()
     assert all(inner[0].state[p]["step"].item() == 1 for p in model.parameters())
+
+
+def test_layer_decay_keeps_each_groups_tau_under_timms_scheduler():
+    """timm's layer_decay gives each layer group an lr_scale that its schedulers multiply into
+    the group's lr; the τ given holds per group, whatever the scale, and timescales() says so."""
+    import timm
+    from timm.scheduler import CosineLRScheduler
+
+    from adamw_tau.integrations.timm import register
+
+    register()
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=16, depth=3,
+                              embed_dim=16, num_heads=2, num_classes=3)
+    opt = create_optimizer_v2(model, "adamwtau", lr=1e-3, weight_decay=0.05, tau_iters=100.0, layer_decay=0.5)
+    sched = CosineLRScheduler(opt, t_initial=10, warmup_t=2, warmup_lr_init=1e-4)
+    sched.step(3)  # past warmup: every group at 1e-3 * cos-shaped factor * its lr_scale
+    tau_groups = [g for g in opt.param_groups if g["decay"] == "tau"]
+    assert len({g["lr_scale"] for g in tau_groups}) >= 4
+    for g in tau_groups:  # a one in every weight: after a zero-gradient step it is the factor d
+        for p in g["params"]:
+            with torch.no_grad():
+                p.fill_(1.0)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    reported = opt.timescales()
+    factors = set()
+    for g, t in zip(opt.param_groups, reported):
+        if g["decay"] != "tau":
+            continue
+        assert t["tau_iters"] == 100.0
+        want = torch.tensor(1 - (g["lr"] / t["lr_peak"]) / t["tau_iters"], dtype=torch.float64).float()
+        for p in g["params"]:
+            assert torch.equal(bits(p), bits(torch.full_like(p, want.item()))), g["lr_scale"]
+        factors.add(want.item())
+    assert len(factors) == 1  # one τ, one schedule shape: the same decay in every layer

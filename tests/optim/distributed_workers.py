@@ -57,7 +57,7 @@ def _masters(opt, net) -> list[torch.Tensor]:
     """The remainders and 8-bit codes (whole tensors) a run keeps, in parameter order; none otherwise."""
     out = []
     for p in net.parameters():
-        for key in ("master_remainder", "exp_avg", "exp_avg_sq"):
+        for key in ("master_remainder", "exp_avg_q8", "exp_avg_sq_q8"):
             t = opt.state[p].get(key)
             if t is not None and t.dtype in (torch.int16, torch.uint8):
                 out.append(_full(t))

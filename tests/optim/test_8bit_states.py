@@ -45,18 +45,18 @@ def test_big_tensors_take_codes_and_scales_small_ones_fp32():
     for p in ps:
         st = opt.state[p]
         if p.numel() >= q8.MIN_NUMEL:
-            assert st["exp_avg"].dtype == st["exp_avg_sq"].dtype == st["max_exp_avg_sq"].dtype == torch.uint8
-            assert st["exp_avg"].shape == p.shape
+            assert st["exp_avg_q8"].dtype == st["exp_avg_sq_q8"].dtype == st["max_exp_avg_sq_q8"].dtype == torch.uint8
+            assert st["exp_avg_q8"].shape == p.shape and "exp_avg" not in st
             for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
                 assert st[key + "_scale"].dtype == torch.float32 and st[key + "_scale"].shape == (q8.n_blocks(p.numel()),)
         else:
-            assert st["exp_avg"].dtype == torch.float32 and "exp_avg_scale" not in st
+            assert st["exp_avg"].dtype == torch.float32 and "exp_avg_scale" not in st and "exp_avg_q8" not in st
     # the threshold is per group
     ps = _params()
     opt = AdamWTau([{"params": ps[:2], "q8_min_numel": 4097}, {"params": ps[2:]}], backend="reference", **KW)
     _step(opt, ps, 0)
-    assert [opt.state[p]["exp_avg"].dtype for p in ps] == [torch.uint8, torch.float32, torch.float32,
-                                                            torch.float32, torch.uint8]
+    assert [next(opt.state[p][k] for k in ("exp_avg", "exp_avg_q8") if k in opt.state[p]).dtype
+            for p in ps] == [torch.uint8, torch.float32, torch.float32, torch.float32, torch.uint8]
 
 
 @pytest.mark.parametrize("backend", ["cpu", "triton"])
@@ -78,7 +78,7 @@ def test_a_checkpoint_resumes_bit_for_bit(backend):
     torch.save(fo.state_dict(), buf)
     buf.seek(0)
     sd = torch.load(buf, weights_only=True)
-    assert sd["state"][0]["q8_format"] == q8.FORMAT_VERSION and sd["state"][0]["exp_avg"].dtype == torch.uint8
+    assert sd["state"][0]["q8_format"] == q8.FORMAT_VERSION and sd["state"][0]["exp_avg_q8"].dtype == torch.uint8
     resumed = [p.detach().clone().requires_grad_() for p in first]
     ro = AdamWTau(resumed, backend=backend, **KW)
     ro.load_state_dict(sd)
@@ -100,7 +100,7 @@ def test_torch_adamw_state_dicts_go_in_and_out():
         for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
             if p.numel() >= q8.MIN_NUMEL:  # encoded by the format's rules: one answer
                 codes, scales = q8.encode(src[key], key == "exp_avg")
-                assert torch.equal(st[key], codes) and differing(st[key + "_scale"], scales) == 0
+                assert torch.equal(st[key + "_q8"], codes) and differing(st[key + "_scale"], scales) == 0
             else:
                 assert differing(st[key], src[key]) == 0
     out = ours.torch_state_dict()
@@ -111,7 +111,7 @@ def test_torch_adamw_state_dicts_go_in_and_out():
         assert set(st) == {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
         mine = ours.state[ours.param_groups[0]["params"][i]]
         for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-            want = (q8.decode(mine[key], mine[key + "_scale"], key == "exp_avg") if mine[key].dtype == torch.uint8
+            want = (q8.decode(mine[key + "_q8"], mine[key + "_scale"], key == "exp_avg") if key not in mine
                     else mine[key])
             assert st[key].dtype == torch.float32 and differing(st[key], want) == 0
 
@@ -123,15 +123,15 @@ def test_an_fp32_state_checkpoint_loads_into_8bit_and_back():
     q = AdamWTau([p.detach().clone().requires_grad_() for p in ps], backend="reference", **KW)
     q.load_state_dict(sd)
     big = q.param_groups[0]["params"][0]
-    assert q.state[big]["exp_avg"].dtype == torch.uint8
+    assert q.state[big]["exp_avg_q8"].dtype == torch.uint8 and "exp_avg" not in q.state[big]
     plain = AdamWTau([p.detach().clone().requires_grad_() for p in ps], backend="reference", **{**KW,
                                                                                                 "state_dtype": None})
     sd = copy.deepcopy(q.state_dict())
     sd["param_groups"][0]["state_dtype"] = None
     plain.load_state_dict(sd)  # codes into an fp32 group: decoded
     st = plain.state[plain.param_groups[0]["params"][0]]
-    assert st["exp_avg"].dtype == torch.float32 and "exp_avg_scale" not in st
-    assert differing(st["exp_avg"], q8.decode(q.state[big]["exp_avg"], q.state[big]["exp_avg_scale"], True)) == 0
+    assert st["exp_avg"].dtype == torch.float32 and "exp_avg_scale" not in st and "exp_avg_q8" not in st
+    assert differing(st["exp_avg"], q8.decode(q.state[big]["exp_avg_q8"], q.state[big]["exp_avg_scale"], True)) == 0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -269,3 +269,37 @@ def test_threshold_ties_reach_every_kernel(backend, host_body_library):
         ties += sum(x in thr for x in xhat.tolist())
     assert ties > 200, "the first step's gradients put x / max on thresholds"
     assert parity_bits(step, PATHS["fp32_8bit"], sizes, steps=2, betas=(0.0, 0.9), seed=0) == 0
+
+
+def test_an_8bit_checkpoint_never_loads_into_torch_adamw_as_values():
+    """Codes are not moments: torch.optim.AdamW's load would cast them to fp32 (0..255) and run on
+    them. Under their own keys its first step raises before writing anything; the way out,
+    torch_state_dict(), gives the fp32 moments. A version-1 checkpoint (codes under the
+    moments' keys) still resumes in AdamWTau."""
+    ps, opt = _run("reference", 2)
+    sd = copy.deepcopy(opt.state_dict())
+    assert all("exp_avg" not in st or st["exp_avg"].dtype == torch.float32 for st in sd["state"].values())
+    theirs = [p.detach().clone().requires_grad_() for p in ps]
+    torch_opt = torch.optim.AdamW(theirs, lr=1e-2, amsgrad=True)
+    torch_opt.load_state_dict(sd)
+    before = [p.detach().clone() for p in theirs]
+    with pytest.raises(KeyError, match="exp_avg"):
+        _step(torch_opt, theirs, 2)
+    assert all(differing(p, b) == 0 for p, b in zip(theirs, before))
+    torch_opt = torch.optim.AdamW(theirs, lr=1e-2, amsgrad=True)
+    torch_opt.load_state_dict(opt.torch_state_dict())
+    big = torch_opt.state[theirs[0]]
+    assert big["exp_avg"].abs().max().item() < 1.0  # moments, not codes
+    v1 = copy.deepcopy(sd)  # format version 1: codes under the moments' own keys
+    for st in v1["state"].values():
+        if "q8_format" in st:
+            st["q8_format"] = 1
+            for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+                st[key] = st.pop(key + "_q8")
+    a, b = ([p.detach().clone().requires_grad_() for p in ps] for _ in range(2))
+    oa, ob = AdamWTau(a, backend="reference", **KW), AdamWTau(b, backend="reference", **KW)
+    oa.load_state_dict(sd)
+    ob.load_state_dict(v1)
+    _step(oa, a, 2)
+    _step(ob, b, 2)
+    assert differing_optimizers(a, oa, b, ob) == {}

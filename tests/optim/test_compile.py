@@ -118,4 +118,4 @@ def test_compiled_8bit_step_keeps_the_eager_bits(backend):
         compiled.step() if t == 0 else step()
         assert differing_optimizers(list(eager_model.parameters()), eager,
                                     list(compiled_model.parameters()), compiled) == {}, t
-    assert compiled.state[next(compiled_model.parameters())]["exp_avg"].dtype == torch.uint8
+    assert compiled.state[next(compiled_model.parameters())]["exp_avg_q8"].dtype == torch.uint8
