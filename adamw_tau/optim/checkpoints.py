@@ -123,6 +123,7 @@ def restore_dtypes(param_groups: list[dict], state: dict, saved: dict) -> None:
         master = master_form(group, p, f"params[{pid}]")
         sdtype = state_dtype(group, p, master)
         dict.pop(state[p], VERSION_KEY, None)
+        encoded = False  # 8-bit codes encoded here from fp32 moments
         for key in STATE_TENSORS:
             if not isinstance(src.get(key), torch.Tensor):
                 continue
@@ -133,12 +134,23 @@ def restore_dtypes(param_groups: list[dict], state: dict, saved: dict) -> None:
                     codes, scales = src[key], src[key + SCALE]
                 else:
                     codes, scales = q8_blockwise.encode(src[key].to(torch.float32), q8_blockwise.signed_for(key))
+                    encoded = True
                 dict.__setitem__(state[p], key, codes.to(device=p.device, copy=True).contiguous())
                 dict.__setitem__(state[p], key + SCALE, scales.to(device=p.device, dtype=torch.float32, copy=True))
             else:
                 dict.__setitem__(state[p], key, fp32_moment(src, key).to(device=p.device, dtype=sdtype, copy=True))
                 dict.pop(state[p], key + SCALE, None)
+        if encoded:
+            _zero_rule(state[p], group)
         convert_master(state[p], p, master)
+
+
+def _zero_rule(st: dict, group: dict) -> None:
+    """The 8-bit format's rule that ties m to v (formats.q8_blockwise.zero_rule) on freshly encoded
+    moments: exp_avg's zero code wherever the second moment the next step divides by has code 0."""
+    v_key = "max_exp_avg_sq" if group.get("amsgrad") and "max_exp_avg_sq" in st else "exp_avg_sq"
+    if st.get("exp_avg") is not None and st["exp_avg"].dtype == torch.uint8 and v_key in st:
+        dict.__setitem__(st, "exp_avg", q8_blockwise.zero_rule(st["exp_avg"], st[v_key]))
 
 
 @torch.no_grad()
