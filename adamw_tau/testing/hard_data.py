@@ -19,6 +19,11 @@ SPECIAL_KINDS = ("+0", "-0", "fp32 subnormal", "dtype subnormal", "+-inf", "nan"
                  "tie", "+-dtype min normal")
 KINDS = 64  # a kind below len(SPECIAL_KINDS) is that special value; the rest are normals
 
+# step scalars that are fp32 subnormals (below 2^-126) once rounded: lr (so step_size, and a
+# lambda decay's product) and eps. Triton's interpreter types such a Python float as fp64
+# (compiled Triton: fp32), so they must reach a kernel as fp32 whatever the backend.
+SUBNORMAL_SCALARS = (dict(lr=1e-40), dict(eps=1e-40), dict(lr=1e-44, eps=2.0 ** -149))
+
 LIMITS = {  # dtype: (mantissa bits, smallest normal, largest finite)
     torch.float32: (23, 2.0 ** -126, 3.4028234663852886e38),
     torch.bfloat16: (7, 2.0 ** -126, 3.3895313892515355e38),
