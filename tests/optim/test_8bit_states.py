@@ -372,28 +372,35 @@ def _zero_rule_bucket(amsgrad: bool) -> tuple[dict, list]:
     b = dict(params=[torch.randn(n, generator=gen)], masters=[], max_exp_avg_sqs=[])
     (mc, ms), (vc, vs) = q8.encode(m, True), q8.encode(v, False)
     b.update(exp_avgs=[mc], exp_avg_scales=[ms], exp_avg_sqs=[vc], exp_avg_sq_scales=[vs])
-    if amsgrad:  # max_exp_avg_sq: 0 where v is 0 or in a third of the elements, else 2 v
-        vmc, vms = q8.encode(torch.where(torch.arange(n) % 3 == 0, 0.0, v * 2), False)
+    if amsgrad:  # max_exp_avg_sq: 0 in a third of the elements, else 2 v, or 1e-10 where v is 0
+        vm = torch.where(v == 0, 1e-10, v * 2)  # m stays where v is 0 and vmax not: the step divides by vmax
+        vmc, vms = q8.encode(torch.where(torch.arange(n) % 3 == 0, 0.0, vm), False)
         b.update(max_exp_avg_sqs=[vmc], max_exp_avg_sq_scales=[vms])
     return b, grads
 
 
+@pytest.fixture(scope="module")
+def host_body_step(tmp_path_factory):
+    """The CUDA kernel's body built for the host, one 256-element block a program."""
+    from adamw_tau.testing import host_body
+    return host_body.HostBody(host_body.build(tmp_path_factory.mktemp("host_body"))).step(256)
+
+
 @pytest.mark.parametrize("amsgrad", [False, True])
 @pytest.mark.parametrize("backend", ["cpu", "triton", "host_body"])
-def test_the_zero_rules_reach_every_kernel(backend, amsgrad, tmp_path):
+def test_the_zero_rules_reach_every_kernel(backend, amsgrad, request):
     """The extremes of _zero_rule_bucket, two steps (the last with zero gradients): each kernel
     gives the reference's bits, and the reference keeps both rules: a positive v decodes above
     0, and m decodes to 0 wherever the v the next step divides by decodes to 0."""
-    from adamw_tau.testing import host_body
     from adamw_tau.testing.parity import clone_bucket, step_both
     if backend == "host_body":
-        step = host_body.HostBody(host_body.build(tmp_path)).step(256)
+        step = request.getfixturevalue("host_body_step")
     else:
         require(backend)
         step = backend
     ours, grads = _zero_rule_bucket(amsgrad)
     ref = clone_bucket(ours)
-    raised = zeroed = 0
+    raised = zeroed = kept = 0
     for t, g in enumerate(grads, start=1):
         hs = host_scalars(lr=LR, lr_peak=LR, beta1=0.9, beta2=0.999, eps=1e-8, step=t, decay_mode="none")
         before = clone_bucket(ref)
@@ -415,7 +422,11 @@ def test_the_zero_rules_reach_every_kernel(backend, amsgrad, tmp_path):
         zero_v = (divided == 0)
         assert bool((m_dec[zero_v] == 0).all()), "where v decodes to 0, m decodes to 0"
         zeroed += int((zero_v & (m_new != 0)).sum())
+        if amsgrad:  # where only v is 0, m keeps its code
+            v_zero = q8.decode(ref["exp_avg_sqs"][0], ref["exp_avg_sq_scales"][0], False) == 0
+            kept += int((v_zero & ~zero_v & (m_dec != 0)).sum())
     assert raised > 100 and zeroed > 100, (raised, zeroed)
+    assert kept > 100 or not amsgrad, kept
 
 
 SCALE_OF = {"exp_avg_sqs": "exp_avg_sq_scales", "max_exp_avg_sqs": "max_exp_avg_sq_scales"}
