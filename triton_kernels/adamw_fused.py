@@ -271,7 +271,7 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
     values: formats.q8_blockwise), which the caller provides (this layer imports nothing of ours).
 
     ``scalars``: the fp32 tensor on the device (device-counted steps), or a
-    ``contract.StepScalars`` whose values go by value as fp32 arguments (no copy per step).
+    ``contract.StepScalars`` whose values go by value as their fp32 bits, int32 arguments (no copy per step).
 
     [note: device] Triton launches on ``torch.cuda.current_device()`` and that device's
     current stream (triton/backends/driver.py), whatever device the pointers are on: params
