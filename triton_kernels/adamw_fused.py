@@ -108,10 +108,8 @@ def _stochastic_round(w, bits, OUT_DTYPE: tl.constexpr):
     return tl.where(finite, y, _round(w, OUT_DTYPE))
 
 
-HOST_SCALAR_ARGS = ("h_step_size", "h_bc2_sqrt", "h_decay", "h_beta1", "h_omb1", "h_beta2", "h_omb2", "h_eps")
-
-
-@triton.jit(do_not_specialize=["seed_lo", "seed_hi", "h_step", *HOST_SCALAR_ARGS])
+@triton.jit(do_not_specialize=["seed_lo", "seed_hi", "h_step", "h_step_size", "h_bc2_sqrt", "h_decay", "h_beta1",
+                               "h_omb1", "h_beta2", "h_omb2", "h_eps"])  # by value, as ints: never specialised
 def adamw_fused_kernel(
     table_ptr, blocks_ptr, scalars_ptr, grad_scale_ptr, found_inf_ptr, q8_ptr, seed_lo, seed_hi,
     h_step_size, h_bc2_sqrt, h_decay, h_beta1, h_omb1, h_beta2, h_omb2, h_eps, h_step,
@@ -156,11 +154,7 @@ def adamw_fused_kernel(
     idx = start + tl.arange(0, BLOCK).to(tl.int64)
     mask = idx < numel
 
-    if HOST_SCALARS:
-        # passed by value as the fp32 values' bits (int32 arguments, launch's _words): a Python
-        # float below 2^-126 is typed fp64 by the interpreter and fp32 compiled, so a
-        # subnormal lr or eps broke the interpreter (docs/numerics.md, known differences);
-        # an int32 is an int32 on both, and the bitcast gives the same fp32 on both
+    if HOST_SCALARS:  # by value as fp32 bits, int32: a subnormal float is fp64 in the interpreter (numerics.md)
         step_size = h_step_size.to(tl.float32, bitcast=True)
         bc2_sqrt = h_bc2_sqrt.to(tl.float32, bitcast=True)
         decay = h_decay.to(tl.float32, bitcast=True)
@@ -254,7 +248,6 @@ def adamw_fused_kernel(
 
 # --- launcher ---------------------------------------------------------------------------------
 import functools  # noqa: E402
-import struct  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -271,7 +264,7 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
     values: formats.q8_blockwise), which the caller provides (this layer imports nothing of ours).
 
     ``scalars``: the fp32 tensor on the device (device-counted steps), or a
-    ``contract.StepScalars`` whose values go by value as their fp32 bits, int32 arguments (no copy per step).
+    ``contract.StepScalars`` whose ``words()`` go by value as int32 arguments (no copy per step).
 
     [note: device] Triton launches on ``torch.cuda.current_device()`` and that device's
     current stream (triton/backends/driver.py), whatever device the pointers are on: params
@@ -290,7 +283,7 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
                           stochastic_rounding, grad_scale, found_inf, q8_tables)
     seed &= 0xFFFFFFFFFFFFFFFF
     on_host = not isinstance(scalars, torch.Tensor)
-    h = _words(scalars.values()) if on_host else _NO_HOST_SCALARS
+    h = scalars.words() if on_host else _NO_HOST_SCALARS
     ptr = tables.blocks if on_host else scalars  # any device pointer: never read
     adamw_fused_kernel[(tables.n_blocks,)](
         tables.tensors, tables.blocks, ptr,
@@ -323,14 +316,5 @@ def _constexprs(param_dtype, grad_dtype, state_dtype, amsgrad, maximize, master,
                 enable_fp_fusion=False)
 
 
-_FP32_WORDS = struct.Struct("<8f")
-_INT32_WORDS = struct.Struct("<8i")
-
-
-def _words(values: tuple) -> tuple:
-    """The 8 fp32 scalars (Python floats holding fp32 values) as their bits, signed int32, and the step."""
-    return _INT32_WORDS.unpack(_FP32_WORDS.pack(*values[:8])) + (values[8],)
-
-
-# host scalars that are never read (HOST_SCALARS=False), typed as the real ones
-_NO_HOST_SCALARS = _words((0.5,) * 8 + (2,))
+# host scalars that are never read (HOST_SCALARS=False), typed as the real ones: the bits of 0.5
+_NO_HOST_SCALARS = (0x3F000000,) * 8 + (2,)

@@ -49,8 +49,10 @@ from adamw_tau.launch.tables import chunk_for  # noqa: E402
 from adamw_tau.triton_kernels import adamw_fused  # noqa: E402
 
 RUNTIME_TYPES = {"table_ptr": "*i64", "blocks_ptr": "*i64", "scalars_ptr": "*fp32", "grad_scale_ptr": "*fp32",
-                 "found_inf_ptr": "*fp32", "q8_ptr": "*fp32", "seed_lo": "i64", "seed_hi": "i64", "h_step": "i32",
-                 **{n: "i32" for n in adamw_fused.HOST_SCALAR_ARGS}}  # fp32 words: the launcher's _words
+                 "found_inf_ptr": "*fp32", "q8_ptr": "*fp32", "seed_lo": "i64", "seed_hi": "i64",
+                 # the step and the fp32 scalars' bits (StepScalars.words)
+                 **{n: "i32" for n in inspect.signature(adamw_fused.adamw_fused_kernel.fn).parameters
+                    if n.startswith("h_")}}
 POINTERS = ("table_ptr", "blocks_ptr", "scalars_ptr", "grad_scale_ptr", "found_inf_ptr", "q8_ptr")
 
 # the launcher's arguments (adamw_fused._constexprs): dtypes, then flags, then the block size
