@@ -425,7 +425,7 @@ def test_the_zero_rules_reach_every_kernel(backend, amsgrad, request):
         if amsgrad:  # where only v is 0, m keeps its code
             v_zero = q8.decode(ref["exp_avg_sqs"][0], ref["exp_avg_sq_scales"][0], False) == 0
             kept += int((v_zero & ~zero_v & (m_dec != 0)).sum())
-    assert raised > 100 and zeroed > 100, (raised, zeroed)
+    assert raised > 100 and zeroed > (50 if amsgrad else 100), (raised, zeroed)  # amsgrad keeps m where vmax > 0
     assert kept > 100 or not amsgrad, kept
 
 
