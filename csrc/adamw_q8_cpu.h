@@ -47,17 +47,20 @@ __attribute__((noinline)) void step_range_q8(const TensorArgs t, int64_t begin, 
       write_weight<P, W>(w, p, master, rem, i, key);
     }
     constexpr int kGroup = 16;  // q8_encode_n: interleaved searches
+    const uint32_t low_v = q8_lowest_positive(max_v), low_vm = AMSGRAD ? q8_lowest_positive(max_vm) : 0u;
     int k = 0;
     for (; k + kGroup <= n; k += kGroup) {
       q8_encode_n<true, kGroup>(mb + k, max_m, m + qb + k);
-      q8_encode_n<false, kGroup>(vb + k, max_v, v + qb + k);
-      if constexpr (AMSGRAD) q8_encode_n<false, kGroup>(vmb + k, max_vm, vmax + qb + k);
+      q8_encode_n<false, kGroup>(vb + k, max_v, v + qb + k, low_v);
+      if constexpr (AMSGRAD) q8_encode_n<false, kGroup>(vmb + k, max_vm, vmax + qb + k, low_vm);
     }
     for (; k < n; ++k) {
       m[qb + k] = q8_encode<true>(mb[k], max_m);
-      v[qb + k] = q8_encode<false>(vb[k], max_v);
-      if constexpr (AMSGRAD) vmax[qb + k] = q8_encode<false>(vmb[k], max_vm);
+      v[qb + k] = q8_encode<false>(vb[k], max_v, low_v);
+      if constexpr (AMSGRAD) vmax[qb + k] = q8_encode<false>(vmb[k], max_vm, low_vm);
     }
+    const uint8_t* divides_by = AMSGRAD ? vmax : v;  // the second moment the next step divides by
+    for (k = 0; k < n; ++k) m[qb + k] = q8_zero_rule(m[qb + k], divides_by[qb + k]);
     t.m_scale[b] = max_m;
     t.v_scale[b] = max_v;
     if constexpr (AMSGRAD) t.vmax_scale[b] = max_vm;

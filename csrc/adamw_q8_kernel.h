@@ -133,6 +133,7 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_q8_kernel(const TensorArgs* 
     const float new_m = warp_max(lanes, &Q8Lane::max_m);
     const float new_v = warp_max(lanes, &Q8Lane::max_v);
     const float new_vm = AMSGRAD ? warp_max(lanes, &Q8Lane::max_vm) : 0.0f;
+    const uint32_t low_v = q8_lowest_positive(new_v), low_vm = AMSGRAD ? q8_lowest_positive(new_vm) : 0u;
     for (int l = 0; l < kLanesPerCall; ++l) {  // phase 2
       const Q8Lane& L = lanes[l];
       const int64_t first = qb + int64_t(first_lane + l) * kQ8PerLane;
@@ -140,9 +141,11 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_q8_kernel(const TensorArgs* 
       for (int j = 0; j < kQ8PerLane; ++j) {
         const int64_t i = first + j;
         if (i >= end) continue;
-        m[i] = q8_encode<true>(L.m[j], new_m);
-        v[i] = q8_encode<false>(L.v[j], new_v);
-        if constexpr (AMSGRAD) vmax[i] = q8_encode<false>(L.vm[j], new_vm);
+        const uint8_t cv = q8_encode<false>(L.v[j], new_v, low_v);
+        const uint8_t cvm = AMSGRAD ? q8_encode<false>(L.vm[j], new_vm, low_vm) : uint8_t(0);
+        m[i] = q8_zero_rule(q8_encode<true>(L.m[j], new_m), AMSGRAD ? cvm : cv);
+        v[i] = cv;
+        if constexpr (AMSGRAD) vmax[i] = cvm;
       }
     }
     if (first_lane == 0) {

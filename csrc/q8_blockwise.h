@@ -187,23 +187,35 @@ ADAMW_HD float q8_abs(float x) { return as_float(as_bits(x) & 0x7FFFFFFFu); }
 // decode: map[code] * scale, one correctly rounded multiply.
 template <bool SIGNED> ADAMW_HD float q8_decode(uint8_t code, float scale) { return mul(q8_map<SIGNED>(code), scale); }
 
+// The first unsigned code that does not decode to 0 at this scale, #{k < 255 : map[k] * scale
+// == 0}, by the same binary search (the products ascend): 1 at a normal scale, more at a
+// subnormal one, 0 at an inf or NaN scale. A block's positive squares take at least this code.
+ADAMW_HD uint32_t q8_lowest_positive(float scale) {
+  uint32_t code = 0;
+#pragma unroll
+  for (uint32_t bit = 128; bit != 0; bit >>= 1) code += uint32_t(q8_decode<false>(code + bit - 1, scale) == 0.0f) * bit;
+  return code;
+}
+
 // encode: x̂ = x / scale (x when the scale is 0), then #{k : x̂ > T[k]} by a branch-free binary
 // search over the ascending thresholds: 8 comparisons give the same count as 255 (a NaN x̂ is
 // greater than none of them: code 0). The comparison is added as 0 or 1 times the step, not
 // chosen by `?:`: g++ made that a branch, mispredicted on half the steps (70 ns an element on
-// the 2-core CPU machine against 18).
-template <bool SIGNED> ADAMW_HD uint8_t q8_encode(float x, float scale) {
+// the 2-core CPU machine against 18). ``lowest``: the unsigned map's zero rule, a positive x
+// takes at least that code (q8_lowest_positive of the scale; 0 for the signed map).
+template <bool SIGNED> ADAMW_HD uint8_t q8_encode(float x, float scale, uint32_t lowest = 0) {
   const float xhat = div(x, scale == 0.0f ? 1.0f : scale);
   uint32_t code = 0;
 #pragma unroll
   for (uint32_t bit = 128; bit != 0; bit >>= 1) code += uint32_t(xhat > q8_threshold<SIGNED>(code + bit - 1)) * bit;
-  return uint8_t(code);
+  const uint32_t floor = x > 0.0f ? lowest : 0u;
+  return uint8_t(code < floor ? floor : code);
 }
 
 // q8_encode of N elements at once, each the same ops as q8_encode: N independent searches
 // interleaved step by step keep the CPU's loads in flight (12.4 ns an element one by one,
 // 6.7 by 16, measured on the 2-core CPU machine).
-template <bool SIGNED, int N> inline void q8_encode_n(const float* x, float scale, uint8_t* out) {
+template <bool SIGNED, int N> inline void q8_encode_n(const float* x, float scale, uint8_t* out, uint32_t lowest = 0) {
   float xhat[N];
   uint32_t code[N];
   const float d = scale == 0.0f ? 1.0f : scale;
@@ -213,7 +225,14 @@ template <bool SIGNED, int N> inline void q8_encode_n(const float* x, float scal
   }
   for (uint32_t bit = 128; bit != 0; bit >>= 1)
     for (int j = 0; j < N; ++j) code[j] += uint32_t(xhat[j] > q8_threshold<SIGNED>(code[j] + bit - 1)) * bit;
-  for (int j = 0; j < N; ++j) out[j] = uint8_t(code[j]);
+  for (int j = 0; j < N; ++j) {
+    const uint32_t floor = x[j] > 0.0f ? lowest : 0u;
+    out[j] = uint8_t(code[j] < floor ? floor : code[j]);
+  }
 }
+
+// The zero rule that ties m to v: exp_avg's code is the zero code wherever the second moment
+// the next step divides by (exp_avg_sq, or max_exp_avg_sq with amsgrad) has code 0.
+ADAMW_HD uint8_t q8_zero_rule(uint8_t m_code, uint8_t v_code) { return v_code == 0 ? uint8_t(127) : m_code; }
 
 }  // namespace adamw_tau

@@ -25,7 +25,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .q8_blockwise import q8_load, q8_store
+from .q8_blockwise import q8_encode, q8_load, q8_store, q8_zero_rule
 
 NUM_WARPS = 8
 
@@ -108,7 +108,8 @@ def _stochastic_round(w, bits, OUT_DTYPE: tl.constexpr):
     return tl.where(finite, y, _round(w, OUT_DTYPE))
 
 
-@triton.jit(do_not_specialize=["seed_lo", "seed_hi", "h_step"])
+@triton.jit(do_not_specialize=["seed_lo", "seed_hi", "h_step", "h_step_size", "h_bc2_sqrt", "h_decay", "h_beta1",
+                               "h_omb1", "h_beta2", "h_omb2", "h_eps"])  # by value, as ints: never specialised
 def adamw_fused_kernel(
     table_ptr, blocks_ptr, scalars_ptr, grad_scale_ptr, found_inf_ptr, q8_ptr, seed_lo, seed_hi,
     h_step_size, h_bc2_sqrt, h_decay, h_beta1, h_omb1, h_beta2, h_omb2, h_eps, h_step,
@@ -153,15 +154,15 @@ def adamw_fused_kernel(
     idx = start + tl.arange(0, BLOCK).to(tl.int64)
     mask = idx < numel
 
-    if HOST_SCALARS:  # passed by value (fp32 arguments, already rounded to fp32 on the host)
-        step_size = h_step_size
-        bc2_sqrt = h_bc2_sqrt
-        decay = h_decay
-        beta1 = h_beta1
-        omb1 = h_omb1
-        beta2 = h_beta2
-        omb2 = h_omb2
-        eps = h_eps
+    if HOST_SCALARS:  # by value as fp32 bits, int32: a subnormal float is fp64 in the interpreter (numerics.md)
+        step_size = h_step_size.to(tl.float32, bitcast=True)
+        bc2_sqrt = h_bc2_sqrt.to(tl.float32, bitcast=True)
+        decay = h_decay.to(tl.float32, bitcast=True)
+        beta1 = h_beta1.to(tl.float32, bitcast=True)
+        omb1 = h_omb1.to(tl.float32, bitcast=True)
+        beta2 = h_beta2.to(tl.float32, bitcast=True)
+        omb2 = h_omb2.to(tl.float32, bitcast=True)
+        eps = h_eps.to(tl.float32, bitcast=True)
     else:  # built on the device (device-counted steps)
         step_size = tl.load(scalars_ptr + 0)
         bc2_sqrt = tl.load(scalars_ptr + 1)
@@ -202,7 +203,8 @@ def adamw_fused_kernel(
         if Q8:
             vmax = tl.maximum(q8_load(vmax_ptr, vmax_scale_ptr, idx, mask, q8_ptr + 256), v,
                               propagate_nan=tl.PropagateNan.ALL)
-            q8_store(vmax, vmax_ptr, vmax_scale_ptr, idx, mask, start, numel, q8_ptr + 767, BLOCK)
+            divides_by, vmax_scale = q8_encode(vmax, mask, q8_ptr + 767, q8_ptr + 256, True, BLOCK)
+            q8_store(divides_by, vmax_scale, vmax_ptr, vmax_scale_ptr, idx, mask, start, numel, BLOCK)
         else:
             vmax = tl.maximum(_widen(tl.load(vmax_ptr + idx, mask=mask, other=0.0)), v,
                               propagate_nan=tl.PropagateNan.ALL)
@@ -214,8 +216,12 @@ def adamw_fused_kernel(
     w = w - step_size * tl.math.div_rn(m, denom)
 
     if Q8:
-        q8_store(m, m_ptr, m_scale_ptr, idx, mask, start, numel, q8_ptr + 512, BLOCK)
-        q8_store(v, v_ptr, v_scale_ptr, idx, mask, start, numel, q8_ptr + 767, BLOCK)
+        v_code, v_scale = q8_encode(v, mask, q8_ptr + 767, q8_ptr + 256, True, BLOCK)
+        if not AMSGRAD:
+            divides_by = v_code  # the second moment the next step divides by
+        m_code, m_scale = q8_encode(m, mask, q8_ptr + 512, q8_ptr, False, BLOCK)
+        q8_store(q8_zero_rule(m_code, divides_by), m_scale, m_ptr, m_scale_ptr, idx, mask, start, numel, BLOCK)
+        q8_store(v_code, v_scale, v_ptr, v_scale_ptr, idx, mask, start, numel, BLOCK)
     else:
         tl.store(m_ptr + idx, _round(m, S_DTYPE), mask=mask)
         tl.store(v_ptr + idx, _round(v, S_DTYPE), mask=mask)
@@ -258,7 +264,7 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
     values: formats.q8_blockwise), which the caller provides (this layer imports nothing of ours).
 
     ``scalars``: the fp32 tensor on the device (device-counted steps), or a
-    ``contract.StepScalars`` whose values go by value as fp32 arguments (no copy per step).
+    ``contract.StepScalars`` whose ``words()`` go by value as int32 arguments (no copy per step).
 
     [note: device] Triton launches on ``torch.cuda.current_device()`` and that device's
     current stream (triton/backends/driver.py), whatever device the pointers are on: params
@@ -277,7 +283,7 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
                           stochastic_rounding, grad_scale, found_inf, q8_tables)
     seed &= 0xFFFFFFFFFFFFFFFF
     on_host = not isinstance(scalars, torch.Tensor)
-    h = scalars.values() if on_host else _NO_HOST_SCALARS
+    h = scalars.words() if on_host else _NO_HOST_SCALARS
     ptr = tables.blocks if on_host else scalars  # any device pointer: never read
     adamw_fused_kernel[(tables.n_blocks,)](
         tables.tensors, tables.blocks, ptr,
@@ -310,5 +316,5 @@ def _constexprs(param_dtype, grad_dtype, state_dtype, amsgrad, maximize, master,
                 enable_fp_fusion=False)
 
 
-# fp32 values that are never read (HOST_SCALARS=False), typed as the real ones
-_NO_HOST_SCALARS = (0.5,) * 8 + (2,)
+# host scalars that are never read (HOST_SCALARS=False), typed as the real ones: the bits of 0.5
+_NO_HOST_SCALARS = (0x3F000000,) * 8 + (2,)

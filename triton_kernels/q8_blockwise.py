@@ -27,10 +27,13 @@ def q8_load(ptr, scale_ptr, idx, mask, map_ptr):
 
 
 @triton.jit
-def q8_store(x, ptr, scale_ptr, idx, mask, start, numel, thr_ptr, BLOCK: tl.constexpr):
-    """Encode fp32 ``x`` by blocks of 256 of a [BLOCK // 256, 256] view: the block's max |x| (NaN
-    propagates) is its new scale, x / scale (x where the scale is 0) is compared with the
-    thresholds by an 8-step binary search (#{k : x̂ > T[k]}); codes and scales stored."""
+def q8_encode(x, mask, thr_ptr, map_ptr, SQUARES: tl.constexpr, BLOCK: tl.constexpr):
+    """Codes of fp32 ``x`` by blocks of 256 of a [BLOCK // 256, 256] view, and each block's new
+    scale: the block's max |x| (NaN propagates), x / scale (x where the scale is 0) compared
+    with the thresholds by an 8-step binary search (#{k : x̂ > T[k]}). ``SQUARES`` (the
+    unsigned map at ``map_ptr``): a positive x takes at least the block's lowest positive code,
+    #{k < 255 : map[k] * scale == 0} by the same search. Returns (codes [BLOCK // 256, 256]
+    int32, scales [BLOCK // 256])."""
     x2 = tl.reshape(tl.where(mask, x, 0.0), [BLOCK // 256, 256])
     absmax = tl.reduce(tl.abs(x2), 1, q8_max)
     divisor = tl.broadcast_to(tl.expand_dims(tl.where(absmax == 0.0, 1.0, absmax), 1), [BLOCK // 256, 256])
@@ -38,6 +41,24 @@ def q8_store(x, ptr, scale_ptr, idx, mask, start, numel, thr_ptr, BLOCK: tl.cons
     code = tl.zeros([BLOCK // 256, 256], tl.int32)
     for k in tl.static_range(8):
         code += tl.where(xhat > tl.load(thr_ptr + code + ((128 >> k) - 1)), 128 >> k, 0)
+    if SQUARES:
+        lowest = tl.zeros([BLOCK // 256], tl.int32)
+        for k in tl.static_range(8):
+            lowest += tl.where(tl.load(map_ptr + lowest + ((128 >> k) - 1)) * absmax == 0.0, 128 >> k, 0)
+        floor = tl.where(x2 > 0.0, tl.broadcast_to(tl.expand_dims(lowest, 1), [BLOCK // 256, 256]), 0)
+        code = tl.maximum(code, floor)
+    return code, absmax
+
+
+@triton.jit
+def q8_zero_rule(m_code, v_code):
+    """exp_avg's codes, the zero code (127) wherever the second moment's code is 0."""
+    return tl.where(v_code == 0, 127, m_code)
+
+
+@triton.jit
+def q8_store(code, absmax, ptr, scale_ptr, idx, mask, start, numel, BLOCK: tl.constexpr):
+    """Store q8_encode's codes and scales."""
     tl.store(ptr + idx, tl.reshape(code, [BLOCK]).to(tl.uint8), mask=mask)
     q = start // 256 + tl.arange(0, BLOCK // 256)
     tl.store(scale_ptr + q, absmax, mask=q * 256 < numel)

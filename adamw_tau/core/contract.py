@@ -12,6 +12,7 @@ into launches, on block sizes, or on the backend.
 from __future__ import annotations
 
 import math
+import struct
 from typing import NamedTuple
 
 import numpy as np
@@ -39,6 +40,9 @@ def f32(x: float) -> float:
     return float(np.float32(x))
 
 
+_FP32_WORDS, _INT32_WORDS = struct.Struct("<8f"), struct.Struct("<8i")
+
+
 class StepScalars(NamedTuple):
     """One step's scalars, in slot order: 8 Python floats that hold fp32 values, and the step.
 
@@ -58,6 +62,11 @@ class StepScalars(NamedTuple):
     def values(self) -> tuple:
         """The 8 fp32 scalars (Python floats holding fp32 values) and the step, in slot order."""
         return tuple(self)
+
+    def words(self) -> tuple:
+        """The 8 fp32 scalars as their bits (signed int32) and the step: how Triton takes them by
+        value, since its interpreter types a Python float below 2^-126 as fp64 (docs/numerics.md)."""
+        return _INT32_WORDS.unpack(_FP32_WORDS.pack(*self[:8])) + (self.step,)
 
     def as_tensor(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """The scalars as a new fp32 tensor that kernels read; copied without a host sync."""

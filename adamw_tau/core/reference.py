@@ -136,6 +136,8 @@ def adamw_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
         _narrowed(new, v_t, exp_avg_sq_scales, i, v, False)
         if amsgrad:
             _narrowed(new, vmax_t, max_exp_avg_sq_scales, i, vmax, False)
+        if m_t.dtype == torch.uint8:  # where the v the next step divides by decodes to 0, m does too
+            new[m_t] = q8_blockwise.zero_rule(new[m_t], new[vmax_t if amsgrad else v_t])
         if remainder:
             new[p], new[master] = bf16_remainder.split(w32)
         elif master is not None:

@@ -19,11 +19,19 @@ The rules, the same on every backend:
   code is the map value nearest to x̂, and an x̂ exactly at a midpoint (only possible when
   the midpoint is an fp32 value) takes the LOWER code (the smaller map value): "ties go
   down". A NaN x̂ is greater than nothing: code 0.
-- zero rules, by replacing the thresholds next to 0: exp_avg (signed map) takes the zero
-  code (127) only when it is ±0 (T[126] = −2^-149, T[127] = +0.0), so a tiny value keeps
-  its sign; exp_avg_sq and max_exp_avg_sq (unsigned map) decode to 0 only when exactly 0
-  (T[0] = +0.0): any positive value takes at least code 1, so a later zero gradient never
-  divides m by eps alone.
+- zero rules, so that a later zero gradient never divides a non-zero m by eps alone:
+  - exp_avg (signed map) takes the zero code (127) only when it is ±0 (T[126] = −2^-149,
+    T[127] = +0.0), so a tiny value keeps its sign;
+  - exp_avg_sq and max_exp_avg_sq (unsigned map) decode to 0 only when exactly 0: T[0] =
+    +0.0, and a positive value takes at least the block's lowest positive code
+    ``lowest_positive_code(scale)``, the first code whose map value times the scale is not 0
+    (1 at a normal scale; more at a subnormal one; 0 at an inf or NaN scale, where nothing
+    decodes to 0). So a value whose quotient x / scale underflows to 0, beside a large one,
+    still decodes above 0;
+  - exp_avg takes the zero code wherever the second moment the next step divides by
+    (exp_avg_sq, or max_exp_avg_sq with amsgrad) takes code 0 (``zero_rule``): where v
+    decodes to 0, m decodes to 0 too. v is then exactly 0 (or the block non-finite), as
+    when (1 − β2)·g² underflows in fp32 beside a non-zero (1 − β1)·g.
 - decode: map[code] * scale, one correctly rounded fp32 multiply.
 
 The maps are bitsandbytes' ``functional.create_dynamic_map`` (signed: 127 negatives, 0, 128
@@ -120,7 +128,25 @@ def encode_with(x: torch.Tensor, scales: torch.Tensor, signed: bool) -> torch.Te
     thr = thresholds(signed, x.device).to(_F64)
     code = torch.bucketize(xhat.to(_F64), thr, right=False)  # #{k : T[k] < x̂}
     code = torch.where(xhat.isnan(), 0, code)
+    if not signed:  # a positive value never decodes to 0: at least the block's lowest positive code
+        lowest = _per_element(lowest_positive_code(scales), flat.numel())
+        code = torch.where(flat > 0, torch.maximum(code, lowest), code)
     return code.to(torch.uint8).reshape(x.shape)
+
+
+def lowest_positive_code(scales: torch.Tensor) -> torch.Tensor:
+    """int64 per scale: #{k < 255 : map[k] * scale == 0} over the unsigned map (one fp32 multiply
+    each), the first code that does not decode to 0 at that scale: 1 at a normal scale, more
+    at a subnormal one, 0 at an inf or NaN scale (map * scale is never 0 there), 255 at 0."""
+    values = qmap(False, scales.device)[:255].to(_F64)
+    products = (values.reshape(1, -1) * scales.to(_F64).reshape(-1, 1)).to(torch.float32)
+    return (products == 0).sum(dim=1)
+
+
+def zero_rule(m_codes: torch.Tensor, v_codes: torch.Tensor) -> torch.Tensor:
+    """exp_avg's codes with the zero code wherever the second moment's (``v_codes``: exp_avg_sq's,
+    or max_exp_avg_sq's with amsgrad; same shape) is 0: where v decodes to 0, m decodes to 0."""
+    return torch.where(v_codes == 0, ZERO_CODE[True], m_codes).to(torch.uint8)
 
 
 def encode(x: torch.Tensor, signed: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -70,6 +70,8 @@ class GroupKeysLoadPlanner(DefaultLoadPlanner):
         kept = sorted(k for k in self.state_dict if k not in present and GROUP_KEY.search(k))
         held = {k: self.state_dict.pop(k) for k in kept}
         self.conversions: dict[str, Conversion] = {}
+        self.encoding: dict[str, dict] = {}  # per param prefix: moment -> live codes, once encoded
+        self.encodes_left: dict[str, int] = {}
         for key in [k for k in self.state_dict if MOMENT.search(k)] + \
                    [k[:-len(CODES)] for k in self.state_dict if k.endswith(CODES) and MOMENT.search(k[:-len(CODES)])]:
             held.update(self._convert(key, present))
@@ -98,11 +100,18 @@ class GroupKeysLoadPlanner(DefaultLoadPlanner):
             if version in self.state_dict and version not in present:
                 out[version] = self.state_dict.pop(version)
 
+            prefix = key.rsplit(".", 1)[0]
+            self.encodes_left[prefix] = self.encodes_left.get(prefix, 0) + 1
+
             def encode(temp=temp, live_codes=out[codes_key], live_scale=out.get(scale_key, self.state_dict.get(
-                    scale_key))):
+                    scale_key)), prefix=prefix):
                 codes, scales = q8_blockwise.encode(_local(temp).to(torch.float32), signed)
                 _local(live_codes).copy_(codes)
                 _local(live_scale).copy_(scales)
+                self.encoding.setdefault(prefix, {})[moment] = live_codes
+                self.encodes_left[prefix] -= 1
+                if not self.encodes_left[prefix]:
+                    self._zero_rule(prefix)
             self.state_dict[key] = temp
             self.conversions[key] = Conversion({key: temp}, encode)
             return out
@@ -133,6 +142,15 @@ class GroupKeysLoadPlanner(DefaultLoadPlanner):
             self.conversions.update({k: conversion for k in temps})
             return {key: live}
         return {}
+
+    def _zero_rule(self, prefix: str) -> None:
+        """The 8-bit format's m-to-v rule on moments encoded here, as load_state_dict applies it
+        (optim/checkpoints.py): m's zero code wherever the v the next step divides by has code 0."""
+        done = self.encoding.pop(prefix, {})
+        v = done.get("max_exp_avg_sq", done.get("exp_avg_sq"))
+        if "exp_avg" in done and v is not None:
+            m = _local(done["exp_avg"])
+            m.copy_(q8_blockwise.zero_rule(m, _local(v)))
 
     def commit_tensor(self, read_item, tensor) -> None:
         key = read_item.dest_index.fqn

@@ -138,6 +138,7 @@ def restore_dtypes(param_groups: list[dict], state: dict, saved: dict) -> None:
         master = master_form(group, p, f"params[{pid}]")
         sdtype = state_dtype(group, p, master)
         dict.pop(state[p], VERSION_KEY, None)
+        encoded = False  # 8-bit codes encoded here from fp32 moments
         for key in STATE_TENSORS:
             if key in _FIXED_DTYPES:
                 if isinstance(src.get(key), torch.Tensor):
@@ -153,12 +154,25 @@ def restore_dtypes(param_groups: list[dict], state: dict, saved: dict) -> None:
                     scales = src[key + SCALE]
                 else:
                     codes, scales = q8_blockwise.encode(src[key].to(torch.float32), q8_blockwise.signed_for(key))
+                    encoded = True
                 codes = codes.to(device=p.device, copy=True).contiguous()
                 dict.__setitem__(state[p], q8_blockwise.moment_key(key, sdtype), codes)
                 dict.__setitem__(state[p], key + SCALE, scales.to(device=p.device, dtype=torch.float32, copy=True))
             else:
                 dict.__setitem__(state[p], key, fp32_moment(src, key).to(device=p.device, dtype=sdtype, copy=True))
+        if encoded:
+            _zero_rule(state[p], group)
         convert_master(state[p], p, master)
+
+
+def _zero_rule(st: dict, group: dict) -> None:
+    """The 8-bit format's rule that ties m to v (formats.q8_blockwise.zero_rule) on freshly encoded
+    moments: exp_avg's zero code wherever the second moment the next step divides by has code 0."""
+    m_key, v_key = CODES["exp_avg"], CODES["exp_avg_sq"]
+    if group.get("amsgrad") and CODES["max_exp_avg_sq"] in st:
+        v_key = CODES["max_exp_avg_sq"]
+    if st.get(m_key) is not None and v_key in st:
+        dict.__setitem__(st, m_key, q8_blockwise.zero_rule(st[m_key], st[v_key]))
 
 
 @torch.no_grad()

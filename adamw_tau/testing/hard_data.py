@@ -19,6 +19,11 @@ SPECIAL_KINDS = ("+0", "-0", "fp32 subnormal", "dtype subnormal", "+-inf", "nan"
                  "tie", "+-dtype min normal")
 KINDS = 64  # a kind below len(SPECIAL_KINDS) is that special value; the rest are normals
 
+# step scalars that are fp32 subnormals (below 2^-126) once rounded: lr (so step_size, and a
+# lambda decay's product) and eps. Triton's interpreter types such a Python float as fp64
+# (compiled Triton: fp32), so they must reach a kernel as fp32 whatever the backend.
+SUBNORMAL_SCALARS = (dict(lr=1e-40), dict(eps=1e-40), dict(lr=1e-44, eps=2.0 ** -149))
+
 LIMITS = {  # dtype: (mantissa bits, smallest normal, largest finite)
     torch.float32: (23, 2.0 ** -126, 3.4028234663852886e38),
     torch.bfloat16: (7, 2.0 ** -126, 3.3895313892515355e38),
@@ -78,7 +83,8 @@ def hard_values(n: int, gen: torch.Generator, *, positive: bool = False, span: f
     return x.abs() if positive else x
 
 
-Q8_BLOCK_KINDS = ("ordinary", "non-finite", "all zeros", "one huge value", "threshold ties", "every kind")
+Q8_BLOCK_KINDS = ("ordinary", "non-finite", "all zeros", "one huge value", "threshold ties", "every kind",
+                  "underflow", "subnormal")
 
 
 def q8_blocks(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -90,9 +96,12 @@ def q8_blocks(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     "one huge value" (3e38 beside small ones), "all zeros" (both signs), and "threshold ties"
     (the block max a power of two 2^e, the rest T[k] * 2^e for the signed thresholds T, so
     that x / max lands exactly on a threshold: with beta1 = 0 and no grad scale the new
-    exp_avg is the gradient, and its codes follow the tie rule). The other 11 blocks in 16
-    are "ordinary": 3 of them normals of one scale (codes spread over the map), 8 x with every
-    magnitude above 1e30 or non-finite replaced by a normal."""
+    exp_avg is the gradient, and its codes follow the tie rule), "underflow" (1e15 beside
+    values from about 1e-36 to 1e-24: x / max underflows to 0 in part, and as gradients their
+    squares underflow, so v is 0 where m is not: the zero rules) and "subnormal" (every value
+    below 2^-126: a subnormal block max). The other 9 blocks in 16 are "ordinary": 1 of them
+    normals of one scale (codes spread over the map), 8 x with every magnitude above 1e30 or
+    non-finite replaced by a normal."""
     n = x.numel()
     kind = torch.randint(0, 16, (q8_blockwise.n_blocks(n),), generator=gen)
     per = kind.repeat_interleave(q8_blockwise.BLOCK)[:n]
@@ -103,7 +112,10 @@ def q8_blocks(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     e = 2.0 ** float(torch.randint(-40, 40, (), generator=gen))
     thr = q8_blockwise.thresholds(True)
     ties = torch.where(first, e, thr[torch.randint(0, thr.numel(), (n,), generator=gen)] * e)
+    underflow = torch.where(first, 1e15, normal * 1e-30)
+    tiny = from_words(torch.randint(0, 2 ** 23, (n,), generator=gen, dtype=torch.int64))  # fp32 subnormals, +0
+    subnormal = torch.where(normal < 0, -tiny, tiny)
     for k, value in enumerate((x, torch.where(torch.rand(n, generator=gen) < 0.5, 0.0, -0.0),
-                               torch.where(first, 3e38, normal * 1e-3), ties, finite, normal, normal, normal)):
+                               torch.where(first, 3e38, normal * 1e-3), ties, finite, underflow, subnormal, normal)):
         out = torch.where(per == k, value, out)
     return out

@@ -217,7 +217,8 @@ def parity_bits(backend: str | Callable, path: Path, sizes, *, steps: int = 3, d
                 amsgrad: bool = False, maximize: bool = False, decay: str = "tau", grad_scale: float | None = None,
                 seed: int = 0, check_every_step: bool = True, betas=(0.9, 0.999), eps: float = 1e-8,
                 offsets=None, grad_span_extra: float = 0.0, skip_step: int | None = None,
-                scalars: str = "tensor", guard: int = 0, found_inf: float | None = None) -> int:
+                scalars: str = "tensor", guard: int = 0, found_inf: float | None = None,
+                lr: float = 1e-3) -> int:
     """Words differing between ``backend`` and the reference after each of ``steps`` steps (summed).
 
     ``offsets``: storage offsets (elements) that misalign the tensors; ``grad_span_extra``:
@@ -226,7 +227,8 @@ def parity_bits(backend: str | Callable, path: Path, sizes, *, steps: int = 3, d
     for every step instead (nonzero: every step is skipped); ``scalars``: ``SCALAR_MODES``;
     ``backend``: a backend's name, or a step function with the reference's signature;
     ``guard``: elements of memory after each written tensor that must stay as they were
-    (make_bucket), counted if not. The last step's gradients are zeros of both signs.
+    (make_bucket), counted if not; ``lr``: the lr at step t is (1 + 0.37 t) lr.
+    The last step's gradients are zeros of both signs.
     """
     ours = make_bucket(sizes, path, amsgrad=amsgrad, device=device, seed=seed, offsets=offsets, guard=guard)
     ref = clone_bucket(ours)
@@ -246,9 +248,8 @@ def parity_bits(backend: str | Callable, path: Path, sizes, *, steps: int = 3, d
             inf = torch.tensor([float(t == skip_step)], device=device)
         else:
             inf = None if found_inf is None else torch.tensor([found_inf], dtype=torch.float32, device=device)
-        lr = 1e-3 * (1.0 + 0.37 * t)
-        hs = host_scalars(lr=lr, lr_peak=5e-3, beta1=betas[0], beta2=betas[1], eps=eps, step=t, decay_mode=decay,
-                          tau_iters=300.0, weight_decay=0.1)
+        hs = host_scalars(lr=lr * (1.0 + 0.37 * t), lr_peak=5e-3, beta1=betas[0], beta2=betas[1], eps=eps, step=t,
+                          decay_mode=decay, tau_iters=300.0, weight_decay=0.1)
         bits = step_both(backend, ours, ref, grads, hs, scalars=scalars, ids=ids, amsgrad=amsgrad, maximize=maximize,
                          stochastic_rounding=path.stochastic_rounding, grad_scale=scale, found_inf=inf)
         if check_every_step or t == steps:

@@ -178,6 +178,67 @@ def test_zero_and_sign_rules():
     assert (q8.decode(codes, ones, False)[1:] > 0).all()
 
 
+TINY = 2.0 ** -149  # the smallest positive fp32 value
+
+
+def test_a_positive_square_never_decodes_to_zero_at_any_scale():
+    """The quotient x / scale underflows to 0 (a tiny value beside a large one, up to 3.4e38),
+    and at a subnormal scale the smallest codes decode to 0: a positive square still takes
+    a code that decodes above 0, the lowest such; 0 stays code 0."""
+    blocks = [
+        [10.0, TINY, 1e-44, 0.0],                  # x / scale underflows: 1.4e-45 / 10
+        [3.4028234663852886e38, TINY, 1e-38, 1.0, 0.0],  # the largest scale
+        [2.0 ** -140, TINY, 2.0 ** -141, 0.0],     # a subnormal scale: map[1] * scale is 0
+        [TINY, TINY, 0.0],                         # the smallest scale
+        [2.0 ** -126, TINY, 0.0],                  # the smallest normal scale
+    ]
+    x = torch.zeros(len(blocks) * q8.BLOCK)
+    for b, vals in enumerate(blocks):
+        x[b * q8.BLOCK:b * q8.BLOCK + len(vals)] = torch.tensor(vals, dtype=torch.float64).float()
+    codes, scales = q8.encode(x, False)
+    y = q8.decode(codes, scales, False)
+    assert bool((y[x > 0] > 0).all()), "every positive value decodes above 0"
+    assert bool((y[x == 0] == 0).all()) and bool((codes[x == 0] == 0).all())
+    lowest = q8.lowest_positive_code(scales)
+    assert lowest.tolist()[:2] == [1, 1] and lowest[4].item() == 1, "a normal scale: code 1"
+    assert lowest[2].item() > 1 and lowest[3].item() > lowest[2].item(), "a subnormal scale: more"
+    for b in range(len(blocks)):  # the lowest positive code is the first that decodes above 0
+        k = lowest[b].item()
+        s = scales[b:b + 1]
+        assert q8.decode(torch.tensor([k], dtype=torch.uint8), s, False).item() > 0
+        assert q8.decode(torch.tensor([k - 1], dtype=torch.uint8), s, False).item() == 0
+    assert codes[1].item() == 1 and codes[q8.BLOCK + 1].item() == 1, "underflowed quotients: code 1"
+    assert codes[3 * q8.BLOCK].item() == 255 and codes[3 * q8.BLOCK + 1].item() == 255  # x == scale
+
+
+def test_the_lowest_positive_code_at_zero_inf_and_nan_scales():
+    s = torch.tensor([0.0, float("inf"), float("nan"), 1.0, TINY, 2.0 ** -130])
+    want = [255, 0, 0, 1]  # inf and NaN: map * scale is never 0, so nothing is raised
+    got = q8.lowest_positive_code(s).tolist()
+    assert got[:4] == want
+    # by brute force at the subnormal scales: the first code whose product is not 0
+    for i in (4, 5):
+        prods = (q8.qmap(False).double() * s[i].double()).float()
+        assert got[i] == int(torch.nonzero(prods != 0)[0])
+
+
+def test_nan_and_inf_blocks_keep_their_codes_under_the_zero_rule():
+    """An inf or NaN scale gets lowest code 0: the positive squares keep their code, and the
+    block decodes to non-finite values as before."""
+    x = torch.zeros(2 * q8.BLOCK)
+    x[:3] = torch.tensor([float("inf"), 1.0, TINY])
+    x[q8.BLOCK:q8.BLOCK + 3] = torch.tensor([float("nan"), 1.0, TINY])
+    codes, scales = q8.encode(x, False)
+    assert codes[:3].tolist() == [0, 0, 0] and codes[q8.BLOCK:q8.BLOCK + 3].tolist() == [0, 0, 0]
+    assert not q8.decode(codes, scales, False)[:3].isfinite().any()
+
+
+def test_zero_rule_ties_m_to_v():
+    m = torch.tensor([0, 126, 128, 255, 127, 3], dtype=torch.uint8)
+    v = torch.tensor([0, 0, 0, 1, 0, 255], dtype=torch.uint8)
+    assert q8.zero_rule(m, v).tolist() == [127, 127, 127, 255, 127, 3]
+
+
 def test_all_zero_blocks_and_nan_blocks():
     x = torch.zeros(600)
     x[300] = float("nan")

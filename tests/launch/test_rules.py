@@ -10,8 +10,8 @@ from required import require
 
 from adamw_tau.core.contract import host_scalars
 from adamw_tau.testing.bits import differing
-from adamw_tau.testing.hard_data import ties
-from adamw_tau.testing.parity import SCALAR_MODES, clone_bucket, step_both
+from adamw_tau.testing.hard_data import SUBNORMAL_SCALARS, ties
+from adamw_tau.testing.parity import PATHS, SCALAR_MODES, clone_bucket, parity_bits, step_both
 
 BACKENDS = ["cpu", "triton", "reference"]
 # (backend, how the scalars reach it): the reference reads a tensor only
@@ -140,3 +140,16 @@ def test_stochastic_rounding_of_chosen_weights(backend, dtype, scalars):
     nearest = w.to(dtype).float()
     assert (p != nearest).sum() > n // 10 and (p == nearest).sum() > n // 10  # stochastic, not to nearest
     assert torch.isinf(p).any()  # past the largest finite value
+
+
+@pytest.mark.parametrize("scalars_kw", SUBNORMAL_SCALARS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.parametrize("backend,scalars", [r for r in RUNS if r[0] != "reference"])
+def test_subnormal_step_scalars(backend, scalars, scalars_kw):
+    """An lr or eps that is an fp32 subnormal reaches every kernel as that fp32 value, by value
+    and as a tensor (the Triton interpreter typed such a Python float as fp64 and failed):
+    the reference's bits on bf16 params (SR, master remainder) and 8-bit states, lambda decay."""
+    require(backend)
+    kw = {"lr": 1e-3, "eps": 1e-8, **scalars_kw}
+    for path in ("bf16_sr", "bf16_remainder", "fp32_8bit"):
+        assert parity_bits(backend, PATHS[path], [4096 + 5, 7], steps=2, decay="lambda", scalars=scalars,
+                           **kw) == 0, path

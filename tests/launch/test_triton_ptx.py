@@ -49,9 +49,10 @@ from adamw_tau.launch.tables import chunk_for  # noqa: E402
 from adamw_tau.triton_kernels import adamw_fused  # noqa: E402
 
 RUNTIME_TYPES = {"table_ptr": "*i64", "blocks_ptr": "*i64", "scalars_ptr": "*fp32", "grad_scale_ptr": "*fp32",
-                 "found_inf_ptr": "*fp32", "q8_ptr": "*fp32", "seed_lo": "i64", "seed_hi": "i64", "h_step": "i32",
-                 **{n: "fp32" for n in ("h_step_size", "h_bc2_sqrt", "h_decay", "h_beta1", "h_omb1", "h_beta2",
-                                        "h_omb2", "h_eps")}}
+                 "found_inf_ptr": "*fp32", "q8_ptr": "*fp32", "seed_lo": "i64", "seed_hi": "i64",
+                 # the step and the fp32 scalars' bits (StepScalars.words)
+                 **{n: "i32" for n in inspect.signature(adamw_fused.adamw_fused_kernel.fn).parameters
+                    if n.startswith("h_")}}
 POINTERS = ("table_ptr", "blocks_ptr", "scalars_ptr", "grad_scale_ptr", "found_inf_ptr", "q8_ptr")
 
 # the launcher's arguments (adamw_fused._constexprs): dtypes, then flags, then the block size

@@ -23,6 +23,13 @@ TESTS = {
     # the master-remainder format: alone, and its runs against the fp32-master runs
     "remainder": ["tests/formats/test_bf16_remainder.py", "tests/optim/test_master_remainder.py",
                   "tests/core/test_reference.py", "-k", "remainder"],
+    # the 8-bit format: alone and through the reference; through the CPU op; Triton; the CUDA body on the host
+    "q8_reference": ["tests/formats/test_q8_blockwise.py", "tests/optim/test_8bit_states.py", "-k",
+                     "not cpu and not triton and not host_body and not gpu"],
+    "q8_cpu": ["tests/optim/test_8bit_states.py", "-k", "cpu"],
+    "q8_triton": ["tests/optim/test_8bit_states.py", "-k", "triton"],
+    "q8_host_body": ["tests/optim/test_8bit_states.py", "tests/launch/test_cuda_body_on_host.py", "-k",
+                     "host_body or 8bit"],
     "optimizer": ["tests/optim/test_hard_steps.py", "tests/optim/test_optimizer.py", "tests/optim/test_dropin.py",
                   "tests/optim/test_amp_capturable.py", "-k", "not triton"],
 }
@@ -32,6 +39,11 @@ TRITON = "triton_kernels/adamw_fused.py"
 REFERENCE = "adamw_tau/core/reference.py"
 CONTRACT = "adamw_tau/core/contract.py"
 TABLES = "adamw_tau/launch/tables.py"
+Q8 = "adamw_tau/formats/q8_blockwise.py"
+Q8_H = "csrc/q8_blockwise.h"
+Q8_KERNEL = "csrc/adamw_q8_kernel.h"
+Q8_CPU = "csrc/adamw_q8_cpu.h"
+Q8_TRITON = "triton_kernels/q8_blockwise.py"
 
 MUTATIONS = [
     # --- three bugs found by users -----------------------------------------------------------
@@ -173,6 +185,53 @@ MUTATIONS = [
          tests="remainder"),
     dict(id="checkpoint-remainder-param-not-rewritten", rule="remainder: loading an fp32 master writes its param",
          file="adamw_tau/optim/checkpoints.py", edits=[("        p.copy_(param)\n", "")], tests="remainder"),
+    # --- 8-bit states (formats/q8_blockwise.py) -------------------------------------------------
+    # zero rule, first half: a positive v never decodes to 0 (the block's lowest positive code)
+    dict(id="q8-reference-positive-v-may-decode-to-0", rule="8-bit zero rule: v > 0 takes the lowest positive code",
+         file=Q8, edits=[("        code = torch.where(flat > 0, torch.maximum(code, lowest), code)\n", "")],
+         tests="q8_reference"),
+    dict(id="q8-cpp-lowest-positive-code-always-1", rule="8-bit zero rule: the lowest positive code at a subnormal "
+         "scale", file=Q8_H, edits=[("code += uint32_t(q8_decode<false>(code + bit - 1, scale) == 0.0f) * bit;",
+                                     "code += uint32_t(code + bit - 1 < 1u) * bit;")], tests="q8_cpu"),
+    dict(id="q8-triton-positive-v-may-decode-to-0", rule="8-bit zero rule: v > 0 takes the lowest positive code",
+         file=Q8_TRITON, edits=[("        code = tl.maximum(code, floor)\n", "")], tests="q8_triton"),
+    # zero rule, second half: where v decodes to 0, m does too
+    dict(id="q8-reference-m-kept-where-v-is-0", rule="8-bit zero rule: m's zero code where v's code is 0",
+         file=REFERENCE, edits=[("            new[m_t] = q8_blockwise.zero_rule(new[m_t], new[vmax_t if amsgrad else v_t])",
+                                 "            pass")], tests="q8_reference"),
+    dict(id="q8-cpp-m-kept-where-v-is-0", rule="8-bit zero rule: m's zero code where v's code is 0", file=Q8_H,
+         edits=[("return v_code == 0 ? uint8_t(127) : m_code;", "return v_code == 0 ? m_code : m_code;")],
+         tests="q8_cpu"),
+    dict(id="q8-cuda-body-m-rule-on-v-with-amsgrad", rule="8-bit zero rule: with amsgrad, m follows max_exp_avg_sq",
+         file=Q8_KERNEL, edits=[("m[i] = q8_zero_rule(q8_encode<true>(L.m[j], new_m), AMSGRAD ? cvm : cv);",
+                                 "m[i] = q8_zero_rule(q8_encode<true>(L.m[j], new_m), cv);")], tests="q8_host_body"),
+    dict(id="q8-triton-m-kept-where-v-is-0", rule="8-bit zero rule: m's zero code where v's code is 0", file=TRITON,
+         edits=[("q8_store(q8_zero_rule(m_code, divides_by), m_scale,", "q8_store(m_code, m_scale,")],
+         tests="q8_triton"),
+    # ties go to the lower code
+    dict(id="q8-reference-ties-up", rule="8-bit ties go to the lower code", file=Q8,
+         edits=[("code = torch.bucketize(xhat.to(_F64), thr, right=False)",
+                 "code = torch.bucketize(xhat.to(_F64), thr, right=True)")], tests="q8_reference"),
+    dict(id="q8-cpp-ties-up", rule="8-bit ties go to the lower code", file=Q8_H,
+         edits=[("code[j] += uint32_t(xhat[j] > q8_threshold<SIGNED>(code[j] + bit - 1)) * bit;",
+                 "code[j] += uint32_t(xhat[j] >= q8_threshold<SIGNED>(code[j] + bit - 1)) * bit;")], tests="q8_cpu"),
+    dict(id="q8-triton-ties-up", rule="8-bit ties go to the lower code", file=Q8_TRITON,
+         edits=[("code += tl.where(xhat > tl.load(thr_ptr + code", "code += tl.where(xhat >= tl.load(thr_ptr + code")],
+         tests="q8_triton"),
+    # the block max propagates NaN (the interpreter's and torch's max propagate it anyway: C++ only)
+    dict(id="q8-cpp-block-max-drops-nan", rule="8-bit: a NaN in a block makes its scale NaN", file=Q8_H,
+         edits=[("return (a != a || a > b) ? a : b;", "return a > b ? a : b;")], tests="q8_cpu"),
+    # the scale write
+    dict(id="q8-reference-scale-not-written", rule="8-bit: the new scale is the block max of the new values",
+         file=REFERENCE, edits=[("new[state], new[scales[i]] = q8_blockwise.encode(value.to(torch.float32), signed)",
+                                 "new[state] = q8_blockwise.encode(value.to(torch.float32), signed)[0]")],
+         tests="q8_reference"),
+    dict(id="q8-cpp-scale-not-written", rule="8-bit: the new scale is the block max of the new values", file=Q8_CPU,
+         edits=[("    t.v_scale[b] = max_v;\n", "")], tests="q8_cpu"),
+    dict(id="q8-cuda-body-scale-not-written", rule="8-bit: the new scale is the block max of the new values",
+         file=Q8_KERNEL, edits=[("      m_scale[b] = new_m;\n", "")], tests="q8_host_body"),
+    dict(id="q8-triton-partial-block-scale-dropped", rule="8-bit: the last, partial block's scale is written",
+         file=Q8_TRITON, edits=[("mask=q * 256 < numel)", "mask=q * 256 + 256 <= numel)")], tests="q8_triton"),
     # --- which backend runs -------------------------------------------------------------------
     dict(id="auto-compiles-the-cuda-kernel", rule="auto never waits for a compiler",
          file="adamw_tau/launch/backends.py",

@@ -3,6 +3,7 @@ states"): which tensors it applies to, the same bits on every backend CI runs, c
 (native, torch AdamW's in and out), a GradScaler skip, clear errors, and the sharding rule."""
 import copy
 import io
+import math
 
 import pytest
 import torch
@@ -100,6 +101,8 @@ def test_torch_adamw_state_dicts_go_in_and_out():
         for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
             if p.numel() >= q8.MIN_NUMEL:  # encoded by the format's rules: one answer
                 codes, scales = q8.encode(src[key], key == "exp_avg")
+                if key == "exp_avg":  # m's zero where amsgrad's v has code 0
+                    codes = q8.zero_rule(codes, q8.encode(src["max_exp_avg_sq"], False)[0])
                 assert torch.equal(st[key + "_q8"], codes) and differing(st[key + "_scale"], scales) == 0
             else:
                 assert differing(st[key], src[key]) == 0
@@ -303,3 +306,161 @@ def test_an_8bit_checkpoint_never_loads_into_torch_adamw_as_values():
     _step(oa, a, 2)
     _step(ob, b, 2)
     assert differing_optimizers(a, oa, b, ob) == {}
+
+
+# --- the zero rules: a later zero gradient never divides a non-zero m by eps alone --------------
+LR = 1e-3
+
+
+def _zero_gradient_move(backend, state_dtype, first):
+    """p's move (fp64) in a zero-gradient step at lr 1e-3 after ``first`` (the optimizer, p) ran."""
+    p = torch.zeros(4096, requires_grad=True)
+    opt = AdamWTau([p], lr=LR, backend=backend, state_dtype=state_dtype)
+    first(opt, p)
+    before = p.detach().double().clone()
+    p.grad = torch.zeros(4096)
+    opt.step()
+    return p.detach().double() - before, opt
+
+
+def _one_gradient(opt, p):
+    g = torch.zeros(4096)
+    g[0], g[1] = 1.0, 1e-25  # (1 - beta2) * 1e-50 underflows: v[1] is exactly 0, m[1] is not
+    p.grad = g
+    opt.step()
+
+
+def _tiny_beside_large(opt, p):
+    p.grad = torch.zeros(4096)
+    opt.step()  # a state to load into
+    sd = opt.torch_state_dict()
+    m, v = torch.zeros(4096), torch.zeros(4096)
+    m[0], v[0] = 10.0, 10.0
+    m[1], v[1] = 1e-22, 2.0 ** -149  # v[1] / 10 underflows to 0
+    sd["state"][0]["exp_avg"], sd["state"][0]["exp_avg_sq"] = m, v
+    opt.load_state_dict(sd)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_v_underflowing_in_fp32_zeroes_m(backend):
+    """One step with g = 1 and g = 1e-25 in one block: v[1] = 0 exactly in fp32 while m[1] is
+    not. A zero-gradient step then moves p[1] by lr * m / eps with fp32 states (-4.7e-21); the
+    8-bit m[1] decodes to 0 (it was the block's smallest step: -0.026 = 26 lr), so p[1] stays."""
+    require(backend)
+    fp32, _ = _zero_gradient_move(backend, None, _one_gradient)
+    q, opt = _zero_gradient_move(backend, "8bit", _one_gradient)
+    assert 0 < abs(fp32[1].item()) < 1e-20
+    assert q[1].item() == 0.0, "where v decodes to 0, m decodes to 0: no move"
+    assert abs(q[1].item()) <= abs(fp32[1].item())
+    assert abs(q[0].item() - fp32[0].item()) <= 0.01 * abs(fp32[0].item())  # the large one moves as in fp32
+    st = opt.state[opt.param_groups[0]["params"][0]]
+    assert st["exp_avg_sq_q8"][1].item() == 0 and st["exp_avg_q8"][1].item() == q8.ZERO_CODE[True]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_tiny_v_beside_a_large_one_still_divides_m(backend):
+    """v = 2^-149 beside v = 10 in one block: v / 10 underflows to 0. The 8-bit v must not
+    decode to 0 (it did, and m = 1e-22 at its smallest code over eps moved p by -2.6). The
+    move is bounded by the format's resolution: m at its smallest code over v at its lowest
+    positive code, |dp| <= |dp_fp32| + lr * (bc2 / bc1) * beta1 map[128] S_m / sqrt(beta2 map[1] S_v),
+    S the block scales (here 6.5e-7; fp32 moves p by 4.7e-17)."""
+    require(backend)
+    fp32, _ = _zero_gradient_move(backend, None, _tiny_beside_large)
+    q, opt = _zero_gradient_move(backend, "8bit", _tiny_beside_large)
+    beta1, beta2, t = 0.9, 0.999, 2
+    bc1, bc2 = 1 - beta1 ** t, math.sqrt(1 - beta2 ** t)
+    m_step, v_step = q8.qmap(True)[128].item() * 10.0, q8.qmap(False)[1].item() * 10.0
+    bound = LR * (bc2 / bc1) * beta1 * m_step / math.sqrt(beta2 * v_step)
+    assert abs(q[1].item()) <= abs(fp32[1].item()) + bound * (1 + 1e-6)
+    assert bound < 1e-6 and abs(q[1].item()) > 0  # m kept its sign and its smallest code
+    st = opt.state[opt.param_groups[0]["params"][0]]
+    assert q8.decode(st["exp_avg_sq_q8"], st["exp_avg_sq_scale"], False)[1].item() > 0
+
+
+def _zero_rule_bucket(amsgrad: bool) -> tuple[dict, list]:
+    """8-bit states and two steps of gradients at the zero rules' extremes, one q8 block each
+    (a partial block last). In the states: quotients that underflow beside 10 and beside
+    3.4e38, a subnormal and the smallest scale, an inf and a NaN block. On zero states (v
+    decodes to 0), gradients whose squares underflow (v stays 0, m does not), squares of 1e-20
+    beside one of 1e10 (the quotient underflows) and alone (a subnormal scale)."""
+    B = q8.BLOCK
+    n = 9 * B + 100
+    gen = torch.Generator().manual_seed(11)
+    m = torch.randn(n, generator=gen) * 1e-3
+    v = torch.rand(n, generator=gen) * 1e-6
+    v[0:B] = 2.0 ** -149
+    v[0] = 10.0
+    v[B:2 * B] = torch.rand(B, generator=gen) * 1e-30
+    v[B] = 3.4028234663852886e38
+    v[2 * B:3 * B] = (torch.randint(1, 2 ** 10, (B,), generator=gen).double() * 2.0 ** -149).float()  # subnormal
+    v[3 * B:4 * B] = 2.0 ** -149
+    v[4 * B:7 * B] = 0.0
+    m[4 * B:7 * B] = torch.randn(3 * B, generator=gen) * 1e-20
+    v[7 * B] = float("inf")
+    v[8 * B] = float("nan")
+    g1 = torch.randn(n, generator=gen)
+    g1[4 * B:5 * B] = torch.randn(B, generator=gen) * 1e-25  # (1 - beta2) g^2 underflows: v stays 0
+    g1[5 * B:7 * B] = torch.randn(2 * B, generator=gen) * 1e-20  # v about 1e-43
+    g1[5 * B] = 1e10  # ... beside 1e17: the quotient underflows; alone (6 * B on): a subnormal scale
+    grads = [g1, torch.where(torch.rand(n, generator=gen) < 0.5, 0.0, -0.0)]
+    b = dict(params=[torch.randn(n, generator=gen)], masters=[], max_exp_avg_sqs=[])
+    (mc, ms), (vc, vs) = q8.encode(m, True), q8.encode(v, False)
+    b.update(exp_avgs=[mc], exp_avg_scales=[ms], exp_avg_sqs=[vc], exp_avg_sq_scales=[vs])
+    if amsgrad:  # max_exp_avg_sq: 0 in a third of the elements, else 2 v, or 1e-10 where v is 0
+        vm = torch.where(v == 0, 1e-10, v * 2)  # m stays where v is 0 and vmax not: the step divides by vmax
+        vmc, vms = q8.encode(torch.where(torch.arange(n) % 3 == 0, 0.0, vm), False)
+        b.update(max_exp_avg_sqs=[vmc], max_exp_avg_sq_scales=[vms])
+    return b, grads
+
+
+@pytest.fixture(scope="module")
+def host_body_step(tmp_path_factory):
+    """The CUDA kernel's body built for the host, one 256-element block a program."""
+    from adamw_tau.testing import host_body
+    return host_body.HostBody(host_body.build(tmp_path_factory.mktemp("host_body"))).step(256)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("backend", ["cpu", "triton", "host_body"])
+def test_the_zero_rules_reach_every_kernel(backend, amsgrad, request):
+    """The extremes of _zero_rule_bucket, two steps (the last with zero gradients): each kernel
+    gives the reference's bits, and the reference keeps both rules: a positive v decodes above
+    0, and m decodes to 0 wherever the v the next step divides by decodes to 0."""
+    from adamw_tau.testing.parity import clone_bucket, step_both
+    if backend == "host_body":
+        step = request.getfixturevalue("host_body_step")
+    else:
+        require(backend)
+        step = backend
+    ours, grads = _zero_rule_bucket(amsgrad)
+    ref = clone_bucket(ours)
+    raised = zeroed = kept = 0
+    for t, g in enumerate(grads, start=1):
+        hs = host_scalars(lr=LR, lr_peak=LR, beta1=0.9, beta2=0.999, eps=1e-8, step=t, decay_mode="none")
+        before = clone_bucket(ref)
+        assert step_both(step, ours, ref, [g], hs, amsgrad=amsgrad) == 0
+        # the rules on the reference's new state, against the fp32 values it encoded
+        m_old = q8.decode(before["exp_avgs"][0], before["exp_avg_scales"][0], True).double()
+        v_old = q8.decode(before["exp_avg_sqs"][0], before["exp_avg_sq_scales"][0], False).double()
+        v_new = (0.999 * v_old).float().double() + (0.001 * (g.double() * g.double()).float().double()).float().double()
+        v_new = v_new.float()
+        m_new = ((0.9 * m_old).float().double() + (0.1 * g.double()).float().double()).float()
+        v_dec = q8.decode(ref["exp_avg_sqs"][0], ref["exp_avg_sq_scales"][0], False)
+        finite = torch.isfinite(ref["exp_avg_sq_scales"][0]).repeat_interleave(q8.BLOCK)[:v_dec.numel()]
+        assert bool((v_dec[(v_new > 0) & finite] > 0).all()), "a positive v never decodes to 0"
+        scale = ref["exp_avg_sq_scales"][0].repeat_interleave(q8.BLOCK)[:v_new.numel()]
+        raised += int(((v_new > 0) & ((v_new / scale == 0) | (scale < 2.0 ** -126))).sum())  # underflow, subnormal
+        div = "max_exp_avg_sqs" if amsgrad else "exp_avg_sqs"
+        divided = q8.decode(ref[div][0], ref[SCALE_OF[div]][0], False)
+        m_dec = q8.decode(ref["exp_avgs"][0], ref["exp_avg_scales"][0], True)
+        zero_v = (divided == 0)
+        assert bool((m_dec[zero_v] == 0).all()), "where v decodes to 0, m decodes to 0"
+        zeroed += int((zero_v & (m_new != 0)).sum())
+        if amsgrad:  # where only v is 0, m keeps its code
+            v_zero = q8.decode(ref["exp_avg_sqs"][0], ref["exp_avg_sq_scales"][0], False) == 0
+            kept += int((v_zero & ~zero_v & (m_dec != 0)).sum())
+    assert raised > 100 and zeroed > (50 if amsgrad else 100), (raised, zeroed)  # amsgrad keeps m where vmax > 0
+    assert kept > 100 or not amsgrad, kept
+
+
+SCALE_OF = {"exp_avg_sqs": "exp_avg_sq_scales", "max_exp_avg_sqs": "max_exp_avg_sq_scales"}
