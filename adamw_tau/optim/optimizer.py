@@ -212,6 +212,14 @@ class AdamWTau(torch.optim.Optimizer):
             return contextlib.nullcontext()
         return self._in_backward.accumulating_block()
 
+    def register_ddp(self, ddp_model) -> None:
+        """With ``step_in_backward`` and DistributedDataParallel: step each DDP bucket after its
+        all-reduce (a comm hook registered on ``ddp_model``), not before it."""
+        if self._in_backward is None:
+            raise RuntimeError("AdamWTau.register_ddp is for step_in_backward=True; an ordinary step needs nothing "
+                               "from DDP")
+        self._in_backward.register_ddp(ddp_model)
+
     # --- the step --------------------------------------------------------------------------
     profile_hook_step = staticmethod(step_hooks.wrap_step)
 

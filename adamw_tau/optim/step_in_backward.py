@@ -57,6 +57,7 @@ class InBackward:
         self.index: dict[int, int] = {}  # id(param) -> its index over all groups
         self.params: list = []
         self.seen = None          # (opt._layout, its version) the caches above were made at
+        self.ddp_params: set[int] = set()  # id(param) of parameters a DDP comm hook steps
 
     # --- hooks ----------------------------------------------------------------------------
     def watch(self, params) -> None:
@@ -83,8 +84,10 @@ class InBackward:
     def ready(self, p: torch.Tensor) -> None:
         """The post-accumulate-grad hook: ``p.grad`` is complete (after FSDP2's reduce-scatter
         for its sharded parameters)."""
-        if self.accumulating or p.grad is None:
+        if self.accumulating or p.grad is None or id(p) in self.ddp_params:
             return
+        if _DTensor is None or not isinstance(p, _DTensor):
+            check_not_data_parallel()
         self.sync()
         i = self.index.get(id(p))
         if i is None:  # not this optimizer's any more (its group was replaced): nothing to step
@@ -98,7 +101,9 @@ class InBackward:
         self.pending_set.add(i)
         self.pending_numel += p.numel()
         if self.pending_numel >= self.bucket_numel:
-            self.launch(self.pending)
+            ids = self.pending
+            self.clear_pending()
+            self.launch(ids)
 
     def where(self, i: int) -> str:
         n = 0
@@ -113,7 +118,6 @@ class InBackward:
         """Step the parameters ``ids`` as the ordinary step would, then free their gradients."""
         opt = self.opt
         key = tuple(sorted(ids))
-        self.clear_pending()
         if not key:
             return
         layout = self.layouts.get(key)
@@ -150,6 +154,9 @@ class InBackward:
                 "earlier parameter's step. Train in bfloat16 without a GradScaler, or use step_in_backward=False")
         self.sync()
         params = self.params
+        for i in self.stepped:  # DDP writes the reduced bucket back into the gradients it stepped
+            if id(params[i]) in self.ddp_params:
+                params[i].grad = None
         again = [i for i in self.stepped if params[i].grad is not None]
         if again:
             raise RuntimeError(
@@ -157,6 +164,7 @@ class InBackward:
                 "gradient again; opt.step() would step it twice. Set it to None, or run that backward inside "
                 "`with opt.accumulating():` so it only accumulates")
         ids = [i for i, p in enumerate(params) if p.grad is not None and i not in self.stepped]
+        self.clear_pending()
         try:
             self.launch(ids)
         finally:
@@ -166,6 +174,38 @@ class InBackward:
     def clear_pending(self) -> None:
         self.pending, self.pending_set, self.pending_numel = [], set(), 0
 
+    # --- DDP -----------------------------------------------------------------------------------
+    def register_ddp(self, ddp) -> None:
+        """Step ``ddp``'s parameters after their bucket's all-reduce (a DDP comm hook), not
+        from their own hooks, which run before it."""
+        self.sync()
+        ids = [id(p) for p in ddp.module.parameters() if p.requires_grad]
+        missing = [n for n, p in ddp.module.named_parameters() if p.requires_grad and id(p) not in self.index]
+        if missing:
+            raise ValueError(f"AdamWTau.register_ddp: the DDP module's parameter {missing[0]!r} is not in this "
+                             "optimizer; build the optimizer over ddp_model.parameters()")
+        ddp.register_comm_hook((self, ddp.process_group), ddp_step_hook)
+        self.ddp_params.update(ids)
+
+    def step_reduced(self, params, grads) -> None:
+        """DDP's comm hook: one bucket's parameters, with their all-reduced gradients."""
+        if self.accumulating:
+            return
+        self.sync()
+        ids = []
+        for p, g in zip(params, grads):
+            i = self.index.get(id(p))
+            if i is None:
+                continue
+            if i in self.stepped:
+                raise RuntimeError(
+                    f"AdamWTau(step_in_backward=True): {self.where(i)} got a second gradient before opt.step(); "
+                    "call opt.step() after each backward, and run every micro-batch but the last inside "
+                    "`with ddp_model.no_sync(), opt.accumulating():`")
+            p.grad = g
+            ids.append(i)
+        self.launch(ids)
+
     @contextlib.contextmanager
     def accumulating_block(self):
         self.accumulating += 1
@@ -173,3 +213,35 @@ class InBackward:
             yield
         finally:
             self.accumulating -= 1
+
+
+def ddp_step_hook(state, bucket):
+    """A DDP comm hook: all-reduce the bucket as DDP's default does (divide, then sum), wait, then
+    step its parameters. The wait keeps every step on the backward's thread; the all-reduce of a
+    bucket is not overlapped with the backward that follows it."""
+    in_backward, group = state
+    buf = bucket.buffer()
+    buf.div_(group.size())
+    torch.distributed.all_reduce(buf, group=group)
+    in_backward.step_reduced(bucket.parameters(), bucket.gradients())
+    fut = torch.futures.Future()
+    fut.set_result(buf)
+    return fut
+
+
+def check_not_data_parallel() -> None:
+    """A plain parameter's hook in a process group of several: under DDP it runs before the
+    all-reduce, and would step on this rank's gradient alone."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise RuntimeError(
+            f"AdamWTau(step_in_backward=True) in a process group of {dist.get_world_size()}: a parameter's gradient "
+            "was complete on this rank before any all-reduce. With DistributedDataParallel, call "
+            "opt.register_ddp(ddp_model) before the first backward, so that each bucket steps after its all-reduce; "
+            "FSDP2 (fully_shard) parameters step after their reduce-scatter without it")
+
+
+try:
+    from torch.distributed.tensor import DTensor as _DTensor
+except ImportError:  # torch built without distributed
+    _DTensor = None
