@@ -84,6 +84,17 @@ def test_bucket_size_changes_no_bit(bucket_numel):
     _same(a, oa, b, ob)
 
 
+def test_ready_sets_that_change_between_steps():
+    """A parameter stepped by one ready set, then another, then the first again: each set's cached
+    step counts would be stale by then (step_in_backward.py, the note on caches)."""
+    a, oa, b, ob = _pair("fp32", bucket_numel=0)
+    for t, numel in enumerate([0, 1 << 30, 0, 5000, 0]):
+        ob._in_backward.bucket_numel = numel
+        _train(a, oa, steps=1, start=t)
+        _train(b, ob, steps=1, start=t)
+    _same(a, oa, b, ob)
+
+
 def test_gradients_are_freed_inside_backward():
     """Stepped and freed during backward: a hook that runs after the optimizer's sees each gradient
     gone, and the gradient bytes alive at any hook never exceed the bucket plus the newest gradient."""
