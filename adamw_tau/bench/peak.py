@@ -78,3 +78,29 @@ def peak_bytes_per_param(shapes, dtype=torch.bfloat16, step_in_backward: bool = 
     out = {k: v / n for k, v in ledger.bytes.items()}
     out["total"] = sum(ledger.bytes.values()) / n
     return out
+
+
+def backward_and_step_ms(count: int, step_in_backward: bool, bucket_numel: int | None = None, numel: int = 16,
+                         reps: int = 30, backend: str = "cpu") -> float:
+    """Median wall time of a backward and step() over ``count`` tiny fp32 tensors of
+    ``numel`` elements: the host's work, the step inside backward against after it. The
+    backward is ``chain_loss``'s, the same both ways, so the difference is what stepping
+    inside backward adds (or saves) on the host. ``bucket_numel`` sets the ready buckets'
+    size (None: step_in_backward.BUCKET_NUMEL)."""
+    import statistics
+    import time
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(numel, generator=gen).requires_grad_() for _ in range(count)]
+    opt = AdamWTau(params, backend=backend, step_in_backward=step_in_backward)
+    if bucket_numel is not None and step_in_backward:
+        opt._in_backward.bucket_numel = bucket_numel
+    times = []
+    for i in range(3 + reps):
+        loss = chain_loss(params)
+        t0 = time.perf_counter()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if i >= 3:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3

@@ -128,13 +128,8 @@ class InBackward:
                     self.owner.pop(i, None)
             layout = self.layouts[key] = BucketLayout()
             self.owner.update(dict.fromkeys(key, key))
-        wanted = set(key)
-
-        def buckets_for(flat):
-            masked = [g if i in wanted else None for i, g in enumerate(flat)]
-            return layout.get(opt, masked, opt._counts_on_device)
-
-        flat, launches = plan_launches(opt.param_groups, buckets_for, lambda: layout.invalidate(forget_counts=False))
+        flat, launches = plan_launches(opt.param_groups, lambda flat: layout.get(opt, flat, opt._counts_on_device),
+                                       lambda: layout.invalidate(forget_counts=False), ReadyGrads(self.params, key))
         check_groups(opt.param_groups, opt._hyper_checked)
         check_capture(launches, opt._captured_tables)
         opt._launch(flat, launches, None, None)
@@ -213,6 +208,21 @@ class InBackward:
             yield
         finally:
             self.accumulating -= 1
+
+
+class ReadyGrads:
+    """The gradients of one ready set, indexed by parameter as the optimizer's flat list is:
+    a parameter outside the set has None. It iterates over the set's gradients alone, so the
+    per-launch work (the bucket layout's key, the tables) grows with the set, not the model."""
+
+    def __init__(self, params: list, ids: tuple):
+        self.params, self.ids, self.members = params, ids, frozenset(ids)
+
+    def __getitem__(self, i: int):
+        return self.params[i].grad if i in self.members else None
+
+    def __iter__(self):
+        return (self.params[i].grad for i in self.ids)
 
 
 def ddp_step_hook(state, bucket):
