@@ -253,3 +253,23 @@ def test_compiled_model():
 def test_step_in_backward_must_be_a_bool():
     with pytest.raises(TypeError, match="step_in_backward must be True or False"):
         AdamWTau(_model().parameters(), step_in_backward=1)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_same_bits_as_the_ordinary_step_on_the_gpu(backend, fmt):
+    """The same comparison on a GPU (bench/gpu_check.sh runs the cuda-marked tests)."""
+    dtype, options = FORMATS[fmt]
+    models = []
+    for inside in (False, True):
+        model = _model(dtype).cuda()
+        opt = AdamWTau(model.parameters(), lr=1e-2, tau_iters=50.0, backend=backend, step_in_backward=inside,
+                       **options)
+        for t in range(STEPS):
+            model.loss(_batch(t).cuda()).backward()
+            opt.step()
+            opt.zero_grad()
+        models.append((model, opt))
+    (a, oa), (b, ob) = models
+    _same(a, oa, b, ob)
