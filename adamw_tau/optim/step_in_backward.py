@@ -46,7 +46,7 @@ class InBackward:
     def __init__(self, opt):
         self.opt = opt
         self.bucket_numel = BUCKET_NUMEL
-        self.handles: list = []
+        self.handles: list = []   # the hooks' handles, alive as long as the optimizer
         self.accumulating = 0     # depth of ``opt.accumulating()`` blocks
         self.pending: list[int] = []   # ready parameters' indices, not stepped yet
         self.pending_set: set[int] = set()
@@ -65,11 +65,6 @@ class InBackward:
         for p in params:
             if p.requires_grad:
                 self.handles.append(p.register_post_accumulate_grad_hook(self.ready))
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
 
     def sync(self) -> None:
         """Drop the ready sets' caches when the optimizer's own layout was replaced or invalidated."""
