@@ -14,6 +14,8 @@ caches of it, rebuilt whenever it changes (launch/state.py's note).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..core.contract import bias_table
@@ -23,12 +25,13 @@ from ..launch.buckets import Bucket, BucketLayout, build, master_form
 from ..launch.state import OptimizerState, tracked
 from ..launch.step_scalars import bucket_scalars
 from . import checkpoints, report, step_hooks
+from .step_in_backward import InBackward
 from .checks import (DECAY_KEYS, check_hyper, check_params, check_seed, check_state_dict, check_torch_switches,
                      decay_spec, finite, tau_lambda)
 from .step_plan import check_capture, check_groups, plan_launches, seen
 
 # what pickle, deepcopy and torch.save(opt) keep beyond torch's defaults, state and param_groups
-_PICKLED = ("_backend", "_seed", "_default_decay", "_count_on_device")
+_PICKLED = ("_backend", "_seed", "_default_decay", "_count_on_device", "_step_in_backward")
 
 
 class AdamWTau(torch.optim.Optimizer):
@@ -63,6 +66,11 @@ class AdamWTau(torch.optim.Optimizer):
             A tensor lr (changed in place by LR schedulers) implies it. GradScaler also
             switches the optimizer to device counting at its first step (found_inf is read
             inside the kernel, never on the host).
+        step_in_backward: step each parameter inside backward as soon as its gradient is
+            complete, and free the gradient (docs/step_in_backward.md): the same bits as the
+            ordinary step, about the gradient's bytes less at the peak. ``opt.step()`` then
+            finishes the step; the backward of every micro-batch but the last runs inside
+            ``with opt.accumulating():``.
     """
 
     # GradScaler hands over grad_scale and found_inf as attributes: the kernels unscale the
@@ -76,12 +84,16 @@ class AdamWTau(torch.optim.Optimizer):
                  capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
                  backend: str = "auto", master_weights: bool | str = False, stochastic_rounding: bool = False,
                  state_dtype: torch.dtype | str | None = None, q8_min_numel: int = q8_blockwise.MIN_NUMEL,
-                 seed: int = 0):
+                 seed: int = 0, step_in_backward: bool = False):
         # torch.optim.AdamW's implementation switches: accepted, and our kernels run regardless
         check_torch_switches(dict(foreach=foreach, fused=fused, differentiable=differentiable), "AdamWTau")
         if backend != "auto" and backend not in backends.BACKENDS:
             raise ValueError(f"backend must be 'auto' or one of {backends.BACKENDS}, got {backend!r}")
         check_seed(seed)
+        if not isinstance(step_in_backward, bool):
+            raise TypeError(f"AdamWTau: step_in_backward must be True or False, got {step_in_backward!r}")
+        self._step_in_backward = step_in_backward
+        self._in_backward = InBackward(self) if step_in_backward else None
         self._backend = backend
         self._seed = seed
         self._default_decay = decay_spec(
@@ -127,6 +139,8 @@ class AdamWTau(torch.optim.Optimizer):
         group["params"] = params
         super().add_param_group(group)
         self._layout.invalidate(forget_counts=False)
+        if self._in_backward is not None:
+            self._in_backward.watch(params)
         group = self.param_groups[-1]
         if "lr_peak" not in group:
             lr = group["lr"]
@@ -172,6 +186,12 @@ class AdamWTau(torch.optim.Optimizer):
         self.__dict__.setdefault("_backend", "auto")
         self.__dict__.setdefault("_seed", 0)
         self.__dict__.setdefault("_count_on_device", False)
+        self.__dict__.setdefault("_step_in_backward", False)
+        if self._step_in_backward and self.__dict__.get("_in_backward") is None:  # unpickled, deep-copied
+            self._in_backward = InBackward(self)
+            for group in self.param_groups:
+                self._in_backward.watch(group["params"])
+        self.__dict__.setdefault("_in_backward", None)
         self.__dict__.setdefault("_default_decay", decay_spec({"weight_decay": 0.0}, "AdamWTau"))
         self._caches()
         checkpoints.upgrade_groups(self.param_groups, self.defaults)
@@ -190,6 +210,21 @@ class AdamWTau(torch.optim.Optimizer):
         as the next step would (checks.settle_decay): a write the step would refuse raises here."""
         check_groups(self.param_groups, self._hyper_checked)
         return report.timescales(self.param_groups)
+
+    def accumulating(self):
+        """With ``step_in_backward``: a context in which backward only accumulates gradients (every
+        micro-batch but the last); the backward after it steps. A no-op context otherwise."""
+        if self._in_backward is None:
+            return contextlib.nullcontext()
+        return self._in_backward.accumulating_block()
+
+    def register_ddp(self, ddp_model) -> None:
+        """With ``step_in_backward`` and DistributedDataParallel: step each DDP bucket after its
+        all-reduce (a comm hook registered on ``ddp_model``), not before it."""
+        if self._in_backward is None:
+            raise RuntimeError("AdamWTau.register_ddp is for step_in_backward=True; an ordinary step needs nothing "
+                               "from DDP")
+        self._in_backward.register_ddp(ddp_model)
 
     # --- the step --------------------------------------------------------------------------
     profile_hook_step = staticmethod(step_hooks.wrap_step)
@@ -213,6 +248,9 @@ class AdamWTau(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._in_backward is not None:  # the parameters were stepped inside backward: finish
+            self._in_backward.finish()
+            return loss
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
         if found_inf is not None and not self._count_on_device:
@@ -224,6 +262,11 @@ class AdamWTau(torch.optim.Optimizer):
                                        lambda: self._layout.invalidate(forget_counts=False))
         check_groups(self.param_groups, self._hyper_checked)
         check_capture(launches, self._captured_tables)
+        self._launch(flat, launches, grad_scale, found_inf)
+        return loss
+
+    def _launch(self, flat, launches, grad_scale, found_inf) -> None:
+        """Launch planned, checked buckets (step_plan) and count their step."""
         work = [(b, tables, self.param_groups[b.group]) for b, tables in launches]
         work = [(b, tables, group, bucket_scalars(b, group, by_value=tables is not None))
                 for b, tables, group in work]
@@ -242,4 +285,3 @@ class AdamWTau(torch.optim.Optimizer):
                     b.locals, b.grads(flat), b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, scalars,
                     b.ids, seed, b.amsgrad, maximize, sr, scale, inf, **b.scale_lists())
             b.count_step(inf)
-        return loss

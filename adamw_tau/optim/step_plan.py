@@ -20,12 +20,14 @@ from ..launch.tables import StorageMoved
 from .checks import DECAY_FIELDS, check_grads, check_hyper, check_lr, decay_fields, settle_decay
 
 
-def plan_launches(param_groups: list[dict], buckets_for: Callable, rebuild: Callable
+def plan_launches(param_groups: list[dict], buckets_for: Callable, rebuild: Callable, flat=None
                   ) -> tuple[list, list[tuple[Bucket, list | None]]]:
     """The gradients, and each bucket with its launch tables (None: the list-form op steps
     it); gradients checked where they are new. ``buckets_for(flat_grads)`` gives the buckets;
-    ``rebuild()`` drops them when a parameter's storage moved."""
-    flat = [p.grad for group in param_groups for p in group["params"]]
+    ``rebuild()`` drops them when a parameter's storage moved. ``flat``: the gradients indexed
+    by parameter (every parameter's ``.grad`` if None)."""
+    if flat is None:
+        flat = [p.grad for group in param_groups for p in group["params"]]
     checked = []
 
     def check():  # once a step at most, and only when some bucket's gradients are new tensors

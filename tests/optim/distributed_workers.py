@@ -82,7 +82,9 @@ def run(rank: int, engine: str, port: int, out: str) -> None:
     _init(rank, port)
     try:
         name, variant = engine.split(":")
-        result = {"ddp": _ddp, "zero": _zero, "fsdp2": _fsdp2, "dcp": _dcp}[name](out, *VARIANTS[variant])
+        engines = {"ddp": _ddp, "zero": _zero, "fsdp2": _fsdp2, "dcp": _dcp, "ddp_in_backward": _ddp_in_backward,
+                   "fsdp2_in_backward": _fsdp2_in_backward, "ddp_unregistered": _ddp_unregistered}
+        result = engines[name](out, *VARIANTS[variant])
         if rank == 0:
             torch.save(result, os.path.join(out, f"{engine}.pt"))
         # [note: clean exit] every rank arrives here before any tears its group down. Without
@@ -104,6 +106,38 @@ def _ddp(out, dtype, options):
     opt = AdamWTau(net.parameters(), **options)
     train(net, opt, STEPS)
     return [_full(p) for p in net.module.parameters()] + _masters(opt, net.module)
+
+
+def _ddp_in_backward(out, dtype, options):
+    """step_in_backward: each DDP bucket stepped after its all-reduce (opt.register_ddp)."""
+    net = torch.nn.parallel.DistributedDataParallel(model(dtype), bucket_cap_mb=0.001)  # several buckets
+    opt = AdamWTau(net.parameters(), step_in_backward=True, **options)
+    opt.register_ddp(net)
+    train(net, opt, STEPS)
+    return [_full(p) for p in net.module.parameters()] + _masters(opt, net.module)
+
+
+def _ddp_unregistered(out, dtype, options):
+    """step_in_backward under DDP without register_ddp: refused before any write."""
+    net = torch.nn.parallel.DistributedDataParallel(model(dtype))
+    opt = AdamWTau(net.parameters(), step_in_backward=True, **options)
+    before = [p.detach().clone() for p in net.parameters()]
+    x, y = batch(0, dtype)
+    try:
+        ((net(x) - y) ** 2).mean().backward()
+    except RuntimeError as e:
+        message = str(e)
+    else:
+        message = None
+    return {"message": message, "unchanged": all(torch.equal(a, b) for a, b in zip(before, net.parameters()))}
+
+
+def _fsdp2_in_backward(out, dtype, options):
+    """step_in_backward: FSDP2 calls the hooks after the reduce-scatter, on the sharded parameters."""
+    net = _sharded(dtype)
+    opt = AdamWTau(net.parameters(), step_in_backward=True, **options)
+    train(net, opt, STEPS)
+    return [_full(p) for p in net.parameters()] + _masters(opt, net)
 
 
 def _zero(out, dtype, options):

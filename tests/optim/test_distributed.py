@@ -70,3 +70,23 @@ def test_fsdp2_distributed_checkpoint_resume(tmp_path, variant):
     got = _launch("dcp", name, tmp_path)
     assert got["steps"] == {float(w.STEPS)}
     _same_bits(got["params"], single)
+
+
+@pytest.mark.slow
+def test_ddp_step_in_backward(tmp_path, variant):
+    """Each DDP bucket stepped inside backward after its all-reduce: the single process's ordinary bits."""
+    name, single = variant
+    _same_bits(_launch("ddp_in_backward", name, tmp_path), single)
+
+
+@pytest.mark.slow
+def test_fsdp2_step_in_backward(tmp_path, variant):
+    """FSDP2 runs the hooks after the reduce-scatter: the single process's ordinary bits."""
+    name, single = variant
+    _same_bits(_launch("fsdp2_in_backward", name, tmp_path), single)
+
+
+@pytest.mark.slow
+def test_ddp_step_in_backward_unregistered_is_refused(tmp_path):
+    got = _launch("ddp_unregistered", "fp32", tmp_path)
+    assert got["unchanged"] and "opt.register_ddp(ddp_model)" in got["message"]
