@@ -59,6 +59,7 @@ def test_full_plan_fits_the_parts():
             grid.parse_part(bad)
 
 
+@pytest.mark.slow  # full tier: 136 CPU s measured
 def test_sweep_lm_quick(tmp_path, capsys):
     assert cli.main(["sweep", "lm", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -150,6 +151,7 @@ def test_medium_plan_lists_the_grid_and_its_cpu_estimate(capsys):
         cli.main(["sweep", "lm", "--medium", "--quick", "--plan"])
 
 
+@pytest.mark.slow  # full tier: 24 CPU s, spawns workers
 def test_workers_give_the_same_runs_as_one_process():
     from adamw_tau.experiments.lm.train import train_run
     from adamw_tau.experiments.lm.workers import run_side_by_side

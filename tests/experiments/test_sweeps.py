@@ -14,6 +14,7 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # full tier: 51 CPU s measured
 def test_sweep_ridge_quick(tmp_path, capsys):
     assert cli.main(["sweep", "ridge", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
     rows = _rows(tmp_path / "ridge.csv")
@@ -26,6 +27,7 @@ def test_sweep_ridge_quick(tmp_path, capsys):
     assert "valley" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # full tier: 12 CPU s measured
 def test_sweep_dataset_quick(tmp_path):
     r = linear_sweeps.sweep_dataset(str(tmp_path), quick=True, progress=False)
     rows = _rows(tmp_path / "dataset.csv")
@@ -34,6 +36,7 @@ def test_sweep_dataset_quick(tmp_path):
     assert (tmp_path / "dataset.png").exists()
 
 
+@pytest.mark.slow  # full tier: 77 CPU s measured
 def test_sweep_width_quick(tmp_path):
     width_sweep.sweep_width(str(tmp_path), quick=True, progress=False)
     rows = _rows(tmp_path / "width.csv")

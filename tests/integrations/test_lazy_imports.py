@@ -20,6 +20,7 @@ def test_importing_adamw_tau_and_its_integrations_imports_no_framework():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow  # full tier: the probe's own check, 12 CPU s in subprocesses
 def test_the_check_sees_an_import():  # the probe above would notice a framework imported at import time
     need("timm")
     code = ("import sys, adamw_tau.integrations.timm as t\nt.register()\n"

@@ -207,6 +207,7 @@ print("calls", body.calls)
 """
 
 
+@pytest.mark.slow  # full tier: ASan build and run, 43 CPU s measured
 def test_sanitized_body_on_a_small_case(tmp_path):
     """The driver built with ASan and UBSan (-fno-sanitize-recover: the first report aborts),
     run by a Python that preloads libasan, over every path on a small misaligned bucket with

@@ -33,7 +33,7 @@ def test_extension_bitwise_equals_reference(device, path, case, scalars):
     assert parity_bits(backend, PATHS[path], SIZES, device=device, scalars=scalars, **hard_case(path, case)) == 0
 
 
-@pytest.mark.parametrize("scalars", SCALAR_MODES)
+@pytest.mark.parametrize("scalars", tiered([(m,) for m in SCALAR_MODES], [("values",)]))  # 13-17 CPU s each
 def test_many_tensors_cpu(scalars):
     sizes = [(i * 53) % 997 + 1 for i in range(300)]
     assert parity_bits("cpu", PATHS["bf16_sr"], sizes, steps=2, amsgrad=True, scalars=scalars) == 0
@@ -115,6 +115,7 @@ def cuda_object(tmp_path_factory):
     return subprocess.run(cmd, capture_output=True, text=True), obj
 
 
+@pytest.mark.slow  # full tier: nvcc over the CUDA sources, 150 CPU s measured
 @NO_NVCC
 def test_cuda_sources_compile(cuda_object):
     """Compile only, with the flags a build gets: a broken .cu file fails CI wherever nvcc is installed."""
@@ -141,6 +142,7 @@ _KERNEL = re.compile(r"adamw_kernelILNS_4KindE(\d)ELS2_(\d)ELS2_(\d)ELb(\d)ELNS_
 _SIZE = {"0": 4, "1": 2, "2": 2}
 
 
+@pytest.mark.slow  # full tier: needs the nvcc object above
 @NO_NVCC
 def test_cuda_vector_path_is_16_bytes(cuda_object):
     """[note: 16-byte vectors] in csrc/adamw_cuda.cu, read from the sm_90 SASS: the vector path of
