@@ -1,0 +1,61 @@
+"""``adamw-tau sweep lm-fair``'s driver: runs a design's grid (resumable, one CSV row a run), then
+summarizes it (adamw_tau/experiments/lm/fair_results.py)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import corpus as stdlib_corpus
+from .fair import FairConfig, jobs
+from .fair_results import plot, print_summary, summarize
+from .results import append_row, read_rows, row_key
+from .train import train_run
+from .workers import run_side_by_side
+
+
+def run(out: str, cfg: FairConfig, design: str, device: str = "cpu", backend=None, progress: bool = True,
+        workers: int | None = None, pilot: bool = False) -> dict:
+    """Run the design's grid (resumable, appending to ``out/lm_fair_<design>.csv``), then summarize it."""
+    corpus = stdlib_corpus.load()
+    info = corpus.describe()
+    all_jobs = jobs(cfg, design)
+    if pilot:
+        if design != "dataset":
+            raise ValueError("--pilot runs the dataset design's middle size, one seed")
+        all_jobs = [j for j in all_jobs if j["seed"] == 0 and j["dataset_tokens"] == cfg.ds_pilot_size]
+    need = max(j["dataset_tokens"] for j in all_jobs) + 1
+    if corpus.train.numel() < need:
+        raise ValueError(f"the {cfg.name} grid needs {need} training bytes, but this Python's stdlib corpus has "
+                         f"{corpus.train.numel()} ({info['python']})")
+    os.makedirs(out, exist_ok=True)
+    csv_path = os.path.join(out, f"lm_fair_{design}{'_pilot' if pilot else ''}.csv")
+    base = {"config": cfg.name, **info}
+    done = {row_key(r) for r in read_rows(csv_path)}
+    todo = [j for j in all_jobs if row_key({**base, **j}) not in done]
+    rank = {id(j): k for k, j in enumerate(all_jobs)}  # the grid's order: seed-major
+    lm = cfg.lm()
+    on_cpu = torch.device(device).type == "cpu"
+    workers = max(1, workers if workers is not None else (cfg.cpu_workers if on_cpu else 1))
+    print(f"sweep lm-fair {design} ({cfg.name}): {len(all_jobs)} runs, {len(all_jobs) - len(todo)} already in "
+          f"{csv_path}; {len(todo)} to run", flush=True)
+    if workers > 1:
+        done_iter = run_side_by_side(todo, lm, workers, cfg.cpu_threads or 1, device, backend, False,
+                                     order_key=lambda j: -rank[id(j)])
+    else:
+        if on_cpu and cfg.cpu_threads:
+            torch.set_num_threads(cfg.cpu_threads)
+        done_iter = ((j, train_run(j, lm, corpus, device=device, backend=backend)) for j in todo)
+    for j, r in done_iter:
+        row = {**base, **j, **r}
+        append_row(csv_path, row)
+        if progress:
+            print(f"  {j['experiment']} N={j['dataset_tokens']} w={j['width']} {j['mode']} lr={j['lr']:.3g} "
+                  f"τ_ep={j['tau_epochs']:.3g} seed={j['seed']}: val {row['val_loss']:.4f} ({row['seconds']:.1f} s)",
+                  flush=True)
+    rows = [r for r in read_rows(csv_path) if r["config"] == cfg.name and r["corpus_sha256"] == info["corpus_sha256"]]
+    s = summarize(rows, cfg, design, corpus)
+    print_summary(s, cfg, design, info)
+    png = csv_path[:-4] + ".png"
+    plot(s, cfg, design, png, info)
+    return {"csv": csv_path, "png": png, "summary": s}
