@@ -114,5 +114,6 @@ def _lm_fair(args) -> int:
     except ValueError as e:
         raise SystemExit(f"sweep lm-fair: {e}")
     for key in ("csv", "png"):
-        print(f"wrote {r[key]}")
+        if r.get(key):
+            print(f"wrote {r[key]}")
     return 0

@@ -234,7 +234,9 @@ def test_tiny_dataset_design_end_to_end_and_resumes(tmp_path, monkeypatch, capsy
     assert len(rows) == len(fair.dataset_jobs(TINY)) and {int(x["steps"]) for x in rows} == {TINY.ds_steps}
     fair_sweep.run(str(tmp_path), TINY, "dataset", workers=1, progress=False)  # nothing left: no new rows
     assert len(list(csv.DictReader(open(r["csv"])))) == len(rows)
-    assert "44 to run" not in capsys.readouterr().out
+    assert "0 to run" in capsys.readouterr().out
+    p = fair_sweep.run(str(tmp_path), TINY, "dataset", workers=1, progress=False, pilot=True)
+    assert "set ds_pilot_tau" in capsys.readouterr().out and p["pilot"]["x"] > 0
 
 
 def test_cli_plans_the_fair_grids(capsys):
@@ -245,3 +247,12 @@ def test_cli_plans_the_fair_grids(capsys):
     assert cli.main(["sweep", "lm-fair", "--plan", "--grid", "gpu", "--design", "width"]) == 0
     with pytest.raises(SystemExit, match="lm-fair only"):
         cli.main(["sweep", "lm", "--design", "width"])
+
+
+def test_pilot_is_the_middle_size_one_seed_a_wide_grid():
+    cfg = fair.FAIR_GPU
+    js = fair.pilot_jobs(cfg)
+    assert {j["dataset_tokens"] for j in js} == {cfg.ds_pilot_size} and {j["seed"] for j in js} == {0}
+    taus = [j["tau_epochs"] for j in js if j["mode"] == "tau"]
+    assert min(taus) <= cfg.ds_pilot_tau / 8 and max(taus) >= cfg.ds_pilot_tau * 8
+    assert sum(j["mode"] == "none" for j in js) == 1

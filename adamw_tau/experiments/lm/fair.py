@@ -143,6 +143,18 @@ def dataset_jobs(cfg: FairConfig) -> list[dict]:
     return out
 
 
+PILOT_TAUS = tuple(2.0 ** k for k in range(-3, 4))  # 1/8 … 8, factors of 2: wide, for where the window goes
+
+
+def pilot_jobs(cfg: FairConfig) -> list[dict]:
+    """The pilot that anchors the τ window (``ds_pilot_tau``): the middle size, one seed, a wide τ grid."""
+    n = cfg.ds_pilot_size
+    return [dict(experiment="dataset", dataset_tokens=n, width=cfg.ds_width, mode="none" if t is None else "tau",
+                 lr=cfg.ds_lr, tau_epochs=float("nan") if t is None else t, seed=0, epochs=epochs_at(n, cfg))
+            for t in (*PILOT_TAUS, None)
+            if t is None or t * iters_per_epoch(n, cfg) >= 1.0]  # τ_iter < 1 would decay past zero in a step
+
+
 WIDTH_MODES = ("lambda_fixed", "lambda_width")
 
 
@@ -196,6 +208,6 @@ def plan_text(cfg: FairConfig, design: str) -> str:
             lines.append(f"  N = {n:8d}: {epochs_at(n, cfg):3d} epochs of {iters_per_epoch(n, cfg)} steps; predicted best "
                          f"τ_epoch {p['tau_epoch_constant']:g} (seeds' rule) or {p['tau_iter_constant']:g} (τ_iter fixed);"
                          f" grid " + ", ".join(f"{t:.3g}" for t in tau_window(n, cfg)) + ", none")
-    lines.append(f"  ({PILOT_NOTE})" if cfg is FAIR_CPU else "  (pilot first: `--pilot` runs the middle size's window, "
-                 "one seed; reset ds_pilot_tau to its best before the grid)")
+    lines.append(f"  ({PILOT_NOTE})" if cfg is FAIR_CPU else "  (pilot first: `--pilot` runs the middle size, one seed, "
+                 "τ_epoch 1/8 … 8; set ds_pilot_tau to its interpolated best before the grid)")
     return "\n".join(lines)

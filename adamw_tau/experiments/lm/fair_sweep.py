@@ -7,8 +7,8 @@ import os
 import torch
 
 from . import corpus as stdlib_corpus
-from .fair import FairConfig, jobs
-from .fair_results import plot, print_summary, summarize
+from .fair import PILOT_TAUS, FairConfig, jobs, pilot_jobs
+from .fair_results import interp_optimum, plot, print_summary, summarize
 from .results import append_row, read_rows, row_key
 from .train import train_run
 from .workers import run_side_by_side
@@ -19,11 +19,9 @@ def run(out: str, cfg: FairConfig, design: str, device: str = "cpu", backend=Non
     """Run the design's grid (resumable, appending to ``out/lm_fair_<design>.csv``), then summarize it."""
     corpus = stdlib_corpus.load()
     info = corpus.describe()
-    all_jobs = jobs(cfg, design)
-    if pilot:
-        if design != "dataset":
-            raise ValueError("--pilot runs the dataset design's middle size, one seed")
-        all_jobs = [j for j in all_jobs if j["seed"] == 0 and j["dataset_tokens"] == cfg.ds_pilot_size]
+    if pilot and design != "dataset":
+        raise ValueError("--pilot runs the dataset design's middle size, one seed: give --design dataset")
+    all_jobs = pilot_jobs(cfg) if pilot else jobs(cfg, design)
     need = max(j["dataset_tokens"] for j in all_jobs) + 1
     if corpus.train.numel() < need:
         raise ValueError(f"the {cfg.name} grid needs {need} training bytes, but this Python's stdlib corpus has "
@@ -54,6 +52,16 @@ def run(out: str, cfg: FairConfig, design: str, device: str = "cpu", backend=Non
                   f"τ_ep={j['tau_epochs']:.3g} seed={j['seed']}: val {row['val_loss']:.4f} ({row['seconds']:.1f} s)",
                   flush=True)
     rows = [r for r in read_rows(csv_path) if r["config"] == cfg.name and r["corpus_sha256"] == info["corpus_sha256"]]
+    if pilot:
+        tau = {r["tau_epochs"]: r["val_loss"] for r in rows if r["mode"] == "tau"}
+        none = [r["val_loss"] for r in rows if r["mode"] == "none"]
+        grid = [t for t in PILOT_TAUS if t in tau]
+        opt = interp_optimum(grid, [tau[t] for t in grid])
+        print(f"pilot ({cfg.name}), N = {cfg.ds_pilot_size}, {cfg.ds_steps} steps: val by τ_epoch "
+              + "  ".join(f"{t:g}: {tau[t]:.3f}" for t in grid) + f"  none: {none[0] if none else float('nan'):.3f}")
+        print(f"  interpolated best τ_epoch {opt['x']:.3g}" + (f" [at the {opt['edge']} edge]" if opt["edge"] else "")
+              + f": set ds_pilot_tau = {opt['x']:.3g} for the grid (config {cfg.name})")
+        return {"csv": csv_path, "png": None, "pilot": opt}
     s = summarize(rows, cfg, design, corpus)
     print_summary(s, cfg, design, info)
     png = csv_path[:-4] + ".png"
