@@ -40,6 +40,8 @@ def add_parser(sub, func) -> None:
                    help="lm-fair: the grid sized for a 2-core CPU (default) or for one H100/H200")
     s.add_argument("--pilot", action="store_true",
                    help="lm-fair: the dataset design's middle size, one seed: the pilot that sets the τ window")
+    s.add_argument("--summary", action="store_true",
+                   help="lm-fair: run nothing; summarize the runs already in --out (a partial grid too)")
     s.add_argument("--lr", type=float, default=None, help="states, masters: the peak lr (default: the config's, 1e-2)")
     s.add_argument("--seed", type=int, default=None, help="states, masters: the init and data-order seed (default 0)")
     s.set_defaults(func=func)
@@ -50,7 +52,7 @@ def main(args) -> int:
         return _quality(args)
     if args.out is None:
         args.out = "."
-    fair_only = [f"--{k}" for k in ("design", "grid", "pilot") if getattr(args, k, None)]
+    fair_only = [f"--{k}" for k in ("design", "grid", "pilot", "summary") if getattr(args, k, None)]
     if fair_only and args.which != "lm-fair":
         raise SystemExit(f"sweep {args.which}: {', '.join(fair_only)} {'is' if len(fair_only) < 2 else 'are'} "
                          "an option of sweep lm-fair only (see --help)")
@@ -110,7 +112,8 @@ def _lm_fair(args) -> int:
         raise SystemExit("sweep lm-fair: --device cuda asked for, but torch sees no CUDA device")
     try:
         r = fair_sweep.run(args.out, cfg, design, device=device, backend=args.backend, progress=not args.no_progress,
-                     workers=args.workers, pilot=args.pilot)
+                     workers=args.workers, pilot=args.pilot,
+                                  summary_only=args.summary)
     except ValueError as e:
         raise SystemExit(f"sweep lm-fair: {e}")
     for key in ("csv", "png"):

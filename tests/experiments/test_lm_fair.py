@@ -256,3 +256,21 @@ def test_pilot_is_the_middle_size_one_seed_a_wide_grid():
     taus = [j["tau_epochs"] for j in js if j["mode"] == "tau"]
     assert min(taus) <= cfg.ds_pilot_tau / 8 and max(taus) >= cfg.ds_pilot_tau * 8
     assert sum(j["mode"] == "none" for j in js) == 1
+
+
+def test_summary_only_reports_a_partial_grid_without_training(tmp_path, monkeypatch, capsys):
+    from adamw_tau.experiments.lm import corpus as stdlib_corpus
+    from adamw_tau.experiments.lm import fair_sweep
+    from adamw_tau.experiments.lm.results import append_row
+    c = _tiny_corpus()
+    monkeypatch.setattr(stdlib_corpus, "load", lambda root=None: c)
+    monkeypatch.setattr(fair_sweep, "train_run", lambda *a, **k: pytest.fail("--summary must not train"))
+    jobs = fair.dataset_jobs(TINY)[:3]
+    for j, v in zip(jobs, (2.0, 1.9, 1.95)):
+        append_row(str(tmp_path / "lm_fair_dataset.csv"),
+                   {"config": TINY.name, **c.describe(), **j, "weight_decay": 1.0, "iters_per_epoch": 4, "steps": 8,
+                    "train_loss": v, "val_loss": v, "seconds": 0.1, "device": "cpu"})
+    fair_sweep.run(str(tmp_path), TINY, "dataset", workers=1, progress=False, summary_only=True)
+    out = capsys.readouterr().out
+    assert f"partial: 3 of {len(fair.dataset_jobs(TINY))} runs" in out
+    assert "val by τ_epoch so far: 0.5: 2.000  0.707: 1.900  1: 1.950" in out

@@ -94,8 +94,10 @@ def _dataset(rows, cfg, corpus) -> dict:
         cell = {(r["seed"], r["tau_epochs"]): r["val_loss"] for r in here if r["mode"] == "tau"}
         full = [s for s in seeds if all((s, t) in cell for t in grid)]  # seeds with the whole τ window
         none = [r["val_loss"] for r in here if r["mode"] == "none"]
+        partial = {t: float(np.mean([cell[(s, t)] for s in seeds if (s, t) in cell])) for t in grid
+                   if any((s, t) in cell for s in seeds)}
         d = dict(dataset_tokens=n, epochs=here[0]["epochs"], iters_per_epoch=iters_per_epoch(n, cfg), taus=grid,
-                 seeds=full, predictions=predictions(n, cfg), no_decay=float(np.mean(none)) if none else float("nan"))
+                 seeds=full, partial=partial, predictions=predictions(n, cfg), no_decay=float(np.mean(none)) if none else float("nan"))
         if full:
             v = np.array([[cell[(s, t)] for t in grid] for s in full])
             mean = v.mean(0)
@@ -191,6 +193,9 @@ def print_summary(s: dict, cfg, design: str, info: dict) -> None:
                 print(f"      predicted {d['predictions']['tau_epoch_constant']:g} (seeds' rule) or "
                       f"{d['predictions']['tau_iter_constant']:g} (τ_iter fixed)")
                 print("      val by τ_epoch: " + "  ".join(f"{t:.3g}: {v:.3f}" for t, v in zip(d["taus"], d["curve"])))
+            elif d["partial"]:
+                print("      no seed has the whole τ window yet; val by τ_epoch so far: "
+                      + "  ".join(f"{t:.3g}: {v:.3f}" for t, v in d["partial"].items()))
         if "boot" in s:
             b = s["boot"]
             print(f"  slope of log best λ vs log N: {b['slope']:+.2f}, seed-bootstrap 95% interval [{b['lo']:+.2f}, "
@@ -221,6 +226,9 @@ def plot(s: dict, cfg, design: str, path: str, info: dict) -> None:
         a = axes[0]
         for d in s["sizes"]:
             if "curve" not in d:
+                if d["partial"]:
+                    a.plot(list(d["partial"]), list(d["partial"].values()), "s--", mfc="none",
+                           label=f"N = {d['dataset_tokens']:,} ({d['epochs']} ep), τ window incomplete")
                 continue
             line, = a.plot(d["taus"], d["curve"], "o-", label=f"N = {d['dataset_tokens']:,} ({d['epochs']} ep)")
             for row in d["seed_curves"]:

@@ -15,8 +15,9 @@ from .workers import run_side_by_side
 
 
 def run(out: str, cfg: FairConfig, design: str, device: str = "cpu", backend=None, progress: bool = True,
-        workers: int | None = None, pilot: bool = False) -> dict:
-    """Run the design's grid (resumable, appending to ``out/lm_fair_<design>.csv``), then summarize it."""
+        workers: int | None = None, pilot: bool = False, summary_only: bool = False) -> dict:
+    """Run the design's grid (resumable, appending to ``out/lm_fair_<design>.csv``), then summarize it;
+    ``summary_only``: run nothing, summarize the runs already there (a partial grid included)."""
     corpus = stdlib_corpus.load()
     info = corpus.describe()
     if pilot and design != "dataset":
@@ -36,7 +37,9 @@ def run(out: str, cfg: FairConfig, design: str, device: str = "cpu", backend=Non
     on_cpu = torch.device(device).type == "cpu"
     workers = max(1, workers if workers is not None else (cfg.cpu_workers if on_cpu else 1))
     print(f"sweep lm-fair {design} ({cfg.name}): {len(all_jobs)} runs, {len(all_jobs) - len(todo)} already in "
-          f"{csv_path}; {len(todo)} to run", flush=True)
+          f"{csv_path}; {len(todo)} to run" + (" (--summary: none run now)" if summary_only and todo else ""), flush=True)
+    if summary_only:
+        todo = []
     if workers > 1:
         done_iter = run_side_by_side(todo, lm, workers, cfg.cpu_threads or 1, device, backend, False,
                                      order_key=lambda j: -rank[id(j)])
@@ -62,7 +65,11 @@ def run(out: str, cfg: FairConfig, design: str, device: str = "cpu", backend=Non
         print(f"  interpolated best τ_epoch {opt['x']:.3g}" + (f" [at the {opt['edge']} edge]" if opt["edge"] else "")
               + f": set ds_pilot_tau = {opt['x']:.3g} for the grid (config {cfg.name})")
         return {"csv": csv_path, "png": None, "pilot": opt}
+    todo_left = [j for j in all_jobs if row_key({**base, **j}) not in {row_key(r) for r in rows}]
+    missing = len(todo_left)
     s = summarize(rows, cfg, design, corpus)
+    if missing:
+        print(f"partial: {len(all_jobs) - missing} of {len(all_jobs)} runs; rerun without --summary to run the rest")
     print_summary(s, cfg, design, info)
     png = csv_path[:-4] + ".png"
     plot(s, cfg, design, png, info)
