@@ -198,8 +198,11 @@ def print_summary(s: dict, cfg, design: str, info: dict) -> None:
                       + "  ".join(f"{t:.3g}: {v:.3f}" for t, v in d["partial"].items()))
         if "boot" in s:
             b = s["boot"]
-            print(f"  slope of log best λ vs log N: {b['slope']:+.2f}, seed-bootstrap 95% interval [{b['lo']:+.2f}, "
-                  f"{b['hi']:+.2f}] ({len(b['draws'])} draws; {100 * b['edge_share']:.0f}% with an optimum at a grid edge)")
+            one = any(len(d["seeds"]) < 2 for d in s["sizes"] if "opt" in d)
+            print(f"  slope of log best λ vs log N: {b['slope']:+.2f}, " + (
+                "no interval: a size has one seed only" if one else
+                f"seed-bootstrap 95% interval [{b['lo']:+.2f}, {b['hi']:+.2f}] ({len(b['draws'])} draws; "
+                f"{100 * b['edge_share']:.0f}% with an optimum at a grid edge)"))
             print("  the seeds' rule predicts -1; best τ a fixed fraction of the run predicts 0")
             if s.get("seed_slopes"):
                 print("  per seed: " + ", ".join(f"seed {k}: {v:+.2f}" for k, v in s["seed_slopes"].items()))
