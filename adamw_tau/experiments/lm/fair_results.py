@@ -253,8 +253,9 @@ def plot(s: dict, cfg, design: str, path: str, info: dict) -> None:
             ns = np.array([d["dataset_tokens"] for d in have], float)
             lam = np.array([d["weight_decay"] for d in have])
             b = s.get("boot")
-            a.loglog(ns, lam, "o-", label="best λ" + (f" (slope {b['slope']:+.2f}, 95% [{b['lo']:+.2f}, {b['hi']:+.2f}])"
-                                                      if b else ""))
+            one = any(len(d["seeds"]) < 2 for d in have)
+            a.loglog(ns, lam, "o-", label="best λ" + (f" (slope {b['slope']:+.2f}" + (", one seed)" if one else
+                                                      f", 95% [{b['lo']:+.2f}, {b['hi']:+.2f}])") if b else ""))
             for d in have:
                 for x in d["seed_opts"]:
                     a.plot([d["dataset_tokens"]], [best_lambda(x, cfg.ds_lr, d["iters_per_epoch"])], "k.", alpha=0.4)
