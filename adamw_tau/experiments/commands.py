@@ -16,7 +16,7 @@ QUALITY = ("states", "masters")
 def add_parser(sub, func) -> None:
     s = sub.add_parser("sweep", help="reproduce the seeds' experiments (ridge, dataset, width, lm); check the "
                                      "state formats on real text (states: 8-bit moments, masters: bf16 remainders)")
-    s.add_argument("which", choices=[*SWEEPS, "lm", *QUALITY])
+    s.add_argument("which", choices=[*SWEEPS, "lm", "lm-fair", *QUALITY])
     s.add_argument("--out", default=None,
                    help="folder for the PNG and CSV (default: here; docs/sweeps for states and masters)")
     s.add_argument("--quick", action="store_true",
@@ -34,6 +34,14 @@ def add_parser(sub, func) -> None:
                    help="lm, states on cpu: runs side by side in this many processes (default: the grid's, 2 for "
                         "lm --medium; 2 for states)")
     s.add_argument("--compile", action="store_true", help="lm: torch.compile the model")
+    s.add_argument("--design", choices=("dataset", "width"), default=None,
+                   help="lm-fair: dataset size at a fixed number of steps, or μP width (default: dataset)")
+    s.add_argument("--grid", choices=("cpu", "gpu"), default=None,
+                   help="lm-fair: the grid sized for a 2-core CPU (default) or for one H100/H200")
+    s.add_argument("--pilot", action="store_true",
+                   help="lm-fair: the dataset design's middle size, one seed: the pilot that sets the τ window")
+    s.add_argument("--summary", action="store_true",
+                   help="lm-fair: run nothing; summarize the runs already in --out (a partial grid too)")
     s.add_argument("--lr", type=float, default=None, help="states, masters: the peak lr (default: the config's, 1e-2)")
     s.add_argument("--seed", type=int, default=None, help="states, masters: the init and data-order seed (default 0)")
     s.set_defaults(func=func)
@@ -44,9 +52,15 @@ def main(args) -> int:
         return _quality(args)
     if args.out is None:
         args.out = "."
+    fair_only = [f"--{k}" for k in ("design", "grid", "pilot", "summary") if getattr(args, k, None)]
+    if fair_only and args.which != "lm-fair":
+        raise SystemExit(f"sweep {args.which}: {', '.join(fair_only)} {'is' if len(fair_only) < 2 else 'are'} "
+                         "an option of sweep lm-fair only (see --help)")
     if args.which == "lm":
         from .lm import sweep
         return sweep.main(args)
+    if args.which == "lm-fair":
+        return _lm_fair(args)
     extra = {"init": args.init} if args.which == "ridge" and args.init is not None else {}
     SWEEPS[args.which](args.out, quick=args.quick, progress=not args.no_progress, **extra)
     for ext in ("png", "csv"):
@@ -78,5 +92,31 @@ def _quality(args) -> int:
         raise SystemExit(f"sweep {args.which}: {e}")
     for key in ("csv", "curves", "steps_csv", "png"):
         if key in r:
+            print(f"wrote {r[key]}")
+    return 0
+
+
+def _lm_fair(args) -> int:
+    from .lm import fair, fair_sweep
+    wrong = [f"--{k}" for k in ("quick", "medium", "part", "compile", "init", "lr", "seed") if getattr(args, k, None)]
+    if wrong:
+        raise SystemExit(f"sweep lm-fair: {', '.join(wrong)} {'is' if len(wrong) < 2 else 'are'} not an option of "
+                         "this sweep (see --help)")
+    cfg = fair.CONFIGS[args.grid or "cpu"]
+    design = args.design or "dataset"
+    if args.plan:
+        print(fair.plan_text(cfg, design))
+        return 0
+    device = args.device or "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("sweep lm-fair: --device cuda asked for, but torch sees no CUDA device")
+    try:
+        r = fair_sweep.run(args.out, cfg, design, device=device, backend=args.backend, progress=not args.no_progress,
+                     workers=args.workers, pilot=args.pilot,
+                                  summary_only=args.summary)
+    except ValueError as e:
+        raise SystemExit(f"sweep lm-fair: {e}")
+    for key in ("csv", "png"):
+        if r.get(key):
             print(f"wrote {r[key]}")
     return 0

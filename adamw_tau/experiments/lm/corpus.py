@@ -94,3 +94,9 @@ def load(root: str | None = None) -> Corpus:
     return Corpus(train=stream(train_files), val=stream(val_files), n_files=len(files), n_val_files=len(val_files),
                   total_bytes=sum(len(b) for b in data.values()), sha256=h.hexdigest()[:16],
                   python=f"{sys.implementation.name} {sys.version.split()[0]}")
+
+
+def eval_windows(val: torch.Tensor, ctx: int, windows: int) -> torch.Tensor:
+    """The (windows, ctx + 1) byte windows every evaluation scores: evenly spaced starts over ``val``."""
+    starts = torch.linspace(0, val.numel() - ctx - 2, windows).long()
+    return val[starts[:, None] + torch.arange(ctx + 1)[None]]

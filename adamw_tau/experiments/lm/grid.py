@@ -111,7 +111,7 @@ def jobs(cfg: LMConfig) -> list[dict]:
 
 
 def job_steps(job: dict, cfg: LMConfig) -> int:
-    epochs = cfg.ds_epochs if job["experiment"] == "dataset" else cfg.w_epochs
+    epochs = job.get("epochs") or (cfg.ds_epochs if job["experiment"] == "dataset" else cfg.w_epochs)
     return epochs * steps_per_epoch(job["dataset_tokens"], cfg)
 
 

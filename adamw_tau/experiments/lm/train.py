@@ -9,6 +9,7 @@ import torch
 
 from ...optim.optimizer import AdamWTau
 from ...scaling.mup import mup_param_groups
+from .corpus import eval_windows
 from .grid import LMConfig, steps_per_epoch
 from .tiny_gpt import TinyGPT
 
@@ -26,9 +27,7 @@ def cosine_schedule(total: int, warmup: int):
 
 @torch.no_grad()
 def evaluate(model: TinyGPT, val: torch.Tensor, cfg: LMConfig, device, autocast) -> float:
-    starts = torch.linspace(0, val.numel() - cfg.ctx - 2, cfg.val_windows).long()
-    idx = starts[:, None] + torch.arange(cfg.ctx + 1)[None]
-    xy = val[idx].to(device=device, dtype=torch.long)
+    xy = eval_windows(val, cfg.ctx, cfg.val_windows).to(device=device, dtype=torch.long)
     total = 0.0
     model.eval()
     for k in range(0, xy.shape[0], 64):
@@ -48,7 +47,8 @@ def train_run(job: dict, cfg: LMConfig, corpus, device="cpu", backend=None, comp
                          f"{corpus.train.numel()} bytes")
     data = corpus.train[: n + 1].to(device)
     m_iters = steps_per_epoch(n, cfg)
-    epochs = cfg.ds_epochs if job["experiment"] == "dataset" else cfg.w_epochs
+    # a job may carry its own epoch count (a design with a fixed number of steps across sizes)
+    epochs = job.get("epochs") or (cfg.ds_epochs if job["experiment"] == "dataset" else cfg.w_epochs)
     total = m_iters * epochs
     torch.manual_seed(1000 + job["seed"])
     model = TinyGPT(job["width"], cfg.layers, cfg.ctx, cfg.head_dim).to(device)
@@ -57,10 +57,17 @@ def train_run(job: dict, cfg: LMConfig, corpus, device="cpu", backend=None, comp
             base = TinyGPT(cfg.w_widths[0], cfg.layers, cfg.ctx, cfg.head_dim)
     else:
         base = model  # one width: every lr multiplier is 1; vector-like parameters are not decayed
-    groups = mup_param_groups(model, base, lr=job["lr"])
+    if job["mode"] == "lambda_width":
+        # λ at the base width, scaled by width_mult on the hidden groups (their lr shrinks by it), so the
+        # per-step decay lr·λ stays the same across widths; at the base width every multiplier is 1
+        lam = 1.0 / (cfg.w_ref_lr * m_iters * job["tau_epochs"])
+        groups = mup_param_groups(model, base, lr=job["lr"], weight_decay=lam)
+    else:
+        groups = mup_param_groups(model, base, lr=job["lr"])
     for g in groups:
         g.pop("param_names", None)
-    lam = float("nan")
+    if job["mode"] != "lambda_width":
+        lam = float("nan")
     if job["mode"] == "none":
         opt = AdamWTau(groups, lr=job["lr"], backend=backend)
     elif job["mode"] in ("tau", "tau_fixed"):
@@ -70,6 +77,8 @@ def train_run(job: dict, cfg: LMConfig, corpus, device="cpu", backend=None, comp
         # the λ that gives τ_epoch at the reference lr on the base width, then held as the lr moves
         lam = 1.0 / (cfg.w_ref_lr * m_iters * job["tau_epochs"])
         opt = AdamWTau(groups, lr=job["lr"], weight_decay=lam, backend=backend)
+    elif job["mode"] == "lambda_width":
+        opt = AdamWTau(groups, lr=job["lr"], backend=backend)
     else:
         raise ValueError(f"unknown mode {job['mode']!r}")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(total, max(1, int(cfg.warmup_frac * total))))
