@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import os
 import sys
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,7 +61,7 @@ def layer_of(path: str) -> int:
 
 def imports(name: str, path: str, known: dict[str, str]) -> list[tuple[str, list[str]]]:
     """The modules of ours that ``name`` imports, each with the names it takes from it."""
-    tree = ast.parse(open(path).read())
+    tree = ast.parse(Path(path).read_text())
     package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
     out = []
     for node in ast.walk(tree):
@@ -134,7 +135,7 @@ def draw(path: str) -> None:
         ax.annotate("", xy=(x1, y1 + 0.12), xytext=(x0, y0 - 0.12),
                     arrowprops=dict(arrowstyle="->", color="#8aa", lw=0.6, alpha=0.7))
     for m, (x, y) in pos.items():
-        lines = sum(1 for _ in open(known[m]))
+        lines = len(Path(known[m]).read_text().splitlines())
         parts = m.split(".")
         label = ".".join(parts[2:]) or parts[-1] if len(parts) > 2 else (m if m == "adamw_tau" else parts[-1])
         ax.text(x, y, f"{label}\n{lines} lines", ha="center", va="center", fontsize=6,

@@ -61,7 +61,7 @@ ARGS = ["bench", "--quick", "--device", "cpu", "--workload", "small_2000x4096", 
 
 def test_bench_quick_prints_parity_zero(capsys, tmp_path):
     assert cli.main(ARGS + ["--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")]) == 0
-    r = json.load(open(tmp_path / "b.json"))
+    r = json.loads((tmp_path / "b.json").read_text())
     ours = [row for row in r["rows"] if row["impl"].startswith("ours:")]
     assert ours and all(row["parity_bits"] == 0 for row in ours)
     assert all(row["ms"] > 0 for row in r["rows"] if row["note"] == "")
@@ -69,6 +69,7 @@ def test_bench_quick_prints_parity_zero(capsys, tmp_path):
     assert "x torch fused" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # full tier: a bench run, 16 CPU s measured
 def test_bench_fails_loudly_when_a_backend_is_off_by_one_bit(monkeypatch, capsys):
     real = ops.step_function
 
@@ -90,6 +91,7 @@ def test_bench_fails_loudly_when_a_backend_is_off_by_one_bit(monkeypatch, capsys
     assert "PARITY FAILED" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # full tier: a bench run, 13 CPU s measured
 def test_bench_survives_a_failing_backend_and_says_why(monkeypatch, capsys, tmp_path):
     """One backend's crash (an H100 had one) must not take the whole bench down: its row says why, the
     other rows and the parity column still print, and the exit status is non-zero."""

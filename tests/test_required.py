@@ -20,6 +20,7 @@ def test_an_unavailable_backend_skips_locally_and_fails_in_ci(monkeypatch):
     require("reference")  # always runs
 
 
+@pytest.mark.slow  # full tier: a pytest subprocess, 6 CPU s measured
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
 def test_conftest_refuses_a_triton_interpret_that_is_not_1():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

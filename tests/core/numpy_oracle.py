@@ -127,10 +127,11 @@ def stochastic_round(x32: np.ndarray, bits: np.ndarray, name: str) -> np.ndarray
     word = ((u + (b & mask)) & np.uint64(MASK32)) & ~mask & np.uint64(MASK32)
     out = to_dtype(word.astype(np.uint32).view(np.float32), name)
     if name == "float16":
-        ax = np.abs(x32.astype(np.float64))
-        up = (b & np.uint64(0xFFFFFF)).astype(np.float64) * 2.0 ** -24 < ax * 2.0 ** 24
-        tiny = np.copysign(np.where(up, 2.0 ** -24, 0.0), x32).astype(np.float32)
-        out = np.where(ax < 2.0 ** -24, tiny, out)
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf are in the hard data on purpose
+            ax = np.abs(x32.astype(np.float64))
+            up = (b & np.uint64(0xFFFFFF)).astype(np.float64) * 2.0 ** -24 < ax * 2.0 ** 24
+            tiny = np.copysign(np.where(up, 2.0 ** -24, 0.0), x32).astype(np.float32)
+            out = np.where(ax < 2.0 ** -24, tiny, out)
     return np.where(np.isfinite(x32), out, to_dtype(x32, name))
 
 

@@ -77,6 +77,7 @@ def test_a_missing_package_leaves_its_row_out_and_says_why(tmp_path, monkeypatch
     assert r["ours_fp32"]["status"] == "ok"
 
 
+@pytest.mark.slow  # full tier: spawns workers, 11 CPU s measured
 def test_runs_are_deterministic_in_process_and_in_workers(tmp_path):
     rows = ("ours_fp32", "bnb_8bit") if _bnb_ok() else ("ours_fp32",)
     a = states.run(str(tmp_path / "a"), TINY, rows=rows, progress=False)

@@ -8,12 +8,13 @@ import sys
 
 import numpy as np
 import pytest
+from tiers import tiered
 import torch
 
 from adamw_tau.core import reference
 from adamw_tau.core.contract import host_scalars
 from adamw_tau.launch import tables
-from adamw_tau.testing import host_body
+from adamw_tau.testing import covering, host_body
 from adamw_tau.testing.parity import PATHS, clone_bucket, differing_words, make_bucket, parity_bits, scale_lists
 
 # With offsets: aligned rows (8, 40 when fp32), rows with aligned pointers and a tail (1, 17,
@@ -69,10 +70,17 @@ def test_cases_take_the_vector_path_the_element_path_and_tails(path, chunk):
     assert kinds["vector"] > 0 and kinds["vector_with_tail"] > 0 and kinds["element"] > 0, kinds
 
 
-@pytest.mark.parametrize("path", list(PATHS))
-@pytest.mark.parametrize("amsgrad,maximize,scale,decay", [
-    (False, False, None, "tau"), (True, True, 3.0, "lambda"), (False, True, 3.0, "none"), (True, False, None, "tau"),
-])
+BODY_FLAGS = [(False, False, None, "tau"), (True, True, 3.0, "lambda"), (False, True, 3.0, "none"),
+              (True, False, None, "tau")]
+BODY_CASES = [(path, *flags) for path in PATHS for flags in BODY_FLAGS]
+# the fast tier: a covering set (every path; every pair of its parts and the flag sets), as cases.py
+FAST_BODY_CASES = [BODY_CASES[i] for i in covering.pairwise(
+    [dict(path=c[0], param=str(PATHS[c[0]].param_dtype), state=str(PATHS[c[0]].state_dtype),
+          master=str(PATHS[c[0]].master), rounding=PATHS[c[0]].stochastic_rounding, flags=c[1:]) for c in BODY_CASES],
+    singles=("path",))]
+
+
+@pytest.mark.parametrize("path,amsgrad,maximize,scale,decay", tiered(BODY_CASES, FAST_BODY_CASES))
 def test_body_bitwise_equals_reference(body, path, amsgrad, maximize, scale, decay):
     """Every dtype path and flag, misaligned offsets and tails, grad_scale 3.0 (not a power of
     two: the division rounds); 3 steps, the last with zero gradients."""

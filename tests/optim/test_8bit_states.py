@@ -17,6 +17,9 @@ from adamw_tau.testing.bits import differing, differing_optimizers
 from adamw_tau.testing.hard_data import hard_values, q8_blocks
 
 BACKENDS = ["reference", "cpu", "triton"]
+# the Triton runs of the optimizer-level tests cost 19-65 CPU s each (interpreter): full tier; the
+# fast tier runs Triton's 8-bit bits through the parity cases and the rule tests below
+SLOW_TRITON = ["reference", "cpu", pytest.param("triton", marks=pytest.mark.slow)]
 SIZES = [5000, 4096, 300, 4095, 8193]  # 300 and 4095 below q8_min_numel: fp32 states
 KW = dict(lr=1e-2, betas=(0.8, 0.9), tau_iters=20.0, amsgrad=True, state_dtype="8bit")
 
@@ -60,7 +63,7 @@ def test_big_tensors_take_codes_and_scales_small_ones_fp32():
             for p in ps] == [torch.uint8, torch.float32, torch.float32, torch.float32, torch.uint8]
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("triton", marks=pytest.mark.slow)])  # triton: 21 CPU s each
 @pytest.mark.parametrize("dtype,kw", [(torch.float32, {}), (torch.bfloat16, {"master_weights": True}),
                                       (torch.bfloat16, {"stochastic_rounding": True, "maximize": True})])
 def test_every_backend_gives_the_references_bits(backend, dtype, kw):
@@ -70,7 +73,7 @@ def test_every_backend_gives_the_references_bits(backend, dtype, kw):
     assert differing_optimizers(a, oa, b, ob) == {}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", SLOW_TRITON)  # triton: 65 CPU s
 def test_a_checkpoint_resumes_bit_for_bit(backend):
     require(backend)
     straight, so = _run(backend, 5)
@@ -137,7 +140,7 @@ def test_an_fp32_state_checkpoint_loads_into_8bit_and_back():
     assert differing(st["exp_avg"], q8.decode(q.state[big]["exp_avg_q8"], q.state[big]["exp_avg_scale"], True)) == 0
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", SLOW_TRITON)  # triton: 19 CPU s
 def test_a_gradscaler_skip_changes_no_bit(backend):
     require(backend)
     ps, opt = _run(backend, 2)

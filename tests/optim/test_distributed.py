@@ -14,6 +14,7 @@ from adamw_tau.testing.bits import differing
 
 pytestmark = [
     pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo"),
+    pytest.mark.slow,  # full tier: 2 processes each, 250 CPU s for the module measured
 ]
 
 

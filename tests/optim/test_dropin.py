@@ -117,7 +117,7 @@ def test_same_param_twice_and_zero_element_and_no_grad():
     assert opt.state[empty]["exp_avg"].shape == (0, 4)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("triton", marks=pytest.mark.slow)])  # triton: 12 CPU s
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzzed_parity_through_the_optimizer(backend, data):
