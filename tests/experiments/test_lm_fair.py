@@ -1,8 +1,10 @@
 """`adamw-tau sweep lm-fair`: the analysis (interpolation in log τ, the seed bootstrap, the n-gram
 baseline), the fixed-steps grid, and the width modes that coincide at the base width."""
 import math
+from pathlib import Path
 
 import numpy as np
+
 import pytest
 import torch
 
@@ -230,10 +232,10 @@ def test_tiny_dataset_design_end_to_end_and_resumes(tmp_path, monkeypatch, capsy
     assert "slope of log best λ vs log N" in out and "n-gram best" in out
     assert len(fair.dataset_jobs(TINY)) == 2 * ((5 + 1) + (7 + 1))
     import csv
-    rows = list(csv.DictReader(open(r["csv"])))
+    rows = list(csv.DictReader(Path(r["csv"]).read_text().splitlines()))
     assert len(rows) == len(fair.dataset_jobs(TINY)) and {int(x["steps"]) for x in rows} == {TINY.ds_steps}
     fair_sweep.run(str(tmp_path), TINY, "dataset", workers=1, progress=False)  # nothing left: no new rows
-    assert len(list(csv.DictReader(open(r["csv"])))) == len(rows)
+    assert len(list(csv.DictReader(Path(r["csv"]).read_text().splitlines()))) == len(rows)
     assert "0 to run" in capsys.readouterr().out
     p = fair_sweep.run(str(tmp_path), TINY, "dataset", workers=1, progress=False, pilot=True)
     assert "set ds_pilot_tau" in capsys.readouterr().out and p["pilot"]["x"] > 0
