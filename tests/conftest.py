@@ -27,6 +27,15 @@ def host_body_library(tmp_path_factory):
     return host_body.build(tmp_path_factory.mktemp("host_body"))
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_kept():
+    """A test that changes torch's thread count must set it back: the matmuls of every later
+    test (the 2-process runs' one-process baselines among them) reduce in another order."""
+    threads = torch.get_num_threads()
+    yield
+    assert torch.get_num_threads() == threads, f"the test left torch's thread count at {torch.get_num_threads()}"
+
+
 def pytest_addoption(parser):
     parser.addoption("--full", action="store_true", default=False,
                      help="the full tier: run the tests marked slow too (CI runs it; tests/tiers.py)")

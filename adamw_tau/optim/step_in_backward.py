@@ -34,6 +34,7 @@ import contextlib
 import torch
 
 from ..launch.buckets import BucketLayout
+from ..launch.sharded_scales import is_dtensor
 from .step_plan import check_capture, check_groups, plan_launches
 
 # elements of gradient a ready bucket collects before it is launched: 4 MiB of fp32 gradient
@@ -81,7 +82,7 @@ class InBackward:
         for its sharded parameters)."""
         if self.accumulating or p.grad is None or id(p) in self.ddp_params:
             return
-        if _DTensor is None or not isinstance(p, _DTensor):
+        if not is_dtensor(p):
             check_not_data_parallel()
         self.sync()
         i = self.index.get(id(p))
@@ -245,8 +246,3 @@ def check_not_data_parallel() -> None:
             "opt.register_ddp(ddp_model) before the first backward, so that each bucket steps after its all-reduce; "
             "FSDP2 (fully_shard) parameters step after their reduce-scatter without it")
 
-
-try:
-    from torch.distributed.tensor import DTensor as _DTensor
-except ImportError:  # torch built without distributed
-    _DTensor = None

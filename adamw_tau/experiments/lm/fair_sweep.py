@@ -40,6 +40,7 @@ def run(out: str, cfg: FairConfig, design: str, device: str = "cpu", backend=Non
           f"{csv_path}; {len(todo)} to run" + (" (--summary: none run now)" if summary_only and todo else ""), flush=True)
     if summary_only:
         todo = []
+    threads = torch.get_num_threads()
     if workers > 1:
         done_iter = run_side_by_side(todo, lm, workers, cfg.cpu_threads or 1, device, backend, False,
                                      order_key=lambda j: -rank[id(j)])
@@ -47,13 +48,16 @@ def run(out: str, cfg: FairConfig, design: str, device: str = "cpu", backend=Non
         if on_cpu and cfg.cpu_threads:
             torch.set_num_threads(cfg.cpu_threads)
         done_iter = ((j, train_run(j, lm, corpus, device=device, backend=backend)) for j in todo)
-    for j, r in done_iter:
-        row = {**base, **j, **r}
-        append_row(csv_path, row)
-        if progress:
-            print(f"  {j['experiment']} N={j['dataset_tokens']} w={j['width']} {j['mode']} lr={j['lr']:.3g} "
-                  f"τ_ep={j['tau_epochs']:.3g} seed={j['seed']}: val {row['val_loss']:.4f} ({row['seconds']:.1f} s)",
-                  flush=True)
+    try:
+        for j, r in done_iter:
+            row = {**base, **j, **r}
+            append_row(csv_path, row)
+            if progress:
+                print(f"  {j['experiment']} N={j['dataset_tokens']} w={j['width']} {j['mode']} lr={j['lr']:.3g} "
+                      f"τ_ep={j['tau_epochs']:.3g} seed={j['seed']}: val {row['val_loss']:.4f} "
+                      f"({row['seconds']:.1f} s)", flush=True)
+    finally:
+        torch.set_num_threads(threads)  # a caller's thread count is not the sweep's to keep
     rows = [r for r in read_rows(csv_path) if r["config"] == cfg.name and r["corpus_sha256"] == info["corpus_sha256"]]
     if pilot:
         tau = {r["tau_epochs"]: r["val_loss"] for r in rows if r["mode"] == "tau"}
