@@ -1,3 +1,4 @@
+import fcntl
 import os
 
 import pytest
@@ -22,9 +23,21 @@ from adamw_tau.testing.parity import hard_values  # noqa: E402,F401  (re-exporte
 @pytest.fixture(scope="session")
 def host_body_library(tmp_path_factory):
     """The CUDA kernel body built for the host (adamw_tau/testing/host_body.py), once per run:
-    every test that runs it shares this build."""
+    every test that runs it shares this build, and so do the run's pytest-xdist workers (the
+    first to get here builds under a lock in the run's common temporary folder, the others
+    wait for it and load the same library)."""
     from adamw_tau.testing import host_body
-    return host_body.build(tmp_path_factory.mktemp("host_body"))
+    # a worker's base folder is inside the run's own (the one folder its workers share); without
+    # xdist the base folder is the run's own
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    folder = shared / "host_body"
+    folder.mkdir(exist_ok=True)
+    with open(shared / "host_body.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        built = folder / "kernel_body_host.so"
+        return built if built.exists() else host_body.build(folder)
 
 
 @pytest.fixture(autouse=True)

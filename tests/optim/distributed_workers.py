@@ -64,10 +64,8 @@ def _masters(opt, net) -> list[torch.Tensor]:
     return out
 
 
-def _init(rank: int, port: int) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+def _init(rank: int, rendezvous: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD)
 
 
 def _full(p: torch.Tensor) -> torch.Tensor:
@@ -78,8 +76,8 @@ def _full(p: torch.Tensor) -> torch.Tensor:
     return p.detach().full_tensor().clone()
 
 
-def run(rank: int, engine: str, port: int, out: str) -> None:
-    _init(rank, port)
+def run(rank: int, engine: str, rendezvous: str, out: str) -> None:
+    _init(rank, rendezvous)
     try:
         name, variant = engine.split(":")
         engines = {"ddp": _ddp, "zero": _zero, "fsdp2": _fsdp2, "dcp": _dcp, "ddp_in_backward": _ddp_in_backward,

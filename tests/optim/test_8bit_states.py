@@ -417,10 +417,10 @@ def _zero_rule_bucket(amsgrad: bool) -> tuple[dict, list]:
 
 
 @pytest.fixture(scope="module")
-def host_body_step(tmp_path_factory):
-    """The CUDA kernel's body built for the host, one 256-element block a program."""
+def host_body_step(host_body_library):
+    """The CUDA kernel's body built for the host (the run's one build), one 256-element block a program."""
     from adamw_tau.testing import host_body
-    return host_body.HostBody(host_body.build(tmp_path_factory.mktemp("host_body"))).step(256)
+    return host_body.HostBody(host_body_library).step(256)
 
 
 @pytest.mark.parametrize("amsgrad", [False, True])

@@ -23,7 +23,7 @@ def _grads(model, t):
 
 
 @pytest.mark.parametrize("warm", [True, False], ids=["after_an_eager_step", "from_the_first_step"])
-@pytest.mark.parametrize("backend", tiered([(b,) for b in CPU_BACKENDS], [("cpu",), ("reference",)]))  # triton: 7 s
+@pytest.mark.parametrize("backend", tiered([(b,) for b in CPU_BACKENDS], [("cpu",)]))  # triton 7 s, reference 12 CPU s
 def test_compiled_step_is_one_graph_with_the_eager_bits(backend, warm):
     require(backend)
     torch._dynamo.reset()

@@ -1,6 +1,5 @@
 """DDP, ZeroRedundancyOptimizer, FSDP2 and distributed checkpoints: 2 processes on gloo (CPU),
 bitwise equal to one process training the same model on the same data."""
-import socket
 
 import pytest
 import torch
@@ -23,15 +22,11 @@ def _cpu_op():
     require("cpu")  # the workers step with the C++ op: a missing build fails in CI
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(engine, variant, tmp_path):
     name = f"{engine}:{variant}"
-    mp.spawn(w.run, args=(name, _free_port(), str(tmp_path)), nprocs=w.WORLD, join=True)
+    # the processes meet in a file of this test's own folder, not on a TCP port: two test
+    # processes (pytest-xdist) could draw the same free port between its check and its use
+    mp.spawn(w.run, args=(name, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=w.WORLD, join=True)
     return torch.load(tmp_path / f"{name}.pt", weights_only=False)
 
 
