@@ -11,7 +11,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | sed 's/^/device: /'
   python3 -c "import torch, triton; print(f'torch {torch.__version__}, triton {triton.__version__}, cuda {torch.version.cuda}')"
 } | tee "$out/env.txt"
-python3 -m pytest -q -m "cuda" -p no:cacheprovider --continue-on-collection-errors tests 2>&1 | tee "$out/tests.txt" | tail -5
+# --full: every cuda-marked test, the slow-marked ones too (tests/tiers.py)
+python3 -m pytest -q --full -m "cuda" -p no:cacheprovider --continue-on-collection-errors tests 2>&1 | tee "$out/tests.txt" | tail -5
 tests_rc=${PIPESTATUS[0]}
 python3 -m adamw_tau.cli bench --no-progress --json "$out/bench.json" --plot "$out/bench.png" | tee "$out/bench.txt"
 bench_rc=${PIPESTATUS[0]}

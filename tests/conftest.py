@@ -21,23 +21,34 @@ from adamw_tau.testing.parity import hard_values  # noqa: E402,F401  (re-exporte
 
 
 @pytest.fixture(scope="session")
-def host_body_library(tmp_path_factory):
-    """The CUDA kernel body built for the host (adamw_tau/testing/host_body.py), once per run:
-    every test that runs it shares this build, and so do the run's pytest-xdist workers (the
-    first to get here builds under a lock in the run's common temporary folder, the others
-    wait for it and load the same library)."""
-    from adamw_tau.testing import host_body
+def built_once(tmp_path_factory):
+    """``built_once(name, make)``: ``make(folder)`` run once per test run, its result (a path)
+    shared by every test and by the run's pytest-xdist workers. The first worker to ask builds
+    under a lock in the run's common temporary folder; the others wait for it and take the same
+    file. ``make`` must return a path inside ``folder``."""
     # a worker's base folder is inside the run's own (the one folder its workers share); without
     # xdist the base folder is the run's own
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent
-    folder = shared / "host_body"
-    folder.mkdir(exist_ok=True)
-    with open(shared / "host_body.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        built = folder / "kernel_body_host.so"
-        return built if built.exists() else host_body.build(folder)
+
+    def build(name, make):
+        folder = shared / name
+        folder.mkdir(exist_ok=True)
+        done = folder / ".built"
+        with open(shared / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not done.exists():
+                done.write_text(str(make(folder)))
+            return type(folder)(done.read_text())
+    return build
+
+
+@pytest.fixture(scope="session")
+def host_body_library(built_once):
+    """The CUDA kernel body built for the host (adamw_tau/testing/host_body.py), once per run."""
+    from adamw_tau.testing import host_body
+    return built_once("host_body", host_body.build)
 
 
 @pytest.fixture(autouse=True)
@@ -47,6 +58,20 @@ def _torch_threads_kept():
     threads = torch.get_num_threads()
     yield
     assert torch.get_num_threads() == threads, f"the test left torch's thread count at {torch.get_num_threads()}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    # [note: workers] The tests are CPU-bound (the Triton interpreter, compiles, the reference),
+    # and one pytest-xdist worker per core halves the fast tier's wall time on 2 cores. The
+    # default is set here, not in pyproject's addopts, so that a Python without pytest-xdist
+    # (a GPU image used as it is, bench/gpu_check.sh) still runs the tests, in one process.
+    # `-n 0` (or `-p no:xdist`) runs in one process; --pdb does too.
+    # A worker is a pytest too and comes here with no -n of its own: it must not start workers.
+    worker = hasattr(config, "workerinput") or "PYTEST_XDIST_WORKER" in os.environ
+    if (config.pluginmanager.hasplugin("xdist") and getattr(config.option, "numprocesses", 0) is None
+            and not config.option.usepdb and not worker):
+        config.option.numprocesses = "auto"
 
 
 def pytest_addoption(parser):

@@ -20,6 +20,8 @@ TESTS = {
     "core": ["tests/core", "tests/optim/test_amp_capturable.py", "-k", "not triton"],
     "tables": ["tests/launch/test_tables.py", "tests/launch/test_triton.py"],
     "backends": ["tests/launch/test_backends.py"],
+    # the compiled Triton kernel's PTX (no GPU needed)
+    "triton_ptx": ["tests/launch/test_triton_ptx.py", "-k", "8bit"],
     # the master-remainder format: alone, and its runs against the fp32-master runs
     "remainder": ["tests/formats/test_bf16_remainder.py", "tests/optim/test_master_remainder.py",
                   "tests/core/test_reference.py", "-k", "remainder"],
@@ -221,6 +223,11 @@ MUTATIONS = [
     # the block max propagates NaN (the interpreter's and torch's max propagate it anyway: C++ only)
     dict(id="q8-cpp-block-max-drops-nan", rule="8-bit: a NaN in a block makes its scale NaN", file=Q8_H,
          edits=[("return (a != a || a > b) ? a : b;", "return a > b ? a : b;")], tests="q8_cpu"),
+    # Triton: the interpreter's max keeps a NaN, the compiled max.f32 drops it; the PTX test sees it
+    dict(id="q8-triton-block-max-drops-nan-compiled", rule="8-bit: a NaN in a block makes its scale NaN",
+         file=Q8_TRITON, edits=[("    amax = tl.max(tl.where(nan, 0.0, a), 1)\n"
+                                 "    return tl.where(tl.max(nan.to(tl.int32), 1) > 0, float(\"nan\"), amax)",
+                                 "    return tl.max(a, 1)")], tests="triton_ptx"),
     # the scale write
     dict(id="q8-reference-scale-not-written", rule="8-bit: the new scale is the block max of the new values",
          file=REFERENCE, edits=[("new[state], new[scales[i]] = q8_blockwise.encode(value.to(torch.float32), signed)",

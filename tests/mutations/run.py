@@ -100,7 +100,9 @@ def first_failure(text: str) -> str:
 def verdict(rc: int, text: str, touches_csrc: bool) -> str:
     if touches_csrc and ("building the extension failed" in text or "extension unavailable" in text):
         return "BUILD FAILED"
-    if rc == 1 and first_failure(text):
+    # -x under pytest-xdist ends a run with a failure as interrupted (exit 2, "stopping after")
+    stopped = rc == 2 and re.search(r"Interrupted: stopping after \d+ failures", text)
+    if (rc == 1 or stopped) and first_failure(text):
         return "caught"
     if rc == 0:
         return "SURVIVED"
