@@ -11,6 +11,7 @@ import torch
 from required import require, require_package
 
 from adamw_tau import cli
+from adamw_tau.bench import ledger as ledger_module
 from adamw_tau.bench import memory
 
 SHAPES = [(64, 64), (64, 64), (100,)]  # two tensors the 8-bit anchors quantize (4096 elements), one they do not
@@ -88,7 +89,7 @@ def test_a_shared_storage_counts_once():
     for p in params:
         p.grad = grads[at:at + p.numel()].view(p.shape)
         at += p.numel()
-    ledger = memory.count(params, FlatOptimizer(params))
+    ledger = ledger_module.count(params, FlatOptimizer(params))
     assert ledger.bytes["params"] == 4 * N and ledger.bytes["grads"] == 4 * N
     assert ledger.bytes["states"] == 8 * N  # the flat buffer once, not once per view
     assert ledger.bytes["scales"] == 256 * 4 + len(SHAPES) * 16  # the shared qmap once, each scale once
@@ -167,3 +168,21 @@ def test_the_anchors_extra_pins_what_the_table_names():
     extras = project["optional-dependencies"]
     assert sorted(extras[memory.EXTRA]) == sorted(pin for _, pin in memory.ANCHORS.values())
     assert not any(pin.split("==")[0] in " ".join(extras["test"]) for _, pin in memory.ANCHORS.values())
+
+
+def test_the_peak_holds_every_gradient_with_the_ordinary_step_and_fewer_inside_backward(monkeypatch):
+    """The peak column: with the ordinary step every gradient is alive at the end of backward;
+    with the step inside backward (buckets of one tensor here) only the largest one is."""
+    require("cpu")
+    from adamw_tau.optim import step_in_backward
+    monkeypatch.setattr(step_in_backward, "BUCKET_NUMEL", 0)
+    plain = memory.measure(config("ours, fp32"), SHAPES)
+    inside = memory.measure(config("ours, fp32, step in backward"), SHAPES)
+    assert plain.error is None and inside.error is None, (plain.error, inside.error)
+    for row in (plain, inside):
+        assert row.peak["params"] == 4 * N and row.peak["states"] == 8 * N
+    assert plain.peak["grads"] == 4 * N
+    assert inside.peak["grads"] == 4 * 64 * 64  # the largest gradient, alive before its hook stepped it
+    assert plain.peak_total - inside.peak_total == 4 * N - 4 * 64 * 64
+    table = memory.format_table(memory.MemoryReport("w", 3, N, "cpu", "t", rows=[plain, inside]))
+    assert "| peak |" in table and f"**{inside.peak_total / N:.2f}**" in table

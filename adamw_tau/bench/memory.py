@@ -1,6 +1,8 @@
 """``adamw-tau bench --memory``: the bytes per parameter each optimizer configuration holds
 after one step (params, grads, moments, master, remainders, scales), counted from its
-tensors, on the GPT-2-124M shapes; torch's AdamW and the 8-bit anchors beside ours.
+tensors, on the GPT-2-124M shapes; torch's AdamW and the 8-bit anchors beside ours. Beside
+them the peak: the most bytes per parameter alive at any point of a training step's backward
+and step (peak.py), where the step inside backward differs from the ordinary step.
 
 [note: counting, not a formula] After one step the counter adds up distinct untyped storages,
 each storage's nbytes once. It looks, in this order, at the params, their grads, every
@@ -21,16 +23,14 @@ import types
 from dataclasses import asdict, dataclass, field
 
 import torch
-from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from ..optim.optimizer import AdamWTau
 from ..testing.parity import Path
+from .ledger import CATEGORIES, Ledger, count
+from .peak import peak_of_a_training_step
 from .timing import time_ms, why
 from .workloads import gpt2_124m_shapes, gpt2_shapes, make_params
 
-CATEGORIES = ("params", "grads", "states", "master", "remainder", "scales", "other")
-MOMENT_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "state1", "state2")  # ours and torch's; bnb's
-SCALE_WORDS = ("scale", "absmax", "qmap")
 ANCHORS = {"torchao": ("torchao.optim", "torchao==0.18.0"), "bnb": ("bitsandbytes.optim", "bitsandbytes==0.50.2")}
 EXTRA = "anchors"  # pyproject.toml: pip install 'adamw-tau[anchors]'
 
@@ -64,96 +64,14 @@ CONFIGS = (
            {"master_weights": True, "state_dtype": "8bit"}, "8bit"),
     Config("ours, bf16 + remainder, 8-bit states", "ours", BF16,
            {"master_weights": "remainder", "state_dtype": "8bit"}, "remainder+8bit"),
+    Config("ours, fp32, step in backward", "ours", torch.float32, {"step_in_backward": True}),
+    Config("ours, bf16 + remainder, 8-bit states, step in backward", "ours", BF16,
+           {"master_weights": "remainder", "state_dtype": "8bit", "step_in_backward": True}, "remainder+8bit"),
     Config("torchao AdamW8bit, fp32", "torchao", torch.float32, needs="8bit"),
     Config("torchao AdamW8bit, bf16 params", "torchao", BF16, needs="8bit"),
     Config("bitsandbytes AdamW8bit, fp32", "bnb", torch.float32, needs="8bit"),
     Config("bitsandbytes AdamW8bit, bf16 params", "bnb", BF16, needs="8bit"),
 )
-
-
-def category(key: str, inner: str | None = None) -> str:
-    """Where an opt.state entry (``inner``: the attribute of a subclass's inner tensor) counts."""
-    name = f"{key}.{inner}".lower() if inner else key.lower()
-    if "remainder" in name:
-        return "remainder"
-    if "master" in name:
-        return "master"
-    if any(w in name for w in SCALE_WORDS):
-        return "scales"
-    if key.startswith(MOMENT_KEYS):  # torchao: exp_avg.codes (its .scale and .qmap are scales)
-        return "states"
-    return "other"  # step counters, and anything no rule above names
-
-
-def leaves(t: torch.Tensor, inner: str | None = None):
-    """(attribute, plain tensor) pairs: a tensor subclass stands for the tensors inside it."""
-    if is_traceable_wrapper_subclass(t):
-        for attr in t.__tensor_flatten__()[0]:
-            yield from leaves(getattr(t, attr), attr)
-    else:
-        yield inner, t
-
-
-@dataclass
-class Ledger:
-    """Bytes per category, each untyped storage counted once."""
-    bytes: dict = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
-    seen: set = field(default_factory=set)
-    state_itemsizes: set = field(default_factory=set)  # element sizes of the moments' tensors
-
-    def add(self, t: torch.Tensor, cat: str | None = None, key: str = "") -> None:
-        for inner, leaf in leaves(t):
-            where = cat or category(key, inner)
-            if where == "states":
-                self.state_itemsizes.add(leaf.element_size())
-            storage = leaf.untyped_storage()
-            ident = (str(storage.device), storage.data_ptr())
-            if storage.nbytes() == 0 or ident in self.seen:
-                continue
-            self.seen.add(ident)
-            self.bytes[where] += storage.nbytes()
-
-
-_ATOMS = (str, bytes, int, float, complex, bool, type(None), type, types.ModuleType, torch.dtype,
-          torch.device, torch.Size)
-
-
-def reachable_tensors(obj, seen: set | None = None, depth: int = 0):
-    """Every tensor reachable from ``obj`` through containers and plain objects' attributes
-    (not through functions, hooks or modules, which reach the whole program)."""
-    seen = set() if seen is None else seen
-    if id(obj) in seen or depth > 12 or isinstance(obj, _ATOMS):
-        return
-    seen.add(id(obj))
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, dict):
-        for k, v in list(obj.items()):
-            yield from reachable_tensors(k, seen, depth + 1)
-            yield from reachable_tensors(v, seen, depth + 1)
-    elif isinstance(obj, (list, tuple, set, frozenset)):
-        for v in list(obj):
-            yield from reachable_tensors(v, seen, depth + 1)
-    elif not callable(obj):
-        for v in list(getattr(obj, "__dict__", {}).values()) + \
-                [getattr(obj, s, None) for s in getattr(type(obj), "__slots__", ())]:
-            yield from reachable_tensors(v, seen, depth + 1)
-
-
-def count(params, opt) -> Ledger:
-    ledger = Ledger()
-    for p in params:
-        ledger.add(p, "params")
-    for p in params:
-        if p.grad is not None:
-            ledger.add(p.grad, "grads")
-    for p in params:
-        for key, value in opt.state.get(p, {}).items():
-            if isinstance(value, torch.Tensor):
-                ledger.add(value, key=str(key))
-    for t in reachable_tensors(opt):
-        ledger.add(t, "other")
-    return ledger
 
 
 # what a row's option must leave in opt.state, else the option was accepted and did nothing
@@ -197,12 +115,18 @@ class MemoryRow:
     bytes: dict = field(default_factory=dict)  # category -> bytes; empty when the row failed
     seconds: float | None = None  # building, one step and counting
     step_ms: float | None = None  # median step() after the counted one (timing.time_ms), beside the bytes
+    peak: dict = field(default_factory=dict)  # category -> bytes at the peak of a training step (peak.py)
+    cuda_peak: int | None = None  # on a GPU: torch.cuda.max_memory_allocated over that step (peak.py)
     note: str = ""
     error: str | None = None  # why this row has no numbers
 
     @property
     def total(self) -> int:
         return sum(self.bytes.values())
+
+    @property
+    def peak_total(self) -> int:
+        return sum(self.peak.values())
 
     def per_param(self) -> dict:
         out = {k: v / self.numel for k, v in self.bytes.items()}
@@ -227,6 +151,14 @@ def measure(config: Config, shapes, device: str = "cpu") -> MemoryRow:
         if config.impl in ANCHORS:
             top = ANCHORS[config.impl][0].split(".")[0]
             row.note = f"{top} {importlib.import_module(top).__version__}"
+        params = opt = None
+        # the peak, on fresh params and a fresh optimizer that train by a real backward
+        params = make_params(shapes, Path(config.name, config.param_dtype), device)
+        for p in params:
+            p.grad = None
+        opt = build(config, params)
+        ledger, row.cuda_peak = peak_of_a_training_step(params, opt)
+        row.peak = ledger.bytes
     except Exception as e:  # one failing configuration never takes the table down
         row.error = why(e)
     finally:
@@ -255,7 +187,8 @@ class MemoryReport:
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
-        rows = [{**asdict(r), "total": r.total, "per_param": r.per_param()} for r in self.rows]
+        rows = [{**asdict(r), "total": r.total, "per_param": r.per_param(),
+                 "peak_per_param": r.peak_total / r.numel if r.peak else None} for r in self.rows]
         return {**{k: v for k, v in asdict(self).items() if k != "rows"}, "rows": rows}
 
 
@@ -275,18 +208,23 @@ def run(quick: bool = False, device: str = "cpu", configs=None, progress: bool =
 
 def format_table(report: MemoryReport) -> str:
     """A markdown table: bytes per parameter by category ("-" where none), and each row's note."""
-    head = (f"bytes per parameter after one step, counted from the tensors held (unique storages), and the "
-            f"median of 3 later steps' time (ms), "
+    head = (f"bytes per parameter after one step, counted from the tensors held (unique storages); the peak: "
+            f"the most bytes per parameter alive during a training step's backward and step, counted the same way "
+            f"(activations not counted; `cuda peak`: max_memory_allocated over that step, activations included); "
+            f"the median of 3 later steps' time (ms), "
             f"{report.workload}: {report.tensors} tensors, {report.numel:,} parameters, {report.device}, "
             f"torch {report.torch_version}; {report.seconds:.0f} s\n\n")
-    cols = ["configuration", *CATEGORIES, "total", "ms/step", "note"]
+    cuda = report.device == "cuda"
+    cols = ["configuration", *CATEGORIES, "total", "peak", *(["cuda peak"] if cuda else []), "ms/step", "note"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in report.rows:
         if r.error:
-            cells = ["n/a"] * (len(CATEGORIES) + 2) + [f"not available: {r.error}"]
+            cells = ["n/a"] * (len(cols) - 2) + [f"not available: {r.error}"]
         else:
             per = r.per_param()
             cells = [f"{per[c]:.2f}" if r.bytes[c] else "-" for c in CATEGORIES] + [
-                f"**{per['total']:.2f}**", f"{r.step_ms:.1f}" if r.step_ms is not None else "-", r.note]
+                f"**{per['total']:.2f}**", f"**{r.peak_total / r.numel:.2f}**",
+                *([f"{r.cuda_peak / r.numel:.2f}"] if cuda else []),
+                f"{r.step_ms:.1f}" if r.step_ms is not None else "-", r.note]
         lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in [r.config, *cells]) + " |")
     return head + "\n".join(lines)

@@ -1,7 +1,7 @@
 """The peak of one training step: the largest number of bytes the parameters, their gradients
 and the optimizer hold at any point of a backward and step, counted from the live tensors.
 
-[note: what the peak counts] ``memory.count`` (distinct storages: params, grads, every
+[note: what the peak counts] ``ledger.count`` (distinct storages: params, grads, every
 ``opt.state`` entry, whatever else the optimizer reaches) is taken after the forward, at every
 parameter's post-accumulate-grad hook (registered after the optimizer's, so a gradient the
 optimizer freed is gone), and after ``opt.step()``; at each hook also the instant before the
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from ..optim.optimizer import AdamWTau
-from .memory import Ledger, count
+from .ledger import Ledger, count
 
 
 def chain_loss(params) -> torch.Tensor:
@@ -60,6 +60,22 @@ def peak(params, opt, backward) -> Ledger:
         for h in handles:
             h.remove()
     return best[0]
+
+
+def peak_of_a_training_step(params, opt) -> tuple[Ledger, int | None]:
+    """The peak of the second of two training steps of ``chain_loss`` (the first makes the
+    states), and on a GPU the allocator's peak over that step (``max_memory_allocated``: all
+    that is allocated, activations and autograd's buffers included), in bytes."""
+    chain_loss(params).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    cuda = params[0].is_cuda
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    ledger = peak(params, opt, lambda: chain_loss(params).backward())
+    opt.zero_grad(set_to_none=True)
+    return ledger, (torch.cuda.max_memory_allocated() if cuda else None)
 
 
 def peak_bytes_per_param(shapes, dtype=torch.bfloat16, step_in_backward: bool = False, steps: int = 2,
