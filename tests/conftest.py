@@ -1,5 +1,6 @@
 import fcntl
 import os
+import sys
 
 import pytest
 import torch
@@ -72,6 +73,23 @@ def pytest_cmdline_main(config):
     if (config.pluginmanager.hasplugin("xdist") and getattr(config.option, "numprocesses", 0) is None
             and not config.option.usepdb and not worker):
         config.option.numprocesses = "auto"
+
+
+def pytest_sessionstart(session):
+    # [note: the extension's build starts first] With workers, the C++ extension's first build
+    # (about 90 CPU s, one translation unit) starts in the background while they start and
+    # collect: a worker that needs it before it is done waits on torch's build lock, as it
+    # would for the other worker's build, and a core idle behind that lock is the wait this saves.
+    # It is never killed (a build killed inside torch's lock leaves the lock, and every later
+    # load waits on it): a run that ends first leaves it to finish, and an extension already
+    # built costs it only the import.
+    config = session.config
+    worker = hasattr(config, "workerinput") or "PYTEST_XDIST_WORKER" in os.environ
+    if worker or getattr(config.option, "numprocesses", None) in (None, 0, "0"):
+        return
+    code = ("import os; quiet = os.open(os.devnull, os.O_WRONLY); os.dup2(quiet, 1); os.dup2(quiet, 2); "
+            "from adamw_tau.launch import extension; extension.unavailable_reason(cuda=False)")
+    os.spawnv(os.P_NOWAIT, sys.executable, [sys.executable, "-c", code])  # no Popen left to warn at exit
 
 
 def pytest_addoption(parser):
