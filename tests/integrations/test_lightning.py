@@ -46,7 +46,8 @@ def _model_class():
 
 
 def _fit(model, **trainer_args):
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=STEPS, logger=False, enable_checkpointing=False,
+    trainer_args = {"max_steps": STEPS, **trainer_args}
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **trainer_args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -113,3 +114,57 @@ def test_fp16_clipping_with_our_plugin_is_the_hand_loop():
     _same(model, want)
     unclipped, _ = _by_hand(torch.float16, torch.amp.GradScaler("cpu"), 1e9)
     assert any(not torch.equal(bits(p), bits(q)) for p, q in zip(model.net.parameters(), unclipped.net.parameters()))
+
+
+# --- the step inside backward (docs/integrations.md, "The step inside backward") -------------------
+MICRO = 2
+
+
+class LossBase(Base):
+    def loss(self, batch):
+        x, y = batch
+        return ((self.net(x).float() - y) ** 2).mean()
+
+
+class _Ordinary(AdamWTau):
+    """AdamWTau with the step inside backward switched off, whatever the recipe asks."""
+
+    def __init__(self, *args, step_in_backward=False, **kwargs):
+        super().__init__(*args, step_in_backward=False, **kwargs)
+
+
+def _step_in_backward_model(in_backward, monkeypatch):
+    import adamw_tau
+    with monkeypatch.context() as m:
+        if not in_backward:
+            m.setattr(adamw_tau, "AdamWTau", _Ordinary)  # the recipe's `from adamw_tau import AdamWTau`
+        cls = run_recipe("lightning-step-in-backward", Base=LossBase, max_steps=STEPS // MICRO, micro_batches=MICRO)
+    return cls["Model"]()
+
+
+def _fit_steps(model, **trainer_args):
+    return _fit(model, **{"max_steps": STEPS // MICRO, **trainer_args})
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_step_in_backward_manual_recipe_is_the_ordinary_step_bitwise(precision, monkeypatch):
+    inside, ordinary = _step_in_backward_model(True, monkeypatch), _step_in_backward_model(False, monkeypatch)
+    t_inside = _fit_steps(inside, precision=precision)
+    t_ordinary = _fit_steps(ordinary, precision=precision)
+    o_inside, o_ordinary = t_inside.optimizers[0], t_ordinary.optimizers[0]
+    assert o_inside._step_in_backward and not o_ordinary._step_in_backward
+    assert all(st["step"].item() == STEPS // MICRO for st in o_inside.state.values())
+    assert o_inside.param_groups[0]["lr"] == o_ordinary.param_groups[0]["lr"] != 3e-3  # the scheduler ran
+    _same(inside, ordinary)
+    unstepped = _step_in_backward_model(True, monkeypatch)
+    assert any(not torch.equal(bits(p), bits(q)) for p, q in zip(inside.net.parameters(), unstepped.net.parameters()))
+
+
+def test_step_in_backward_manual_refuses_lightnings_clipping(monkeypatch):
+    with pytest.raises(Exception, match="gradient clipping is not supported for manual optimization"):
+        _fit_steps(_step_in_backward_model(True, monkeypatch), gradient_clip_val=1.0)
+
+
+def test_step_in_backward_manual_refuses_fp16s_grad_scaler(monkeypatch):
+    with pytest.raises(RuntimeError, match="cannot be stepped by a GradScaler"):
+        _fit_steps(_step_in_backward_model(True, monkeypatch), plugins=[MixedPrecision("16-mixed", "cpu")])
