@@ -168,3 +168,27 @@ def test_step_in_backward_manual_refuses_lightnings_clipping(monkeypatch):
 def test_step_in_backward_manual_refuses_fp16s_grad_scaler(monkeypatch):
     with pytest.raises(RuntimeError, match="cannot be stepped by a GradScaler"):
         _fit_steps(_step_in_backward_model(True, monkeypatch), plugins=[MixedPrecision("16-mixed", "cpu")])
+
+
+def _automatic(in_backward):
+    class Automatic(LossBase):
+        def training_step(self, batch, i):
+            return self.loss(batch)
+
+        def configure_optimizers(self):
+            return AdamWTau(self.parameters(), lr=3e-3, tau_iters=1_000, step_in_backward=in_backward)
+    return Automatic()
+
+
+def test_step_in_backward_automatic_optimization_is_the_ordinary_step_bitwise():
+    """Lightning's closure runs zero_grad and backward inside opt.step(closure); the backward steps."""
+    inside, ordinary = _automatic(True), _automatic(False)
+    _fit(inside, max_steps=3)
+    _fit(ordinary, max_steps=3)
+    _same(inside, ordinary)
+    assert any(not torch.equal(bits(p), bits(q)) for p, q in zip(inside.net.parameters(), _net().parameters()))
+
+
+def test_step_in_backward_automatic_accumulation_raises_at_the_second_micro_batch():
+    with pytest.raises(RuntimeError, match="got a second gradient before opt.step"):
+        _fit(_automatic(True), max_steps=3, accumulate_grad_batches=2)
