@@ -14,6 +14,10 @@ Passing ``AdamWTau`` itself as ``cls`` also runs, but the Trainer then builds th
 ``weight_decay=args.weight_decay`` on the decayed one: a τ given in ``kwargs`` is overridden
 by that λ (0.0 by default: no decay at all). The factory avoids this.
 
+With ``step_in_backward=True`` in ``kwargs`` the factory first checks ``TrainingArguments`` for
+what the step inside backward cannot follow (``check_step_in_backward``): global-norm clipping
+(``max_grad_norm``, 1.0 by default), fp16's GradScaler, and ``gradient_accumulation_steps > 1``.
+
 The groups are the Trainer's own split (``Trainer.get_decay_parameter_names``: biases and norm
 weights not decayed), or μP groups from ``adamw_tau.mup_param_groups`` with the same split.
 """
@@ -106,7 +110,30 @@ class TrainerOptimizer:
             raise TypeError("TrainerOptimizer: put args=<your TrainingArguments> in optimizer_cls_and_kwargs' kwargs; "
                             "the Trainer does not pass them to an optimizer factory, and without them its "
                             "learning_rate, adam_beta1, adam_beta2, adam_epsilon and weight_decay would not apply")
+        if kwargs.get("step_in_backward"):
+            check_step_in_backward(args)
         kwargs = from_training_arguments(args, kwargs)
         optimizer = build_optimizer(model, **kwargs)
         record_in_training_arguments(args, kwargs)
         return optimizer
+
+
+def check_step_in_backward(args) -> None:
+    """Refuse ``TrainingArguments`` the step inside backward cannot follow, before the
+    optimizer exists (the Trainer builds it at the start of ``train()``)."""
+    where = "TrainerOptimizer(step_in_backward=True)"
+    if args.max_grad_norm and args.max_grad_norm > 0:
+        raise ValueError(
+            f"{where}: TrainingArguments.max_grad_norm={args.max_grad_norm} (the Trainer's default is 1.0) clips by "
+            "the global norm after backward, when most parameters were already stepped and only the gradients still "
+            "waiting for their bucket are left to clip. Set max_grad_norm=0, or use step_in_backward=False to clip")
+    if args.fp16:
+        raise ValueError(
+            f"{where}: TrainingArguments.fp16=True steps through a GradScaler, which cannot undo a step taken inside "
+            "backward on scaled gradients. Use bf16=True (no scaler), or step_in_backward=False")
+    if args.gradient_accumulation_steps > 1:
+        raise ValueError(
+            f"{where}: TrainingArguments.gradient_accumulation_steps={args.gradient_accumulation_steps}: the Trainer "
+            "runs every micro-batch's backward the same way, so the first would step on its own gradient and the "
+            "second would find a parameter already stepped. Use gradient_accumulation_steps=1 with a larger "
+            "per_device_train_batch_size, or step_in_backward=False")
