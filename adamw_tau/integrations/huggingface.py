@@ -16,7 +16,9 @@ by that λ (0.0 by default: no decay at all). The factory avoids this.
 
 With ``step_in_backward=True`` in ``kwargs`` the factory first checks ``TrainingArguments`` for
 what the step inside backward cannot follow (``check_step_in_backward``): global-norm clipping
-(``max_grad_norm``, 1.0 by default), fp16's GradScaler, and ``gradient_accumulation_steps > 1``.
+(``max_grad_norm``, 1.0 by default) and fp16's GradScaler. With ``gradient_accumulation_steps > 1``
+it hooks the model (``AccumulateUntilSync``) so that every micro-batch's backward but the last
+runs inside ``opt.accumulating()``.
 
 The groups are the Trainer's own split (``Trainer.get_decay_parameter_names``: biases and norm
 weights not decayed), or μP groups from ``adamw_tau.mup_param_groups`` with the same split.
@@ -114,6 +116,8 @@ class TrainerOptimizer:
             check_step_in_backward(args)
         kwargs = from_training_arguments(args, kwargs)
         optimizer = build_optimizer(model, **kwargs)
+        if kwargs.get("step_in_backward") and args.gradient_accumulation_steps > 1:
+            model.register_forward_pre_hook(AccumulateUntilSync(optimizer))
         record_in_training_arguments(args, kwargs)
         return optimizer
 
@@ -131,9 +135,33 @@ def check_step_in_backward(args) -> None:
         raise ValueError(
             f"{where}: TrainingArguments.fp16=True steps through a GradScaler, which cannot undo a step taken inside "
             "backward on scaled gradients. Use bf16=True (no scaler), or step_in_backward=False")
-    if args.gradient_accumulation_steps > 1:
-        raise ValueError(
-            f"{where}: TrainingArguments.gradient_accumulation_steps={args.gradient_accumulation_steps}: the Trainer "
-            "runs every micro-batch's backward the same way, so the first would step on its own gradient and the "
-            "second would find a parameter already stepped. Use gradient_accumulation_steps=1 with a larger "
-            "per_device_train_batch_size, or step_in_backward=False")
+
+
+class AccumulateUntilSync:
+    """A forward pre-hook on the Trainer's model: the backward of a micro-batch accelerate does not
+    sync runs inside ``optimizer.accumulating()``, the last one's steps.
+
+    [note: the Trainer's accumulation]
+    The Trainer runs every micro-batch alike, ``training_step`` and its backward, and says which
+    is the last only through accelerate: before each micro-batch it sets
+    ``GradientState().sync_gradients`` (True for the last of its group, also a short group at the
+    end of an epoch). No callback runs between that and the micro-batch's backward, but its
+    forward does: this hook reads the flag there, and enters ``accumulating()`` for a micro-batch
+    that does not sync, leaving it at the forward of one that does. A forward without grad (the
+    Trainer's evaluation) changes nothing.
+    """
+
+    def __init__(self, optimizer: AdamWTau):
+        self.optimizer = optimizer
+        self.block = None  # the accumulating() context while entered
+
+    def __call__(self, module, args) -> None:
+        if not torch.is_grad_enabled():
+            return
+        accumulate = not require("accelerate", "hf").state.GradientState().sync_gradients
+        if accumulate and self.block is None:
+            self.block = self.optimizer.accumulating()
+            self.block.__enter__()
+        elif not accumulate and self.block is not None:
+            block, self.block = self.block, None
+            block.__exit__(None, None, None)

@@ -154,17 +154,21 @@ def _sib_args(out, **kw):
     return transformers.TrainingArguments(**{**base, **kw})
 
 
-@pytest.mark.parametrize("bf16", [False, True])
-def test_step_in_backward_recipe_is_the_ordinary_step_bitwise(tmp_path, bf16):
-    args = _sib_args(tmp_path / "a", bf16=bf16)
-    inside = run_recipe("hf-step-in-backward", model=_model(), train_dataset=_Tokens(SIB_STEPS * BATCH), args=args)
-    inside = inside["trainer"]
+def _inside_and_ordinary(tmp_path, micro=1, **kw):
+    """The recipe's Trainer (step_in_backward=True) and the same with step_in_backward=False, trained."""
+    data = SIB_STEPS * BATCH * micro
+    args = _sib_args(tmp_path / "a", gradient_accumulation_steps=micro, **kw)
+    inside = run_recipe("hf-step-in-backward", model=_model(), train_dataset=_Tokens(data), args=args)["trainer"]
     inside.train()
-    plain_args = _sib_args(tmp_path / "b", bf16=bf16)
-    ordinary = transformers.Trainer(model=_model(), args=plain_args, train_dataset=_Tokens(SIB_STEPS * BATCH),
+    plain_args = _sib_args(tmp_path / "b", gradient_accumulation_steps=micro, **kw)
+    ordinary = transformers.Trainer(model=_model(), args=plain_args, train_dataset=_Tokens(data),
                                     optimizer_cls_and_kwargs=(TrainerOptimizer, dict(args=plain_args, tau_iters=10_000,
                                                                                      step_in_backward=False)))
     ordinary.train()
+    return inside, ordinary
+
+
+def _assert_same_training(inside, ordinary):
     o_inside, o_ordinary = _raw(inside.optimizer), _raw(ordinary.optimizer)
     assert o_inside._step_in_backward and not o_ordinary._step_in_backward
     assert o_inside.state_dict()["state"][0]["step"].item() == SIB_STEPS
@@ -176,10 +180,20 @@ def test_step_in_backward_recipe_is_the_ordinary_step_bitwise(tmp_path, bf16):
                          dict(_model().named_parameters())["transformer.h.0.attn.c_attn.weight"])
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_step_in_backward_recipe_is_the_ordinary_step_bitwise(tmp_path, bf16):
+    _assert_same_training(*_inside_and_ordinary(tmp_path, bf16=bf16))
+
+
+def test_step_in_backward_with_the_trainers_accumulation_is_the_ordinary_step_bitwise(tmp_path):
+    inside, ordinary = _inside_and_ordinary(tmp_path, micro=2)
+    _assert_same_training(inside, ordinary)
+    assert inside.state.global_step == SIB_STEPS
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(max_grad_norm=1.0), "max_grad_norm=1.0 .*Set max_grad_norm=0"),
     (dict(fp16=True), "fp16=True .*GradScaler.*bf16=True"),
-    (dict(gradient_accumulation_steps=2), "gradient_accumulation_steps=2.*per_device_train_batch_size"),
 ])
 def test_step_in_backward_refuses_training_arguments_it_cannot_follow(tmp_path, kw, match):
     args = _sib_args(tmp_path, **kw) if "fp16" not in kw else _sib_args(tmp_path)
