@@ -147,8 +147,7 @@ class AccumulateUntilSync:
     ``GradientState().sync_gradients`` (True for the last of its group, also a short group at the
     end of an epoch). No callback runs between that and the micro-batch's backward, but its
     forward does: this hook reads the flag there, and enters ``accumulating()`` for a micro-batch
-    that does not sync, leaving it at the forward of one that does. A forward without grad (the
-    Trainer's evaluation) changes nothing.
+    that does not sync, leaving it at the forward of one that does.
     """
 
     def __init__(self, optimizer: AdamWTau):
@@ -156,8 +155,6 @@ class AccumulateUntilSync:
         self.block = None  # the accumulating() context while entered
 
     def __call__(self, module, args) -> None:
-        if not torch.is_grad_enabled():
-            return
         accumulate = not require("accelerate", "hf").state.GradientState().sync_gradients
         if accumulate and self.block is None:
             self.block = self.optimizer.accumulating()

@@ -154,13 +154,14 @@ def _sib_args(out, **kw):
     return transformers.TrainingArguments(**{**base, **kw})
 
 
-def _inside_and_ordinary(tmp_path, micro=1, **kw):
+def _inside_and_ordinary(tmp_path, micro=1, steps=SIB_STEPS, **kw):
     """The recipe's Trainer (step_in_backward=True) and the same with step_in_backward=False, trained."""
-    data = SIB_STEPS * BATCH * micro
-    args = _sib_args(tmp_path / "a", gradient_accumulation_steps=micro, **kw)
+    data = steps * BATCH * micro
+    kw.update(gradient_accumulation_steps=micro, max_steps=steps)
+    args = _sib_args(tmp_path / "a", **kw)
     inside = run_recipe("hf-step-in-backward", model=_model(), train_dataset=_Tokens(data), args=args)["trainer"]
     inside.train()
-    plain_args = _sib_args(tmp_path / "b", gradient_accumulation_steps=micro, **kw)
+    plain_args = _sib_args(tmp_path / "b", **kw)
     ordinary = transformers.Trainer(model=_model(), args=plain_args, train_dataset=_Tokens(data),
                                     optimizer_cls_and_kwargs=(TrainerOptimizer, dict(args=plain_args, tau_iters=10_000,
                                                                                      step_in_backward=False)))
@@ -168,10 +169,10 @@ def _inside_and_ordinary(tmp_path, micro=1, **kw):
     return inside, ordinary
 
 
-def _assert_same_training(inside, ordinary):
+def _assert_same_training(inside, ordinary, steps=SIB_STEPS):
     o_inside, o_ordinary = _raw(inside.optimizer), _raw(ordinary.optimizer)
     assert o_inside._step_in_backward and not o_ordinary._step_in_backward
-    assert o_inside.state_dict()["state"][0]["step"].item() == SIB_STEPS
+    assert o_inside.state_dict()["state"][0]["step"].item() == steps
     assert o_inside.param_groups[0]["lr"] == o_ordinary.param_groups[0]["lr"]
     a, b = dict(inside.model.named_parameters()), dict(ordinary.model.named_parameters())
     for name in a:
@@ -186,9 +187,9 @@ def test_step_in_backward_recipe_is_the_ordinary_step_bitwise(tmp_path, bf16):
 
 
 def test_step_in_backward_with_the_trainers_accumulation_is_the_ordinary_step_bitwise(tmp_path):
-    inside, ordinary = _inside_and_ordinary(tmp_path, micro=2)
-    _assert_same_training(inside, ordinary)
-    assert inside.state.global_step == SIB_STEPS
+    inside, ordinary = _inside_and_ordinary(tmp_path, micro=2, steps=2)
+    _assert_same_training(inside, ordinary, steps=2)
+    assert inside.state.global_step == 2
 
 
 @pytest.mark.parametrize("kw, match", [
