@@ -192,3 +192,52 @@ def test_step_in_backward_automatic_optimization_is_the_ordinary_step_bitwise():
 def test_step_in_backward_automatic_accumulation_raises_at_the_second_micro_batch():
     with pytest.raises(RuntimeError, match="got a second gradient before opt.step"):
         _fit(_automatic(True), max_steps=3, accumulate_grad_batches=2)
+
+
+class AutomaticBase(LossBase):
+    def training_step(self, batch, i):
+        return self.loss(batch)
+
+
+def _trainer_args(**kw):
+    return dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, num_sanity_val_steps=0, **kw)
+
+
+def _fit_with(trainer, model):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, torch.utils.data.DataLoader(_data(), batch_size=BATCH, shuffle=False))
+
+
+@pytest.mark.parametrize("accumulate, steps", [(2, 3), (4, 2)])  # 4: the epoch's 6 batches end inside a group
+def test_step_in_backward_callback_maps_accumulation_bitwise(accumulate, steps):
+    ns = run_recipe("lightning-step-in-backward-automatic", Base=AutomaticBase,
+                    trainer_args=_trainer_args(max_steps=steps))
+    trainer, inside = ns["trainer"], ns["Model"]()
+    trainer.accumulate_grad_batches = accumulate  # the recipe's 2, or the value under test
+    _fit_with(trainer, inside)
+    ordinary = _automatic(False)
+    _fit_with(pl.Trainer(accumulate_grad_batches=accumulate, **_trainer_args(max_steps=steps)), ordinary)
+    assert trainer.optimizers[0].step_in_backward
+    assert all(st["step"].item() == steps for st in trainer.optimizers[0].state.values())
+    _same(inside, ordinary)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(gradient_clip_val=1.0), "gradient_clip_val=1.0.*Drop gradient_clip_val"),
+    (dict(plugins=[MixedPrecision("16-mixed", "cpu")]), "GradScaler.*bf16-mixed"),
+])
+def test_step_in_backward_callback_refuses_before_the_first_batch(kw, match):
+    from adamw_tau.integrations.lightning import StepInBackward
+    model = _automatic(True)
+    before = [bits(p) for p in model.parameters()]
+    with pytest.raises(ValueError, match=match):
+        _fit_with(pl.Trainer(callbacks=[StepInBackward()], **_trainer_args(max_steps=2, **kw)), model)
+    assert all(torch.equal(b, bits(p)) for b, p in zip(before, model.parameters()))
+
+
+def test_step_in_backward_callback_without_such_an_optimizer_says_so():
+    from adamw_tau.integrations.lightning import StepInBackward
+    with pytest.raises(ValueError, match="no optimizer of this Trainer is an AdamWTau.step_in_backward=True"):
+        _fit_with(pl.Trainer(callbacks=[StepInBackward()], **_trainer_args(max_steps=2)), _automatic(False))
