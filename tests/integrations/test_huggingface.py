@@ -1,6 +1,7 @@
 """transformers' Trainer with AdamWTau through optimizer_cls_and_kwargs (the recipe in
 docs/integrations.md): the Trainer's decay split, and a resumed run bitwise equal to an
-uninterrupted one."""
+uninterrupted one; the step inside backward through the factory (its refusals, the Trainer's
+accumulation), bitwise the ordinary step."""
 import pytest
 import torch
 

@@ -1,6 +1,7 @@
 """Lightning trains with AdamWTau (the recipes in docs/integrations.md): a step-interval
 scheduler and the closure, in 32-true and bf16-mixed, bitwise equal to the hand-written loop;
-fp16 AMP with gradient clipping refused by Lightning's plugin and working with ours."""
+fp16 AMP with gradient clipping refused by Lightning's plugin and working with ours; the step inside
+backward with manual optimization and with the StepInBackward callback, bitwise the ordinary step."""
 import warnings
 
 import pytest

@@ -1,5 +1,7 @@
 """torchtitan's optimizer container with AdamWTau (the recipe in docs/integrations.md): its
-groups, its lr=0 state creation, and DCP save/load of its flat state dict, bitwise."""
+groups, its lr=0 state creation, and DCP save/load of its flat state dict, bitwise; the step inside
+backward through the container, bitwise the ordinary step, and what torchtitan's own clipping and
+accumulation do with it."""
 import types
 
 import pytest
