@@ -214,11 +214,14 @@ def test_step_in_backward_torchtitans_own_accumulation_raises_at_the_second_micr
     del ns
 
 
-def test_step_in_backward_in_a_param_group_is_refused_before_building():
+@pytest.mark.parametrize("argument, value", [("step_in_backward", True), ("backend", "reference"), ("seed", 3)])
+def test_step_in_backward_in_a_param_group_is_refused_before_building(argument, value):
+    """AdamWTau's optimizer-wide arguments: in a group dict they would be kept and never read."""
     model = _model()
     before = [bits(p) for p in model.parameters()]
-    config = OptimizersContainer.Config(param_groups=[ParamGroupConfig(
-        pattern=r".*", optimizer_name="AdamWTau", optimizer_kwargs={"lr": 1e-3, "step_in_backward": True})])
-    with pytest.raises(ValueError, match=r"param_groups\[0\].*optimizer_factory_kwargs_by_name"):
+    config = OptimizersContainer.Config(param_groups=[
+        ParamGroupConfig(pattern=r"bias$", optimizer_name="AdamWTau", optimizer_kwargs={"lr": 1e-3}),
+        ParamGroupConfig(pattern=r".*", optimizer_name="AdamWTau", optimizer_kwargs={"lr": 1e-3, argument: value})])
+    with pytest.raises(ValueError, match=rf"param_groups\[1\].*'{argument}'.*optimizer_factory_kwargs_by_name"):
         config.build(model_parts=[model])
     assert all(torch.equal(b, bits(p)) for b, p in zip(before, model.parameters()))
