@@ -161,9 +161,13 @@ def test_step_in_backward_manual_recipe_is_the_ordinary_step_bitwise(precision, 
     assert any(not torch.equal(bits(p), bits(q)) for p, q in zip(inside.net.parameters(), unstepped.net.parameters()))
 
 
-def test_step_in_backward_manual_refuses_lightnings_clipping(monkeypatch):
-    with pytest.raises(Exception, match="gradient clipping is not supported for manual optimization"):
-        _fit_steps(_step_in_backward_model(True, monkeypatch), gradient_clip_val=1.0)
+@pytest.mark.parametrize("kw, match", [
+    (dict(gradient_clip_val=1.0), "gradient clipping is not supported for manual optimization"),
+    (dict(accumulate_grad_batches=2), "gradient accumulation is not supported for manual optimization"),
+])
+def test_step_in_backward_manual_lightning_refuses_its_clipping_and_accumulation(monkeypatch, kw, match):
+    with pytest.raises(Exception, match=match):
+        _fit_steps(_step_in_backward_model(True, monkeypatch), **kw)
 
 
 def test_step_in_backward_manual_refuses_fp16s_grad_scaler(monkeypatch):
