@@ -155,9 +155,9 @@ def _sib_args(out, **kw):
     return transformers.TrainingArguments(**{**base, **kw})
 
 
-def _inside_and_ordinary(tmp_path, micro=1, steps=SIB_STEPS, **kw):
+def _inside_and_ordinary(tmp_path, micro=1, steps=SIB_STEPS, batches=None, **kw):
     """The recipe's Trainer (step_in_backward=True) and the same with step_in_backward=False, trained."""
-    data = steps * BATCH * micro
+    data = (batches or steps * micro) * BATCH
     kw.update(gradient_accumulation_steps=micro, max_steps=steps)
     args = _sib_args(tmp_path / "a", **kw)
     inside = run_recipe("hf-step-in-backward", model=_model(), train_dataset=_Tokens(data), args=args)["trainer"]
@@ -187,8 +187,9 @@ def test_step_in_backward_recipe_is_the_ordinary_step_bitwise(tmp_path, bf16):
     _assert_same_training(*_inside_and_ordinary(tmp_path, bf16=bf16))
 
 
-def test_step_in_backward_with_the_trainers_accumulation_is_the_ordinary_step_bitwise(tmp_path):
-    inside, ordinary = _inside_and_ordinary(tmp_path, micro=2, steps=2)
+@pytest.mark.parametrize("batches", [4, 3])  # 3: the epoch ends with a group of one micro-batch
+def test_step_in_backward_with_the_trainers_accumulation_is_the_ordinary_step_bitwise(tmp_path, batches):
+    inside, ordinary = _inside_and_ordinary(tmp_path, micro=2, steps=2, batches=batches)
     _assert_same_training(inside, ordinary, steps=2)
     assert inside.state.global_step == 2
 
