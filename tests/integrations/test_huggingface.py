@@ -5,7 +5,7 @@ accumulation), bitwise the ordinary step."""
 import pytest
 import torch
 
-from frameworks import need, optimizer_tensors, run_recipe, same_bits
+from frameworks import launch_per_tensor, need, optimizer_tensors, run_recipe, same_bits  # noqa: F401
 
 transformers = need("transformers")
 need("accelerate")
@@ -155,12 +155,28 @@ def _sib_args(out, **kw):
     return transformers.TrainingArguments(**{**base, **kw})
 
 
+class FreedAfterBackward(transformers.TrainerCallback):
+    """After each micro-batch's backward: whether every gradient was stepped and freed inside it
+    (on_substep_end after one that accumulates, on_pre_optimizer_step after the last)."""
+
+    def __init__(self):
+        self.freed = []
+
+    def on_substep_end(self, args, state, control, model=None, **kw):
+        self.freed.append(all(p.grad is None for p in model.parameters()))
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+        self.freed.append(all(p.grad is None for p in model.parameters()))
+
+
 def _inside_and_ordinary(tmp_path, micro=1, steps=SIB_STEPS, batches=None, **kw):
     """The recipe's Trainer (step_in_backward=True) and the same with step_in_backward=False, trained."""
     data = (batches or steps * micro) * BATCH
     kw.update(gradient_accumulation_steps=micro, max_steps=steps)
     args = _sib_args(tmp_path / "a", **kw)
     inside = run_recipe("hf-step-in-backward", model=_model(), train_dataset=_Tokens(data), args=args)["trainer"]
+    inside.freed = FreedAfterBackward()
+    inside.add_callback(inside.freed)
     inside.train()
     plain_args = _sib_args(tmp_path / "b", **kw)
     ordinary = transformers.Trainer(model=_model(), args=plain_args, train_dataset=_Tokens(data),
@@ -182,16 +198,21 @@ def _assert_same_training(inside, ordinary, steps=SIB_STEPS):
                          dict(_model().named_parameters())["transformer.h.0.attn.c_attn.weight"])
 
 
+@pytest.mark.usefixtures("launch_per_tensor")
 @pytest.mark.parametrize("bf16", [False, True])
 def test_step_in_backward_recipe_is_the_ordinary_step_bitwise(tmp_path, bf16):
-    _assert_same_training(*_inside_and_ordinary(tmp_path, bf16=bf16))
+    inside, ordinary = _inside_and_ordinary(tmp_path, bf16=bf16)
+    _assert_same_training(inside, ordinary)
+    assert inside.freed.freed == [True] * SIB_STEPS
 
 
+@pytest.mark.usefixtures("launch_per_tensor")
 @pytest.mark.parametrize("batches", [4, 3])  # 3: the epoch ends with a group of one micro-batch
 def test_step_in_backward_with_the_trainers_accumulation_is_the_ordinary_step_bitwise(tmp_path, batches):
     inside, ordinary = _inside_and_ordinary(tmp_path, micro=2, steps=2, batches=batches)
     _assert_same_training(inside, ordinary, steps=2)
     assert inside.state.global_step == 2
+    assert inside.freed.freed == [False, True] + ([False, True] if batches == 4 else [True])
 
 
 @pytest.mark.parametrize("kw, match", [

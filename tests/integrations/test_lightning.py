@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from frameworks import bits, need, run_recipe
+from frameworks import bits, launch_per_tensor, need, run_recipe  # noqa: F401
 
 need("lightning")
 import lightning.pytorch as pl  # noqa: E402
@@ -147,16 +147,34 @@ def _fit_steps(model, **trainer_args):
     return _fit(model, **{"max_steps": STEPS // MICRO, **trainer_args})
 
 
+class FreedAfterBackward(pl.Callback):
+    """After each backward: whether every gradient was stepped and freed inside it."""
+
+    def __init__(self):
+        self.freed = []
+
+    def on_after_backward(self, trainer, pl_module):
+        self.freed.append(all(p.grad is None for p in pl_module.parameters()))
+
+
+def _freed_pattern(batches, accumulate):
+    """Per batch: freed inside backward on the last micro-batch of a group, or of the epoch."""
+    return [(i + 1) % accumulate == 0 or i + 1 == len(_data()) // BATCH for i in range(batches)]
+
+
+@pytest.mark.usefixtures("launch_per_tensor")
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_step_in_backward_manual_recipe_is_the_ordinary_step_bitwise(precision, monkeypatch):
     inside, ordinary = _step_in_backward_model(True, monkeypatch), _step_in_backward_model(False, monkeypatch)
-    t_inside = _fit_steps(inside, precision=precision)
+    freed = FreedAfterBackward()
+    t_inside = _fit_steps(inside, precision=precision, callbacks=[freed])
     t_ordinary = _fit_steps(ordinary, precision=precision)
     o_inside, o_ordinary = t_inside.optimizers[0], t_ordinary.optimizers[0]
     assert o_inside._step_in_backward and not o_ordinary._step_in_backward
     assert all(st["step"].item() == STEPS // MICRO for st in o_inside.state.values())
     assert o_inside.param_groups[0]["lr"] == o_ordinary.param_groups[0]["lr"] != 3e-3  # the scheduler ran
     _same(inside, ordinary)
+    assert freed.freed == _freed_pattern(STEPS, MICRO)
     unstepped = _step_in_backward_model(True, monkeypatch)
     assert any(not torch.equal(bits(p), bits(q)) for p, q in zip(inside.net.parameters(), unstepped.net.parameters()))
 
@@ -215,11 +233,14 @@ def _fit_with(trainer, model):
         trainer.fit(model, torch.utils.data.DataLoader(_data(), batch_size=BATCH, shuffle=False))
 
 
+@pytest.mark.usefixtures("launch_per_tensor")
 @pytest.mark.parametrize("accumulate, steps", [(2, 3), (4, 2)])  # 4: the epoch's 6 batches end inside a group
 def test_step_in_backward_callback_maps_accumulation_bitwise(accumulate, steps):
     ns = run_recipe("lightning-step-in-backward-automatic", Base=AutomaticBase,
                     trainer_args=_trainer_args(max_steps=steps))
     trainer, inside = ns["trainer"], ns["Model"]()
+    freed = FreedAfterBackward()
+    trainer.callbacks.append(freed)
     trainer.accumulate_grad_batches = accumulate  # the recipe's 2, or the value under test
     _fit_with(trainer, inside)
     ordinary = _automatic(False)
@@ -227,6 +248,7 @@ def test_step_in_backward_callback_maps_accumulation_bitwise(accumulate, steps):
     assert trainer.optimizers[0].step_in_backward
     assert all(st["step"].item() == steps for st in trainer.optimizers[0].state.values())
     _same(inside, ordinary)
+    assert freed.freed == _freed_pattern(len(_data()) // BATCH, accumulate)
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -11,7 +11,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 from adamw_tau import AdamWTau
 from adamw_tau.integrations.dcp import GroupKeysLoadPlanner
-from frameworks import bits, need, optimizer_tensors, run_recipe
+from frameworks import bits, freed_in_backward, launch_per_tensor, need, optimizer_tensors, run_recipe  # noqa: F401
 
 need("torchtitan")
 from torchtitan.components.optimizer import OptimizersContainer as TitanContainer  # noqa: E402
@@ -150,9 +150,11 @@ def _run_train_steps(ns, micro=MICRO):
         ns["train_step"](_micro_batches(t, micro))
 
 
+@pytest.mark.usefixtures("launch_per_tensor")
 def test_step_in_backward_recipe_is_the_ordinary_step_bitwise():
     import dataclasses
     ns = _step_in_backward_recipe(_model())
+    freed = freed_in_backward(ns["model"])
     opt = ns["optimizers"].optimizers[0]
     assert opt._step_in_backward
     ordinary = dict(ns)  # the same recipe, train_step and scheduler config, with the flag off
@@ -173,6 +175,8 @@ def test_step_in_backward_recipe_is_the_ordinary_step_bitwise():
     got = optimizer_tensors(opt)
     assert want.keys() == got.keys() and all(torch.equal(bits(want[k]), bits(got[k])) for k in want)
     assert opt.param_groups[0]["lr"] != 3e-4  # the scheduler ran
+    n = len(list(ns["model"].parameters()))  # the last micro-batch's backward freed them; the first kept them
+    assert freed == ([False] * n + [True] * n) * STEPS_IN_BACKWARD
 
 
 def _torchtitan_train_step(model, optimizers, max_norm, t):
