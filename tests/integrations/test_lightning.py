@@ -203,12 +203,15 @@ def _automatic(in_backward):
     return Automatic()
 
 
+@pytest.mark.usefixtures("launch_per_tensor")
 def test_step_in_backward_automatic_optimization_is_the_ordinary_step_bitwise():
     """Lightning's closure runs zero_grad and backward inside opt.step(closure); the backward steps."""
     inside, ordinary = _automatic(True), _automatic(False)
-    _fit(inside, max_steps=3)
+    freed = FreedAfterBackward()
+    _fit(inside, max_steps=3, callbacks=[freed])
     _fit(ordinary, max_steps=3)
     _same(inside, ordinary)
+    assert freed.freed == [True] * 3
     assert any(not torch.equal(bits(p), bits(q)) for p, q in zip(inside.net.parameters(), _net().parameters()))
 
 
