@@ -14,6 +14,12 @@ Passing ``AdamWTau`` itself as ``cls`` also runs, but the Trainer then builds th
 ``weight_decay=args.weight_decay`` on the decayed one: a τ given in ``kwargs`` is overridden
 by that λ (0.0 by default: no decay at all). The factory avoids this.
 
+With ``step_in_backward=True`` in ``kwargs`` the factory first checks ``TrainingArguments`` for
+what the step inside backward cannot follow (``check_step_in_backward``): global-norm clipping
+(``max_grad_norm``, 1.0 by default) and fp16's GradScaler. With ``gradient_accumulation_steps > 1``
+it hooks the model (``AccumulateUntilSync``) so that every micro-batch's backward but the last
+runs inside ``opt.accumulating()``.
+
 The groups are the Trainer's own split (``Trainer.get_decay_parameter_names``: biases and norm
 weights not decayed), or μP groups from ``adamw_tau.mup_param_groups`` with the same split.
 """
@@ -106,7 +112,53 @@ class TrainerOptimizer:
             raise TypeError("TrainerOptimizer: put args=<your TrainingArguments> in optimizer_cls_and_kwargs' kwargs; "
                             "the Trainer does not pass them to an optimizer factory, and without them its "
                             "learning_rate, adam_beta1, adam_beta2, adam_epsilon and weight_decay would not apply")
+        if kwargs.get("step_in_backward"):
+            check_step_in_backward(args)
         kwargs = from_training_arguments(args, kwargs)
         optimizer = build_optimizer(model, **kwargs)
+        if kwargs.get("step_in_backward") and args.gradient_accumulation_steps > 1:
+            model.register_forward_pre_hook(AccumulateUntilSync(optimizer))
         record_in_training_arguments(args, kwargs)
         return optimizer
+
+
+def check_step_in_backward(args) -> None:
+    """Refuse ``TrainingArguments`` the step inside backward cannot follow, before the
+    optimizer exists (the Trainer builds it at the start of ``train()``)."""
+    where = "TrainerOptimizer(step_in_backward=True)"
+    if args.max_grad_norm and args.max_grad_norm > 0:
+        raise ValueError(
+            f"{where}: TrainingArguments.max_grad_norm={args.max_grad_norm} (the Trainer's default is 1.0) clips by "
+            "the global norm after backward, when most parameters were already stepped and only the gradients still "
+            "waiting for their bucket are left to clip. Set max_grad_norm=0, or use step_in_backward=False to clip")
+    if args.fp16:
+        raise ValueError(
+            f"{where}: TrainingArguments.fp16=True steps through a GradScaler, which cannot undo a step taken inside "
+            "backward on scaled gradients. Use bf16=True (no scaler), or step_in_backward=False")
+
+
+class AccumulateUntilSync:
+    """A forward pre-hook on the Trainer's model: the backward of a micro-batch accelerate does not
+    sync runs inside ``optimizer.accumulating()``, the last one's steps.
+
+    [note: the Trainer's accumulation]
+    The Trainer runs every micro-batch alike, ``training_step`` and its backward, and says which
+    is the last only through accelerate: before each micro-batch it sets
+    ``GradientState().sync_gradients`` (True for the last of its group, also a short group at the
+    end of an epoch). No callback runs between that and the micro-batch's backward, but its
+    forward does: this hook reads the flag there, and enters ``accumulating()`` for a micro-batch
+    that does not sync, leaving it at the forward of one that does.
+    """
+
+    def __init__(self, optimizer: AdamWTau):
+        self.optimizer = optimizer
+        self.block = None  # the accumulating() context while entered
+
+    def __call__(self, module, args) -> None:
+        accumulate = not require("accelerate", "hf").state.GradientState().sync_gradients
+        if accumulate and self.block is None:
+            self.block = self.optimizer.accumulating()
+            self.block.__enter__()
+        elif not accumulate and self.block is not None:
+            block, self.block = self.block, None
+            block.__exit__(None, None, None)

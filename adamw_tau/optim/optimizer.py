@@ -211,6 +211,12 @@ class AdamWTau(torch.optim.Optimizer):
         check_groups(self.param_groups, self._hyper_checked)
         return report.timescales(self.param_groups)
 
+    @property
+    def step_in_backward(self) -> bool:
+        """Whether this optimizer steps its parameters inside backward (read-only; for trainers'
+        integrations, which must check what they can combine with it)."""
+        return self._step_in_backward
+
     def accumulating(self):
         """With ``step_in_backward``: a context in which backward only accumulates gradients (every
         micro-batch but the last); the backward after it steps. A no-op context otherwise."""

@@ -63,3 +63,23 @@ def optimizer_tensors(opt) -> dict[str, torch.Tensor]:
     """Every state tensor, keyed 'parameter index/state name'."""
     return {f"{i}/{k}": v for i, st in opt.state_dict()["state"].items() for k, v in st.items()
             if isinstance(v, torch.Tensor)}
+
+
+@pytest.fixture
+def launch_per_tensor(monkeypatch):
+    """The step inside backward launched from each parameter's own hook, no bucket waiting for
+    others: a tiny model's gradients would otherwise all wait for opt.step(), and a test would
+    check only the step's finishing part."""
+    from adamw_tau.optim import step_in_backward
+    monkeypatch.setattr(step_in_backward, "BUCKET_NUMEL", 0)
+
+
+def freed_in_backward(model: torch.nn.Module) -> list[bool]:
+    """A hook on every parameter, registered after the optimizer's (hooks run in the order they
+    were registered): whether its gradient was already stepped and freed there, one entry a
+    parameter a backward."""
+    seen: list[bool] = []
+    for p in model.parameters():
+        if p.requires_grad:
+            p.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad is None))
+    return seen

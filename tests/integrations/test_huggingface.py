@@ -1,10 +1,11 @@
 """transformers' Trainer with AdamWTau through optimizer_cls_and_kwargs (the recipe in
 docs/integrations.md): the Trainer's decay split, and a resumed run bitwise equal to an
-uninterrupted one."""
+uninterrupted one; the step inside backward through the factory (its refusals, the Trainer's
+accumulation), bitwise the ordinary step."""
 import pytest
 import torch
 
-from frameworks import need, optimizer_tensors, run_recipe, same_bits
+from frameworks import launch_per_tensor, need, optimizer_tensors, run_recipe, same_bits  # noqa: F401
 
 transformers = need("transformers")
 need("accelerate")
@@ -141,3 +142,99 @@ def test_explicit_factory_kwargs_win_and_the_card_says_so(tmp_path):
 def test_factory_without_training_arguments_says_why():
     with pytest.raises(TypeError, match="learning_rate, adam_beta1"):
         TrainerOptimizer()(_model(), lr=1e-3, tau_iters=10.0)
+
+
+# --- the step inside backward (docs/integrations.md, "The step inside backward") -------------------
+SIB_STEPS = 3
+
+
+def _sib_args(out, **kw):
+    base = dict(output_dir=str(out), max_steps=SIB_STEPS, per_device_train_batch_size=BATCH, learning_rate=1e-2,
+                lr_scheduler_type="cosine", warmup_steps=1, save_strategy="no", logging_strategy="no", report_to=[],
+                use_cpu=True, seed=0, dataloader_num_workers=0, disable_tqdm=True, max_grad_norm=0.0)
+    return transformers.TrainingArguments(**{**base, **kw})
+
+
+class FreedAfterBackward(transformers.TrainerCallback):
+    """After each micro-batch's backward: whether every gradient was stepped and freed inside it
+    (on_substep_end after one that accumulates, on_pre_optimizer_step after the last)."""
+
+    def __init__(self):
+        self.freed = []
+
+    def on_substep_end(self, args, state, control, model=None, **kw):
+        self.freed.append(all(p.grad is None for p in model.parameters()))
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+        self.freed.append(all(p.grad is None for p in model.parameters()))
+
+
+def _inside_and_ordinary(tmp_path, micro=1, steps=SIB_STEPS, batches=None, **kw):
+    """The recipe's Trainer (step_in_backward=True) and the same with step_in_backward=False, trained."""
+    data = (batches or steps * micro) * BATCH
+    kw.update(gradient_accumulation_steps=micro, max_steps=steps)
+    args = _sib_args(tmp_path / "a", **kw)
+    inside = run_recipe("hf-step-in-backward", model=_model(), train_dataset=_Tokens(data), args=args)["trainer"]
+    inside.freed = FreedAfterBackward()
+    inside.add_callback(inside.freed)
+    inside.train()
+    plain_args = _sib_args(tmp_path / "b", **kw)
+    ordinary = transformers.Trainer(model=_model(), args=plain_args, train_dataset=_Tokens(data),
+                                    optimizer_cls_and_kwargs=(TrainerOptimizer, dict(args=plain_args, tau_iters=10_000,
+                                                                                     step_in_backward=False)))
+    ordinary.train()
+    return inside, ordinary
+
+
+def _assert_same_training(inside, ordinary, steps=SIB_STEPS):
+    o_inside, o_ordinary = _raw(inside.optimizer), _raw(ordinary.optimizer)
+    assert o_inside._step_in_backward and not o_ordinary._step_in_backward
+    assert o_inside.state_dict()["state"][0]["step"].item() == steps
+    assert o_inside.param_groups[0]["lr"] == o_ordinary.param_groups[0]["lr"]
+    a, b = dict(inside.model.named_parameters()), dict(ordinary.model.named_parameters())
+    for name in a:
+        assert same_bits(a[name], b[name]), name
+    assert not same_bits(a["transformer.h.0.attn.c_attn.weight"],
+                         dict(_model().named_parameters())["transformer.h.0.attn.c_attn.weight"])
+
+
+@pytest.mark.usefixtures("launch_per_tensor")
+@pytest.mark.parametrize("bf16", [False, True])
+def test_step_in_backward_recipe_is_the_ordinary_step_bitwise(tmp_path, bf16):
+    inside, ordinary = _inside_and_ordinary(tmp_path, bf16=bf16)
+    _assert_same_training(inside, ordinary)
+    assert inside.freed.freed == [True] * SIB_STEPS
+
+
+@pytest.mark.usefixtures("launch_per_tensor")
+@pytest.mark.parametrize("batches", [4, 3])  # 3: the epoch ends with a group of one micro-batch
+def test_step_in_backward_with_the_trainers_accumulation_is_the_ordinary_step_bitwise(tmp_path, batches):
+    inside, ordinary = _inside_and_ordinary(tmp_path, micro=2, steps=2, batches=batches)
+    _assert_same_training(inside, ordinary, steps=2)
+    assert inside.state.global_step == 2
+    assert inside.freed.freed == [False, True] + ([False, True] if batches == 4 else [True])
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(max_grad_norm=1.0), "max_grad_norm=1.0 .*Set max_grad_norm=0"),
+    (dict(fp16=True), "fp16=True .*GradScaler.*bf16=True"),
+])
+def test_step_in_backward_refuses_training_arguments_it_cannot_follow(tmp_path, kw, match):
+    args = _sib_args(tmp_path, **kw) if "fp16" not in kw else _sib_args(tmp_path)
+    if "fp16" in kw:
+        args.fp16 = True  # TrainingArguments refuses fp16 on a CPU itself; the factory is what a GPU run meets
+    model = _model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with pytest.raises(ValueError, match=match):
+        TrainerOptimizer()(model, args=args, tau_iters=100.0, step_in_backward=True)
+    assert all(same_bits(before[n], p) for n, p in model.named_parameters())
+
+
+def test_step_in_backward_trainer_accumulation_without_the_factory_raises_at_the_second_micro_batch(tmp_path):
+    """What the factory refuses, handed over as optimizers=: the Trainer's own accumulation."""
+    model = _model()
+    args = _sib_args(tmp_path, gradient_accumulation_steps=2, max_steps=1)
+    opt = build_optimizer(model, lr=1e-2, tau_iters=100.0, step_in_backward=True)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=_Tokens(2 * BATCH), optimizers=(opt, None))
+    with pytest.raises(RuntimeError, match="got a second gradient before opt.step"):
+        trainer.train()

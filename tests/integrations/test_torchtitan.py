@@ -1,5 +1,9 @@
 """torchtitan's optimizer container with AdamWTau (the recipe in docs/integrations.md): its
-groups, its lr=0 state creation, and DCP save/load of its flat state dict, bitwise."""
+groups, its lr=0 state creation, and DCP save/load of its flat state dict, bitwise; the step inside
+backward through the container, bitwise the ordinary step, and what torchtitan's own clipping and
+accumulation do with it."""
+import types
+
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
@@ -7,7 +11,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 from adamw_tau import AdamWTau
 from adamw_tau.integrations.dcp import GroupKeysLoadPlanner
-from frameworks import bits, need, optimizer_tensors, run_recipe
+from frameworks import bits, freed_in_backward, launch_per_tensor, need, optimizer_tensors, run_recipe  # noqa: F401
 
 need("torchtitan")
 from torchtitan.components.optimizer import OptimizersContainer as TitanContainer  # noqa: E402
@@ -120,3 +124,108 @@ def test_torchtitan_adamw_checkpoint_into_adamwtau(tmp_path):
     _train(via_dcp, ours, 3, start=3)
     _train(via_sd, reference, 3, start=3)
     _same(via_sd, via_dcp)
+
+
+# --- the step inside backward (docs/integrations.md, "The step inside backward") -------------------
+STEPS_IN_BACKWARD, MICRO = 3, 2
+
+
+def _loss_fn(pred, labels):
+    return ((pred - labels) ** 2).mean()
+
+
+def _micro_batches(t, micro=MICRO):
+    g = torch.Generator().manual_seed(100 + t)
+    return [(torch.randn(5, 6, generator=g), torch.randn(5, 3, generator=g)) for _ in range(micro)]
+
+
+def _step_in_backward_recipe(model):
+    from torchtitan.components.optimizer.lr_scheduler import LRSchedulersContainer
+    return run_recipe("torchtitan-step-in-backward", model=model, loss_fn=_loss_fn, steps=STEPS_IN_BACKWARD,
+                      lr_schedulers_config=LRSchedulersContainer.Config(warmup_steps=2))
+
+
+def _run_train_steps(ns, micro=MICRO):
+    for t in range(STEPS_IN_BACKWARD):
+        ns["train_step"](_micro_batches(t, micro))
+
+
+@pytest.mark.usefixtures("launch_per_tensor")
+def test_step_in_backward_recipe_is_the_ordinary_step_bitwise():
+    import dataclasses
+    ns = _step_in_backward_recipe(_model())
+    freed = freed_in_backward(ns["model"])
+    opt = ns["optimizers"].optimizers[0]
+    assert opt._step_in_backward
+    ordinary = dict(ns)  # the same recipe, train_step and scheduler config, with the flag off
+    ordinary["model"] = _model()
+    ordinary["optimizers"] = dataclasses.replace(ns["optimizer_config"], optimizer_factory_kwargs_by_name={
+        "AdamWTau": {"step_in_backward": False}}).build(model_parts=[ordinary["model"]])
+    ordinary["lr_schedulers"] = ns["lr_schedulers_config"].build(optimizers=ordinary["optimizers"],
+                                                                 training_steps=STEPS_IN_BACKWARD)
+    # the recipe's train_step over the ordinary namespace (rerunning the recipe would hook the model)
+    ordinary_step = types.FunctionType(ns["train_step"].__code__, ordinary)
+    # torchtitan's checkpoint path first: the container's lr=0 state creation, then training
+    assert ns["optimizers"].state_dict().keys() == ordinary["optimizers"].state_dict().keys()
+    _run_train_steps(ns)
+    for t in range(STEPS_IN_BACKWARD):
+        ordinary_step(_micro_batches(t))
+    _same(ordinary["model"], ns["model"])
+    want = optimizer_tensors(ordinary["optimizers"].optimizers[0])
+    got = optimizer_tensors(opt)
+    assert want.keys() == got.keys() and all(torch.equal(bits(want[k]), bits(got[k])) for k in want)
+    assert opt.param_groups[0]["lr"] != 3e-4  # the scheduler ran
+    n = len(list(ns["model"].parameters()))  # the last micro-batch's backward freed them; the first kept them
+    assert freed == ([False] * n + [True] * n) * STEPS_IN_BACKWARD
+
+
+def _torchtitan_train_step(model, optimizers, max_norm, t):
+    """torchtitan's Trainer.train_step with one micro-batch: zero_grad, backward, its clipping, step."""
+    from torchtitan.distributed.utils import clip_grad_norm_
+    optimizers.zero_grad()
+    (inputs, labels), = _micro_batches(t, 1)
+    _loss_fn(model(inputs), labels).backward()
+    norm = clip_grad_norm_([p for p in model.parameters()], max_norm, foreach=True)
+    optimizers.step()
+    return float(norm)
+
+
+@pytest.mark.parametrize("max_norm", [float("inf"), 1e-3])
+def test_step_in_backward_torchtitans_clipping_only_off(max_norm):
+    """torchtitan clips after backward: the step inside backward has stepped most parameters, and
+    the gradients still waiting for their bucket are clipped by their own norm. Only an infinite
+    max_norm (a factor of exactly 1) keeps the ordinary bits."""
+    ordinary, inside = _model(), _model()
+    ns = _step_in_backward_recipe(inside)
+    plain = OptimizersContainer.Config(param_groups=ns["optimizer_config"].param_groups).build(model_parts=[ordinary])
+    ns["lr_schedulers_config"].build(optimizers=plain, training_steps=STEPS_IN_BACKWARD)  # its warmup lr, as inside
+    norms = [(_torchtitan_train_step(inside, ns["optimizers"], max_norm, t),
+              _torchtitan_train_step(ordinary, plain, float("inf"), t)) for t in range(STEPS_IN_BACKWARD)]
+    # the first step (same weights): it saw the gradients still waiting, here all of this tiny model's
+    assert norms[0][0] == norms[0][1] > 0
+    equal = all(torch.equal(bits(p), bits(q)) for p, q in zip(ordinary.parameters(), inside.parameters()))
+    assert equal == (max_norm == float("inf"))
+
+
+def test_step_in_backward_torchtitans_own_accumulation_raises_at_the_second_micro_batch():
+    """torchtitan's Trainer.train_step: every micro-batch's backward, none inside accumulating()."""
+    model = _model()
+    ns = _step_in_backward_recipe(model)
+    first, second = _micro_batches(0)
+    _loss_fn(model(first[0]), first[1]).backward()
+    with pytest.raises(RuntimeError, match="got a second gradient before opt.step"):
+        _loss_fn(model(second[0]), second[1]).backward()
+    del ns
+
+
+@pytest.mark.parametrize("argument, value", [("step_in_backward", True), ("backend", "reference"), ("seed", 3)])
+def test_step_in_backward_in_a_param_group_is_refused_before_building(argument, value):
+    """AdamWTau's optimizer-wide arguments: in a group dict they would be kept and never read."""
+    model = _model()
+    before = [bits(p) for p in model.parameters()]
+    config = OptimizersContainer.Config(param_groups=[
+        ParamGroupConfig(pattern=r"bias$", optimizer_name="AdamWTau", optimizer_kwargs={"lr": 1e-3}),
+        ParamGroupConfig(pattern=r".*", optimizer_name="AdamWTau", optimizer_kwargs={"lr": 1e-3, argument: value})])
+    with pytest.raises(ValueError, match=rf"param_groups\[1\].*'{argument}'.*optimizer_factory_kwargs_by_name"):
+        config.build(model_parts=[model])
+    assert all(torch.equal(b, bits(p)) for b, p in zip(before, model.parameters()))
