@@ -7,8 +7,11 @@ when autograd has accumulated its gradient. Ready parameters wait in ``pending``
 hold ``bucket_numel`` elements together, and are then stepped in one launch and their
 gradients set to None: a launch per ready bucket, not per tensor, where many small tensors
 finish together, and never more than about ``bucket_numel`` elements of gradient alive
-beyond the one being made. ``opt.step()`` then only finishes the step: what is still
-pending (and any gradient no hook saw), the step pre/post hooks, and the end of the round.
+beyond the one being made. The bucket still waiting when the backward ends is stepped then
+(a callback queued on autograd's engine at the backward's first ready parameter), so no
+gradient outlives its backward: a trainer that clips or reads gradients between backward and
+``opt.step()`` finds none, never a part of them. ``opt.step()`` then only finishes the step:
+any gradient no hook saw, the step pre/post hooks, and the end of the round.
 
 The bits are the ordinary step's. The kernels are per element and take, per parameter, its
 group's scalars (lr, betas, ...), its own step count and its index in the optimizer (which
@@ -52,6 +55,7 @@ class InBackward:
         self.pending: list[int] = []   # ready parameters' indices, not stepped yet
         self.pending_set: set[int] = set()
         self.pending_numel = 0
+        self.flush_queued = False  # the end-of-backward callback is queued for this backward
         self.stepped: set[int] = set()  # parameters stepped since the last opt.step()
         self.layouts: dict[tuple, BucketLayout] = {}
         self.owner: dict[int, tuple] = {}
@@ -96,10 +100,20 @@ class InBackward:
         self.pending.append(i)
         self.pending_set.add(i)
         self.pending_numel += p.numel()
+        if not self.flush_queued:
+            torch.autograd.Variable._execution_engine.queue_callback(self.flush)
+            self.flush_queued = True
         if self.pending_numel >= self.bucket_numel:
-            ids = self.pending
-            self.clear_pending()
-            self.launch(ids)
+            self.flush(end=False)
+
+    def flush(self, end: bool = True) -> None:
+        """Step the pending parameters now: a full bucket, or (``end``) what waits when the
+        backward ends."""
+        if end:
+            self.flush_queued = False
+        ids = self.pending
+        self.clear_pending()
+        self.launch(ids)
 
     def where(self, i: int) -> str:
         n = 0
@@ -156,6 +170,7 @@ class InBackward:
                 "`with opt.accumulating():` so it only accumulates")
         ids = [i for i, p in enumerate(params) if p.grad is not None and i not in self.stepped]
         self.clear_pending()
+        self.flush_queued = False  # a backward that raised never ran its callback
         try:
             self.launch(ids)
         finally:

@@ -230,13 +230,21 @@ def test_grad_scaler_is_refused():
         scaler.step(opt)
 
 
-def test_global_norm_clipping_sees_no_gradient():
-    """Documented, not refusable from here: by the time clip_grad_norm_ runs, the gradients are gone."""
+@pytest.mark.parametrize("bucket_numel", [0, None], ids=["per_tensor", "default_buckets"])
+def test_global_norm_clipping_sees_no_gradient(bucket_numel):
+    """Documented, not refusable from here: by the time clip_grad_norm_ runs, every gradient is
+    gone, those of the bucket still waiting at the end of backward too (this tiny model's whole
+    gradient, with the default bucket size), so the clipping changes no bit: the parameters
+    already hold the ordinary step's values."""
     model = _model()
-    opt = _opt(model, True, "reference", 0)
+    opt = _opt(model, True, "reference", bucket_numel)
     model.loss(_batch(0)).backward()
-    assert float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)) == 0.0
+    assert all(p.grad is None for p in model.parameters())
+    assert float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)) == 0.0
     opt.step()
+    ordinary = _model()
+    _train(ordinary, _opt(ordinary, False, "reference"), steps=1)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), ordinary.parameters()))
 
 
 @pytest.mark.slow
