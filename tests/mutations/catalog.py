@@ -36,14 +36,15 @@ TESTS = {
 
 MATH = "csrc/adamw_math.h"
 TRITON = "triton_kernels/adamw_fused.py"
+TRITON_ELEMENTWISE = "triton_kernels/elementwise.py"
 REFERENCE = "adamw_tau/core/reference.py"
 CONTRACT = "adamw_tau/core/contract.py"
 TABLES = "adamw_tau/launch/tables.py"
 Q8 = "adamw_tau/formats/q8_blockwise.py"
 Q8_H = "csrc/q8_blockwise.h"
-Q8_KERNEL = "csrc/adamw_q8_kernel.h"
-Q8_CPU = "csrc/adamw_q8_cpu.h"
-Q8_TRITON = "triton_kernels/q8_blockwise.py"
+Q8_KERNEL = "csrc/adamw_quant_kernel.h"  # both quantized formats' CUDA kernel
+Q8_CPU = "csrc/adamw_quant_cpu.h"        # and CPU loop
+Q8_TRITON = "triton_kernels/blockwise.py"
 
 MUTATIONS = [
     # --- three bugs found by users -----------------------------------------------------------
@@ -95,7 +96,7 @@ MUTATIONS = [
     dict(id="cpu-key-from-table-row", rule="hash: the key uses the param's id, not its launch row",
          file="csrc/adamw_cpu.cpp", edits=[("sr_key(b.seed, s.step, uint32_t(t.param_id))",
                                             "sr_key(b.seed, s.step, uint32_t(b.blocks[2 * k]))")], tests="cpu_op"),
-    dict(id="triton-hash-shift", rule="hash: lowbias32's shifts", file=TRITON,
+    dict(id="triton-hash-shift", rule="hash: lowbias32's shifts", file=TRITON_ELEMENTWISE,
          edits=[("x = x ^ (x >> 15)", "x = x ^ (x >> 14)")], tests="triton"),
     dict(id="triton-host-step-off-by-one", rule="hash: the key's step (scalars by value)", file=TRITON,
          edits=[("step = h_step.to(tl.uint32)", "step = (h_step + 1).to(tl.uint32)")], tests="triton"),
@@ -154,7 +155,7 @@ MUTATIONS = [
          edits=[("over = over < 0 ? 0 : (over > 10 ? 10 : over);", "over = over < 0 ? 0 : (over > 9 ? 9 : over);")],
          tests="cpu_op"),
     dict(id="triton-fp16-sr-tiny-threshold", rule="fp16 stochastic rounding: below 2^-24 to 0 or 2^-24",
-         file=TRITON, edits=[("y = tl.where(ax < 5.9604644775390625e-08,", "y = tl.where(ax < 2.98023223876953125e-08,")],
+         file=TRITON_ELEMENTWISE, edits=[("y = tl.where(ax < 5.9604644775390625e-08,", "y = tl.where(ax < 2.98023223876953125e-08,")],
          tests="triton"),
     dict(id="reference-fp16-sr-mask-cap", rule="fp16 stochastic rounding: 13 + k bits, k at most 10",
          file=REFERENCE, edits=[("torch.clamp(113 - biased_exp, min=0, max=10)", "torch.clamp(113 - biased_exp, min=0, max=9)")],
@@ -166,7 +167,7 @@ MUTATIONS = [
          edits=[("  if (found_inf.has_value() && found_inf->item<float>() != 0.0f) return;\n", "")], tests="cpu_op"),
     dict(id="triton-max-drops-nan", rule="NaN from either side propagates (amsgrad max)", file=TRITON,
          edits=[("propagate_nan=tl.PropagateNan.ALL)", "propagate_nan=tl.PropagateNan.NONE)")], tests="triton"),
-    dict(id="triton-bf16-ties-away", rule="ties to even (bf16)", file=TRITON,
+    dict(id="triton-bf16-ties-away", rule="ties to even (bf16)", file=TRITON_ELEMENTWISE,
          edits=[("r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16", "r = (u + 0x8000) >> 16")], tests="triton"),
     dict(id="reference-max-drops-nan", rule="NaN from either side propagates (amsgrad max)", file=REFERENCE,
          edits=[("vmax = torch.maximum(vmax_t.to(_F64), v)", "vmax = torch.fmax(vmax_t.to(_F64), v)")], tests="core"),
@@ -177,7 +178,7 @@ MUTATIONS = [
     dict(id="math-remainder-nan-not-canonical", rule="remainder: a NaN master splits to a NaN param", file=MATH,
          edits=[("u = (u & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC00000u : u;", "")], tests="remainder"),
     dict(id="triton-remainder-merge-ignores-sign", rule="remainder: a negative remainder undoes the carry",
-         file=TRITON, edits=[("hi = (p.to(tl.uint16, bitcast=True).to(tl.uint32) - (rem < 0).to(tl.uint32)) & 0xFFFF",
+         file=TRITON_ELEMENTWISE, edits=[("hi = (p.to(tl.uint16, bitcast=True).to(tl.uint32) - (rem < 0).to(tl.uint32)) & 0xFFFF",
                               "hi = p.to(tl.uint16, bitcast=True).to(tl.uint32)")], tests="remainder"),
     dict(id="reference-remainder-param-to-nearest-even", rule="remainder: the param is the split's, not .to()",
          file=REFERENCE, edits=[("            new[p], new[master] = bf16_remainder.split(w32)",
@@ -197,16 +198,17 @@ MUTATIONS = [
          file=Q8_TRITON, edits=[("        code = tl.maximum(code, floor)\n", "")], tests="q8_triton"),
     # zero rule, second half: where v decodes to 0, m does too
     dict(id="q8-reference-m-kept-where-v-is-0", rule="8-bit zero rule: m's zero code where v's code is 0",
-         file=REFERENCE, edits=[("            new[m_t] = q8_blockwise.zero_rule(new[m_t], new[vmax_t if amsgrad else v_t])",
+         file=REFERENCE, edits=[("            new[m_t] = fmt.zero_rule(new[m_t], new[d_t], new[d_s], p.numel())",
                                  "            pass")], tests="q8_reference"),
     dict(id="q8-cpp-m-kept-where-v-is-0", rule="8-bit zero rule: m's zero code where v's code is 0", file=Q8_H,
          edits=[("return v_code == 0 ? uint8_t(127) : m_code;", "return v_code == 0 ? m_code : m_code;")],
          tests="q8_cpu"),
     dict(id="q8-cuda-body-m-rule-on-v-with-amsgrad", rule="8-bit zero rule: with amsgrad, m follows max_exp_avg_sq",
-         file=Q8_KERNEL, edits=[("m[i] = q8_zero_rule(q8_encode<true>(L.m[j], new_m), AMSGRAD ? cvm : cv);",
-                                 "m[i] = q8_zero_rule(q8_encode<true>(L.m[j], new_m), cv);")], tests="q8_host_body"),
+         file=Q8_KERNEL, edits=[("cm[j] = C::zero_rule(C::template encode<true>(L.m[j], new_m), AMSGRAD ? cvm[j] : cv[j],",
+                                 "cm[j] = C::zero_rule(C::template encode<true>(L.m[j], new_m), cv[j],")],
+         tests="q8_host_body"),
     dict(id="q8-triton-m-kept-where-v-is-0", rule="8-bit zero rule: m's zero code where v's code is 0", file=TRITON,
-         edits=[("q8_store(q8_zero_rule(m_code, divides_by), m_scale,", "q8_store(m_code, m_scale,")],
+         edits=[("        m_code = q_zero_rule(m_code, divides_by, divides_scale, umap_ptr, BLOCK, QBLOCK, ZERO_CODE, ZERO_BY_DECODE)\n", "")],
          tests="q8_triton"),
     # ties go to the lower code
     dict(id="q8-reference-ties-up", rule="8-bit ties go to the lower code", file=Q8,
@@ -223,15 +225,14 @@ MUTATIONS = [
          edits=[("return (a != a || a > b) ? a : b;", "return a > b ? a : b;")], tests="q8_cpu"),
     # the scale write
     dict(id="q8-reference-scale-not-written", rule="8-bit: the new scale is the block max of the new values",
-         file=REFERENCE, edits=[("new[state], new[scales[i]] = q8_blockwise.encode(value.to(torch.float32), signed)",
-                                 "new[state] = q8_blockwise.encode(value.to(torch.float32), signed)[0]")],
+         file=REFERENCE, edits=[("        new[scales[i]] = scale\n", "        pass\n")],
          tests="q8_reference"),
     dict(id="q8-cpp-scale-not-written", rule="8-bit: the new scale is the block max of the new values", file=Q8_CPU,
          edits=[("    t.v_scale[b] = max_v;\n", "")], tests="q8_cpu"),
     dict(id="q8-cuda-body-scale-not-written", rule="8-bit: the new scale is the block max of the new values",
          file=Q8_KERNEL, edits=[("      m_scale[b] = new_m;\n", "")], tests="q8_host_body"),
     dict(id="q8-triton-partial-block-scale-dropped", rule="8-bit: the last, partial block's scale is written",
-         file=Q8_TRITON, edits=[("mask=q * 256 < numel)", "mask=q * 256 + 256 <= numel)")], tests="q8_triton"),
+         file=Q8_TRITON, edits=[("mask=q * QBLOCK < numel)", "mask=q * QBLOCK + QBLOCK <= numel)")], tests="q8_triton"),
     # --- which backend runs -------------------------------------------------------------------
     dict(id="auto-compiles-the-cuda-kernel", rule="auto never waits for a compiler",
          file="adamw_tau/launch/backends.py",
