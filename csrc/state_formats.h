@@ -6,6 +6,7 @@
 #pragma once
 
 #include "adamw_math.h"
+#include "q4_blockwise.h"
 #include "q8_blockwise.h"
 
 namespace adamw_tau {
@@ -16,5 +17,6 @@ constexpr int kQuantChunkMultiple = 256;
 
 template <Kind K> struct CodecOf;
 template <> struct CodecOf<Kind::Q8> { using type = Q8Codec; };
+template <> struct CodecOf<Kind::Q4> { using type = Q4Codec; };
 
 }  // namespace adamw_tau

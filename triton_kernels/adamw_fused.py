@@ -191,7 +191,8 @@ _TL_DTYPE = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float
 # Triton dtype of the state tensors, then for quantized ones the bits a code, the elements a
 # scale, exp_avg's zero code and whether the zero rule reads v's decoded value (blockwise.py).
 STATE_FORMATS = {0: (tl.float32,), 1: (tl.bfloat16,), 2: (tl.float16,),
-                 3: (tl.uint8, 8, 256, 127, False)}
+                 3: (tl.uint8, 8, 256, 127, False),
+                 4: (tl.uint8, 4, 128, 7, True)}
 # The tensor table's columns (launch.tables.COLUMNS and csrc TensorArgs; tests/formats/
 # test_registry.py ties the three): the kernel reads each by name, COL_<NAME>.
 COLUMNS = ("p", "g", "m", "v", "vmax", "master", "numel", "param_id", "m_scale", "v_scale", "vmax_scale")

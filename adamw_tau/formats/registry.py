@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import bf16_remainder, q8_blockwise
+from . import bf16_remainder, q4_blockwise, q8_blockwise
 
 MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 MIN_QUANTIZED_NUMEL = 4096  # the default minimum size of a quantized format (bitsandbytes' and torchao's 4096)
@@ -120,8 +120,9 @@ FP32 = StateFormat("fp32", 0, torch.float32, torch.float32)
 BF16 = StateFormat("bf16", 1, torch.bfloat16, torch.bfloat16)
 FP16 = StateFormat("fp16", 2, torch.float16, torch.float16)  # torch's choice for fp16 params
 Q8 = StateFormat("q8", 3, "8bit", torch.uint8, q8_blockwise)
+Q4 = StateFormat("q4", 4, "4bit", torch.uint8, q4_blockwise)
 
-STATE_FORMATS = {f.name: f for f in (FP32, BF16, FP16, Q8)}
+STATE_FORMATS = {f.name: f for f in (FP32, BF16, FP16, Q8, Q4)}
 BY_ID = {f.id: f for f in STATE_FORMATS.values()}
 QUANTIZED = tuple(f for f in STATE_FORMATS.values() if f.quantized)
 _BY_OPTION = {f.option: f for f in STATE_FORMATS.values()}

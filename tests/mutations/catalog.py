@@ -30,6 +30,8 @@ TESTS = {
     "q8_triton": ["tests/optim/test_8bit_states.py", "-k", "triton"],
     "q8_host_body": ["tests/optim/test_8bit_states.py", "tests/launch/test_cuda_body_on_host.py", "-k",
                      "host_body or 8bit"],
+    # the 4-bit format: alone and on every backend
+    "q4": ["tests/formats/test_q4_blockwise.py", "tests/optim/test_4bit_states.py"],
     "optimizer": ["tests/optim/test_hard_steps.py", "tests/optim/test_optimizer.py", "tests/optim/test_dropin.py",
                   "tests/optim/test_amp_capturable.py", "-k", "not triton"],
 }
@@ -45,6 +47,8 @@ Q8_H = "csrc/q8_blockwise.h"
 Q8_KERNEL = "csrc/adamw_quant_kernel.h"  # both quantized formats' CUDA kernel
 Q8_CPU = "csrc/adamw_quant_cpu.h"        # and CPU loop
 Q8_TRITON = "triton_kernels/blockwise.py"
+Q4 = "adamw_tau/formats/q4_blockwise.py"
+Q4_H = "csrc/q4_blockwise.h"
 
 MUTATIONS = [
     # --- three bugs found by users -----------------------------------------------------------
@@ -233,6 +237,20 @@ MUTATIONS = [
          file=Q8_KERNEL, edits=[("      m_scale[b] = new_m;\n", "")], tests="q8_host_body"),
     dict(id="q8-triton-partial-block-scale-dropped", rule="8-bit: the last, partial block's scale is written",
          file=Q8_TRITON, edits=[("mask=q * QBLOCK < numel)", "mask=q * QBLOCK + QBLOCK <= numel)")], tests="q8_triton"),
+    # --- the 4-bit format: its own rules on each backend ------------------------------------------
+    dict(id="q4-reference-ties-up", rule="4-bit ties go to the lower code", file=Q4,
+         edits=[("thresholds(signed, x.device).to(_F64), right=False)",
+                 "thresholds(signed, x.device).to(_F64), right=True)")], tests="q4"),
+    dict(id="q4-cpp-nibbles-swapped", rule="4-bit: element i's code is byte i // 2's low nibble when i is even",
+         file=Q4_H, edits=[("return (uint32_t(c[i >> 1]) >> ((i & 1) * 4)) & 15u;",
+                            "return (uint32_t(c[i >> 1]) >> (((i & 1) ^ 1) * 4)) & 15u;")], tests="q4"),
+    dict(id="q4-cpp-m-kept-where-v-decodes-to-0", rule="4-bit zero rule: m's zero code where v decodes to 0",
+         file=Q4_H, edits=[("return decode<false>(v_code, v_scale) == 0.0f ? 7u : m_code;", "return m_code;")],
+         tests="q4"),
+    dict(id="q4-triton-odd-tail-nibble", rule="4-bit: an odd tensor's last high nibble is 0", file=Q8_TRITON,
+         edits=[("        hi = tl.where(start + 2 * pair + 1 < numel, hi, 0)", "        hi = hi")], tests="q4"),
+    dict(id="q4-cpp-odd-tail-nibble", rule="4-bit: an odd tensor's last high nibble is 0", file=Q4_H,
+         edits=[("(i + 1 < end ? uint32_t(codes[1]) << 4 : 0u)", "(uint32_t(codes[1]) << 4)")], tests="q4"),
     # --- which backend runs -------------------------------------------------------------------
     dict(id="auto-compiles-the-cuda-kernel", rule="auto never waits for a compiler",
          file="adamw_tau/launch/backends.py",
