@@ -156,12 +156,17 @@ def test_hard_values(body, path):
 
 
 Q8_PATHS = [name for name, p in PATHS.items() if p.quantized]
+# 8-bit: every path at every chunk in the fast tier, as before; the other quantized formats
+# every chunk once, on paths in turn (measured: 2 s a case on the 2-core machine), the rest full tier
+_WARP_CASES = [(c, p) for c in (256, 2048, 4096) for p in Q8_PATHS]
+_FAST_WARPS = [(c, p) for c, p in _WARP_CASES if PATHS[p].format.name == "q8"] + \
+    [(c, [p for p in Q8_PATHS if PATHS[p].format is f][k % 4]) for f in registry.QUANTIZED if f.name != "q8"
+     for k, c in enumerate((256, 2048, 4096))]
 
 
-@pytest.mark.parametrize("path", Q8_PATHS)
-@pytest.mark.parametrize("chunk", [256, 2048, 4096])
+@pytest.mark.parametrize("chunk,path", tiered(_WARP_CASES, _FAST_WARPS))
 def test_8bit_warps_at_every_block_size(body, path, chunk):
-    """The warp kernel (csrc/adamw_q8_kernel.h) at a chunk of one q8 block, Triton's and CUDA's:
+    """The quantized warp kernel (csrc/adamw_quant_kernel.h) at a chunk of one q8 block, Triton's and CUDA's:
     partial warps and partial blocks, misaligned storages, the scalars both ways."""
     for by_value in (True, False):
         assert parity_bits(body.step(chunk, by_value), PATHS[path], SIZES, steps=2, amsgrad=True, maximize=True,
