@@ -160,3 +160,23 @@ def test_a_gradscaler_skip_changes_no_bit(backend):
 def test_a_bad_min_size_is_refused():
     with pytest.raises(TypeError, match="min_quantized_numel"):
         AdamWTau(_params(), state_dtype="4bit", min_quantized_numel=-1)
+
+
+def test_a_sharded_parameter_is_refused_before_any_state_is_made(tmp_path):
+    """4-bit codes are flat bytes of the local shard, with no DTensor placement yet: a DTensor
+    parameter under state_dtype="4bit" is refused with a clear error, and opt.state stays empty."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        p = torch.nn.Parameter(distribute_tensor(torch.randn(64, 128), mesh, [Shard(0)]))
+        opt = AdamWTau([p], state_dtype="4bit", backend="reference")
+        p.grad = distribute_tensor(torch.randn(64, 128), mesh, [Shard(0)])
+        before = p.detach().full_tensor().clone()
+        with pytest.raises(RuntimeError, match="does not support sharded parameters"):
+            opt.step()
+        assert len(opt.state) == 0 and differing(p.detach().full_tensor(), before) == 0
+    finally:
+        dist.destroy_process_group()
