@@ -180,3 +180,24 @@ def test_a_sharded_parameter_is_refused_before_any_state_is_made(tmp_path):
         assert len(opt.state) == 0 and differing(p.detach().full_tensor(), before) == 0
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("fmt", registry.QUANTIZED, ids=lambda f: f.name)
+def test_a_loaded_fp32_state_keeps_the_zero_rule(fmt):
+    """torch AdamW's fp32 moments with v exactly 0 over a block where m is not: encoded on load,
+    m decodes to 0 there (the format's zero rule), as after a step."""
+    ps = _params()
+    torch_opt = torch.optim.AdamW(ps, lr=1e-2, amsgrad=True)
+    _step(torch_opt, ps, 0)
+    sd = copy.deepcopy(torch_opt.state_dict())
+    st = sd["state"][0]
+    for key in ("exp_avg_sq", "max_exp_avg_sq"):
+        st[key][:fmt.block] = 0.0
+    st["exp_avg"][:fmt.block] = 1e-3
+    ours = AdamWTau([p.detach().clone().requires_grad_() for p in ps], backend="reference",
+                    **{**KW, "state_dtype": fmt.option})
+    ours.load_state_dict(sd)
+    p = ours.param_groups[0]["params"][0]
+    mine = ours.state[p]
+    m = fmt.decode(mine[fmt.key("exp_avg")], mine[fmt.scale_key("exp_avg")], "exp_avg", p.shape)
+    assert bool((m[:fmt.block] == 0).all()) and bool((m[fmt.block:] != 0).any())
