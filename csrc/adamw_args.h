@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include "adamw_math.h"
 
@@ -109,6 +110,9 @@ inline bool master_form_ok(Kind param_kind, int64_t master) {
   return master == kNoMaster || master == kFp32Master || (master == kRemainderMaster && param_kind == Kind::BF16);
 }
 
+// The blockwise quantized state kinds (their chunks are multiples of 256 elements).
+constexpr bool is_quantized(Kind k) { return int(k) >= int(Kind::Q8); }
+
 // Grads share the param's kind or are fp32: the one pairing dispatch_kinds cannot take.
 inline bool grad_kind_ok(Kind param_kind, Kind grad_kind) {
   return grad_kind == Kind::F32 || grad_kind == param_kind;
@@ -142,11 +146,11 @@ void dispatch_flags(const LaunchArgs& b, F&& f) {
 // torch keeps them for fp16 params).
 template <typename F>
 void dispatch_kinds(const LaunchArgs& b, F&& f) {
-  auto with_state = [&](auto pk, auto gk) {
-    if (b.state_kind == Kind::F32) f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::F32>();
-    else if (b.state_kind == Kind::BF16) f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::BF16>();
-    else if (b.state_kind == Kind::Q8) f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::Q8>();
-    else f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind::F16>();  // torch's choice for fp16 params
+  auto with_state = [&](auto pk, auto gk) {  // every state kind (adamw_math.h: kNumKinds), the one that matches
+    [&]<int... K>(std::integer_sequence<int, K...>) {
+      (void)((int(b.state_kind) == K && (f.template operator()<decltype(pk)::value, decltype(gk)::value, Kind(K)>(),
+                                          true)) || ...);
+    }(std::make_integer_sequence<int, kNumKinds>{});
   };
   auto with_grad = [&](auto pk) {
     if (b.grad_kind == Kind::F32) with_state(pk, std::integral_constant<Kind, Kind::F32>{});
@@ -156,7 +160,7 @@ void dispatch_kinds(const LaunchArgs& b, F&& f) {
     case Kind::F32: with_grad(std::integral_constant<Kind, Kind::F32>{}); break;
     case Kind::BF16: with_grad(std::integral_constant<Kind, Kind::BF16>{}); break;
     case Kind::F16: with_grad(std::integral_constant<Kind, Kind::F16>{}); break;
-    case Kind::Q8: break;  // not a param kind: kind_of refuses it
+    default: break;  // a quantized kind is not a param kind: kind_of refuses it
   }
 }
 

@@ -6,7 +6,7 @@
 
 #include <algorithm>
 
-#include "adamw_q8_cpu.h"
+#include "adamw_quant_cpu.h"
 #include "adamw_step.h"
 
 namespace adamw_tau {
@@ -42,10 +42,10 @@ __attribute__((noinline)) void step_range(const TensorArgs t, int64_t begin, int
 constexpr int64_t kGrain = 1 << 15;  // elements per thread task at the least
 
 void launch_cpu(const at::Tensor& tensor_table, const at::Tensor& block_table, int64_t chunk, const at::Tensor& scalars,
-                at::ScalarType param_dtype, at::ScalarType grad_dtype, at::ScalarType state_dtype, int64_t seed,
+                at::ScalarType param_dtype, at::ScalarType grad_dtype, int64_t state_format, int64_t seed,
                 bool amsgrad, bool maximize, int64_t master, bool stochastic_rounding,
                 const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
-  const LaunchArgs b = launch_args(tensor_table, block_table, chunk, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
+  const LaunchArgs b = launch_args(tensor_table, block_table, chunk, param_dtype, grad_dtype, state_format, seed, amsgrad,
                                    maximize, master, stochastic_rounding);
   TORCH_CHECK(tensor_table.is_cpu(), "adamw_tau: the CPU op takes CPU tables");
   TORCH_CHECK(scalars.is_cpu() && scalars.scalar_type() == at::kFloat && scalars.numel() == 9,
@@ -68,9 +68,10 @@ void launch_cpu(const at::Tensor& tensor_table, const at::Tensor& block_table, i
           const int64_t lo = b.blocks[2 * k + 1];
           const int64_t hi = std::min(lo + b.chunk, t.numel);
           const uint32_t key = W == Write::Stochastic ? sr_key(b.seed, s.step, uint32_t(t.param_id)) : 0u;
-          if constexpr (S == Kind::Q8) {
-            if (grad_scale.has_value()) step_range_q8<P, G, A, W, true>(t, lo, hi, s, scale, b.maximize, key);
-            else step_range_q8<P, G, A, W, false>(t, lo, hi, s, scale, b.maximize, key);
+          if constexpr (is_quantized(S)) {
+            using C = typename CodecOf<S>::type;
+            if (grad_scale.has_value()) step_range_quant<C, P, G, A, W, true>(t, lo, hi, s, scale, b.maximize, key);
+            else step_range_quant<C, P, G, A, W, false>(t, lo, hi, s, scale, b.maximize, key);
           } else {
             if (grad_scale.has_value()) step_range<P, G, S, A, W, true>(t, lo, hi, s, scale, b.maximize, key);
             else step_range<P, G, S, A, W, false>(t, lo, hi, s, scale, b.maximize, key);

@@ -14,17 +14,17 @@
 #include <string>
 
 #include "adamw_kernel_body.h"
-#include "adamw_q8_kernel.h"
+#include "adamw_quant_kernel.h"
 #include "adamw_step.h"
 
 namespace adamw_tau {
 namespace {
 
 void launch_cuda(const at::Tensor& tensor_table, const at::Tensor& block_table, int64_t chunk, const at::Tensor& scalars,
-                 at::ScalarType param_dtype, at::ScalarType grad_dtype, at::ScalarType state_dtype, int64_t seed,
+                 at::ScalarType param_dtype, at::ScalarType grad_dtype, int64_t state_format, int64_t seed,
                  bool amsgrad, bool maximize, int64_t master, bool stochastic_rounding,
                  const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
-  const LaunchArgs b = launch_args(tensor_table, block_table, chunk, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
+  const LaunchArgs b = launch_args(tensor_table, block_table, chunk, param_dtype, grad_dtype, state_format, seed, amsgrad,
                                    maximize, master, stochastic_rounding);
   const at::Device device = tensor_table.device();
   // [note: host scalars] A CPU scalars tensor is read here and passed by value: no pinned
@@ -46,8 +46,9 @@ void launch_cuda(const at::Tensor& tensor_table, const at::Tensor& block_table, 
   dispatch_kinds(b, [&]<Kind P, Kind G, Kind S>() {
     auto launch = [&]<bool A, Write W>() {
       const float* device_s = on_host ? nullptr : scalars.data_ptr<float>();
-      if constexpr (S == Kind::Q8)
-        adamw_q8_kernel<P, G, A, W><<<unsigned(b.n_blocks), kQ8Threads, 0, stream>>>(
+      if constexpr (is_quantized(S))
+        adamw_quant_kernel<typename CodecOf<S>::type, P, G, A, W>
+            <<<unsigned(b.n_blocks), kQ8Threads, 0, stream>>>(
             b.tensors, b.blocks, b.chunk, device_s, host_s, scale, inf, b.seed, b.maximize);
       else
         adamw_kernel<P, G, S, A, W><<<unsigned(b.n_blocks), kThreads, 0, stream>>>(

@@ -20,7 +20,11 @@
 
 namespace adamw_tau {
 
-enum class Kind { F32, BF16, F16, Q8 };  // Q8: 8-bit codes with block scales (q8_blockwise.h)
+// The value kinds, and for states the state formats: the ids of adamw_tau/formats/registry.py
+// (StateFormat.id; tests/formats/test_registry.py ties them). The quantized kinds (codes with
+// block scales) come after F16 (is_quantized), each with its codec in state_formats.h.
+enum class Kind { F32 = 0, BF16 = 1, F16 = 2, Q8 = 3, Q4 = 4 };
+constexpr int kNumKinds = 5;
 
 // The fp32 scalars in the order of contract.SCALAR_SLOTS; slot 8 holds the step's bits.
 struct Scalars {

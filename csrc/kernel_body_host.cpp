@@ -5,7 +5,7 @@
 // adamw_tau/testing/host_body.py; not part of the extension.
 #include "host_emulation.h"  // first: the CUDA names the body uses
 #include "adamw_kernel_body.h"
-#include "adamw_q8_kernel.h"
+#include "adamw_quant_kernel.h"
 
 using namespace adamw_tau;
 
@@ -24,7 +24,8 @@ extern "C" int64_t adamw_tau_host_body_launch(const int64_t* tensor_table, int64
                                               const float* found_inf) {
   const Kind p = Kind(param_kind), g = Kind(grad_kind);
   if (!grad_kind_ok(p, g) || !master_form_ok(p, master) || chunk <= 0 ||
-      (Kind(state_kind) == Kind::Q8 && chunk % kQ8Block != 0))
+      state_kind < 0 || state_kind >= kNumKinds ||
+      (is_quantized(Kind(state_kind)) && chunk % kQuantChunkMultiple != 0))
     return -1;
   const LaunchArgs b = make_launch_args(tensor_table, n_tensors, block_table, n_blocks, chunk, p, g, Kind(state_kind),
                                         seed, amsgrad, maximize, master, stochastic_rounding);
@@ -35,12 +36,12 @@ extern "C" int64_t adamw_tau_host_body_launch(const int64_t* tensor_table, int64
     dispatch_flags<P>(b, [&]<bool A, Write W>() {
       for (int64_t block = 0; block < b.n_blocks; ++block) {
         blockIdx.x = unsigned(block);
-        if constexpr (S == Kind::Q8) {
-          // one call per warp: the call runs the warp's 32 lanes phase by phase (adamw_q8_kernel.h);
+        if constexpr (is_quantized(S)) {
+          // one call per warp: the call runs the warp's 32 lanes phase by phase (adamw_quant_kernel.h);
           // counted as 32 threads, so the caller's grid check holds
           for (int thread = 0; thread < kQ8Threads; thread += kLanesPerCall) {
             threadIdx.x = unsigned(thread);
-            adamw_q8_kernel<P, G, A, W>(b.tensors, b.blocks, b.chunk, device_s, host_s, grad_scale, found_inf,
+            adamw_quant_kernel<typename CodecOf<S>::type, P, G, A, W>(b.tensors, b.blocks, b.chunk, device_s, host_s, grad_scale, found_inf,
                                         b.seed, b.maximize);
             calls += kLanesPerCall;
           }

@@ -12,11 +12,13 @@ extern "C" PyObject* PyInit__C(void) {
   return PyModule_Create(&def);
 }
 
-// `master` says what the tensor table's master column points at: 0 nothing, 1 an fp32 master,
-// 2 the int16 remainder of a bfloat16 param (csrc/adamw_args.h, MasterForm).
+// `state_format` is the moments' format (adamw_tau/formats/registry.py ids, csrc/adamw_math.h
+// Kind: 0 fp32, 1 bf16, 2 fp16, 3 and up quantized codes); `master` says what the tensor
+// table's master column points at: 0 nothing, 1 an fp32 master, 2 the int16 remainder of a
+// bfloat16 param (csrc/adamw_args.h, MasterForm).
 TORCH_LIBRARY(adamw_tau, m) {
   m.def(
       "launch_(Tensor tensor_table, Tensor block_table, int chunk, Tensor scalars, ScalarType param_dtype, "
-      "ScalarType grad_dtype, ScalarType state_dtype, int seed, bool amsgrad, bool maximize, int master, "
+      "ScalarType grad_dtype, int state_format, int seed, bool amsgrad, bool maximize, int master, "
       "bool stochastic_rounding, Tensor? grad_scale, Tensor? found_inf) -> ()");
 }

@@ -235,4 +235,27 @@ template <bool SIGNED, int N> inline void q8_encode_n(const float* x, float scal
 // the next step divides by (exp_avg_sq, or max_exp_avg_sq with amsgrad) has code 0.
 ADAMW_HD uint8_t q8_zero_rule(uint8_t m_code, uint8_t v_code) { return v_code == 0 ? uint8_t(127) : m_code; }
 
+// The 8-bit format as a codec: the interface every blockwise format gives the kernels
+// (state_formats.h: CodecOf), so that the CPU loop (adamw_quant_cpu.h) and the CUDA kernel
+// (adamw_quant_kernel.h) are written once for all of them: its block, how many codes a byte
+// holds, a code's load (code_at) and a byte's store (store), decode, the lowest positive code,
+// encode, and the zero rule that ties m to v.
+struct Q8Codec {
+  static constexpr int kBlock = kQ8Block;
+  static constexpr int kCodesPerByte = 1;
+  template <class T> ADAMW_HD static void store(uint8_t* dst, int64_t i, const T* codes, int64_t) {
+    dst[i] = uint8_t(codes[0]);
+  }
+  ADAMW_HD static uint32_t code_at(const uint8_t* c, int64_t i) { return c[i]; }
+  template <bool SIGNED> ADAMW_HD static float decode(uint32_t code, float scale) { return q8_decode<SIGNED>(uint8_t(code), scale); }
+  ADAMW_HD static uint32_t lowest_positive(float scale) { return q8_lowest_positive(scale); }
+  template <bool SIGNED> ADAMW_HD static uint32_t encode(float x, float scale, uint32_t lowest = 0) {
+    return q8_encode<SIGNED>(x, scale, lowest);
+  }
+  // exp_avg's code given the second moment's: the zero code where its code is 0
+  ADAMW_HD static uint32_t zero_rule(uint32_t m_code, uint32_t v_code, float) {
+    return q8_zero_rule(uint8_t(m_code), uint8_t(v_code));
+  }
+};
+
 }  // namespace adamw_tau

@@ -25,115 +25,43 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .q8_blockwise import q8_encode, q8_load, q8_store, q8_zero_rule
+from .blockwise import q_encode, q_load, q_store, q_zero_rule
+from .elementwise import merge_remainder, mix32, round_to, split_param, split_remainder, stochastic_round, widen
 
 NUM_WARPS = 8
-
-
-@triton.jit
-def _mix32(x):
-    # lowbias32, modulo 2^32 (contract.mix32)
-    x = x ^ (x >> 16)
-    x = x * tl.full((), 0x7FEB352D, tl.uint32)
-    x = x ^ (x >> 15)
-    x = x * tl.full((), 0x846CA68B, tl.uint32)
-    return x ^ (x >> 16)
-
-
-@triton.jit
-def _round(x, OUT_DTYPE: tl.constexpr):
-    """fp32 -> OUT_DTYPE, to nearest even. bf16 is done on the bits (NaN -> 0x7FC0, as torch):
-    the interpreter's own bf16 cast does not round to nearest even."""
-    if OUT_DTYPE == tl.bfloat16:
-        u = x.to(tl.uint32, bitcast=True)
-        r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
-        r = tl.where(x != x, 0x7FC0, r)
-        return r.to(tl.uint16).to(tl.bfloat16, bitcast=True)
-    else:
-        return x.to(OUT_DTYPE)
-
-
-@triton.jit
-def _widen(x):
-    """bf16/fp16/fp32 -> fp32, exact. bf16 goes through its bits: the interpreter's cast
-    mangles bf16 subnormals."""
-    if x.dtype == tl.bfloat16:
-        return (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
-    else:
-        return x.to(tl.float32)
-
-
-@triton.jit
-def _merge_remainder(p, rem):
-    """bf16 param + int16 remainder -> the fp32 master (formats/bf16_remainder.py), on the bits."""
-    hi = (p.to(tl.uint16, bitcast=True).to(tl.uint32) - (rem < 0).to(tl.uint32)) & 0xFFFF
-    return ((hi << 16) | rem.to(tl.uint16, bitcast=True).to(tl.uint32)).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _split_param(w):
-    """fp32 master -> its bf16 param: ties away from zero on the bits, a NaN -> 0x7FC0."""
-    u = w.to(tl.uint32, bitcast=True)
-    u = tl.where((u & 0x7FFFFFFF) > 0x7F800000, tl.full(u.shape, 0x7FC00000, tl.uint32), u)
-    return ((u + 0x8000) >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
-
-
-@triton.jit
-def _split_remainder(w):
-    """fp32 master -> its int16 remainder (the low half; 0 for a NaN, canonicalised)."""
-    u = w.to(tl.uint32, bitcast=True)
-    u = tl.where((u & 0x7FFFFFFF) > 0x7F800000, tl.full(u.shape, 0x7FC00000, tl.uint32), u)
-    return (u & 0xFFFF).to(tl.uint16).to(tl.int16, bitcast=True)
-
-
-@triton.jit
-def _stochastic_round(w, bits, OUT_DTYPE: tl.constexpr):
-    u = w.to(tl.uint32, bitcast=True)
-    if OUT_DTYPE == tl.bfloat16:
-        mask = tl.full(w.shape, 0xFFFF, tl.uint32)
-    else:
-        e = ((u >> 23) & 0xFF).to(tl.int32)
-        shift = 13 + tl.minimum(tl.maximum(113 - e, 0), 10)
-        mask = ((tl.full(w.shape, 1, tl.uint32) << shift.to(tl.uint32)) - 1).to(tl.uint32)
-    keep = mask ^ tl.full((), 0xFFFFFFFF, tl.uint32)
-    y = _round(((u + (bits & mask)) & keep).to(tl.float32, bitcast=True), OUT_DTYPE)
-    if OUT_DTYPE == tl.float16:
-        ax = tl.abs(w)
-        q = ax * 16777216.0
-        r24 = (bits & 0xFFFFFF).to(tl.float32) * 5.9604644775390625e-08
-        up = tl.where(r24 < q, 5.9604644775390625e-08, 0.0).to(tl.uint32, bitcast=True)
-        up = (up | (u & tl.full((), 0x80000000, tl.uint32))).to(tl.float32, bitcast=True)
-        y = tl.where(ax < 5.9604644775390625e-08, _round(up, OUT_DTYPE), y)
-    finite = tl.abs(w) < float("inf")
-    return tl.where(finite, y, _round(w, OUT_DTYPE))
 
 
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "h_step", "h_step_size", "h_bc2_sqrt", "h_decay", "h_beta1",
                                "h_omb1", "h_beta2", "h_omb2", "h_eps"])  # by value, as ints: never specialised
 def adamw_fused_kernel(
-    table_ptr, blocks_ptr, scalars_ptr, grad_scale_ptr, found_inf_ptr, q8_ptr, seed_lo, seed_hi,
+    table_ptr, blocks_ptr, scalars_ptr, grad_scale_ptr, found_inf_ptr, qt_ptr, seed_lo, seed_hi,
     h_step_size, h_bc2_sqrt, h_decay, h_beta1, h_omb1, h_beta2, h_omb2, h_eps, h_step,
     P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr,
     AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, MASTER: tl.constexpr, SR: tl.constexpr,
     HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, ALIGNED: tl.constexpr, HOST_SCALARS: tl.constexpr,
-    BLOCK: tl.constexpr, Q8: tl.constexpr, COLUMNS: tl.constexpr,
+    BLOCK: tl.constexpr, QBITS: tl.constexpr, QBLOCK: tl.constexpr, ZERO_CODE: tl.constexpr,
+    ZERO_BY_DECODE: tl.constexpr, COLUMNS: tl.constexpr,
+    COL_P: tl.constexpr, COL_G: tl.constexpr, COL_M: tl.constexpr, COL_V: tl.constexpr, COL_VMAX: tl.constexpr,
+    COL_MASTER: tl.constexpr, COL_NUMEL: tl.constexpr, COL_PARAM_ID: tl.constexpr, COL_M_SCALE: tl.constexpr,
+    COL_V_SCALE: tl.constexpr, COL_VMAX_SCALE: tl.constexpr,
 ):
-    # columns of the tensor table: adamw_tau.launch.tables.COLUMNS. MASTER: what the master
-    # column holds (tables.master_form): 0 nothing, 1 an fp32 master, 2 a bf16 param's int16 remainder
+    # COL_*: the tensor table's columns, by name (adamw_tau.launch.tables.COLUMNS). MASTER: the
+    # master form (formats.registry.MASTER_FORMS): 0 nothing, 1 an fp32 master, 2 a bf16 param's
+    # int16 remainder. QBITS: 0 for plain states, else the quantized format's bits a code.
     pid = tl.program_id(0).to(tl.int64)
     row = tl.load(blocks_ptr + 2 * pid)
     start = tl.load(blocks_ptr + 2 * pid + 1)
     meta = table_ptr + row * COLUMNS
-    numel = tl.load(meta + 6)
-    p_ptr = tl.load(meta + 0).to(tl.pointer_type(P_DTYPE))
-    g_ptr = tl.load(meta + 1).to(tl.pointer_type(G_DTYPE))
-    m_ptr = tl.load(meta + 2).to(tl.pointer_type(S_DTYPE))
-    v_ptr = tl.load(meta + 3).to(tl.pointer_type(S_DTYPE))
-    vmax_ptr = tl.load(meta + 4).to(tl.pointer_type(S_DTYPE))
+    numel = tl.load(meta + COL_NUMEL)
+    p_ptr = tl.load(meta + COL_P).to(tl.pointer_type(P_DTYPE))
+    g_ptr = tl.load(meta + COL_G).to(tl.pointer_type(G_DTYPE))
+    m_ptr = tl.load(meta + COL_M).to(tl.pointer_type(S_DTYPE))
+    v_ptr = tl.load(meta + COL_V).to(tl.pointer_type(S_DTYPE))
+    vmax_ptr = tl.load(meta + COL_VMAX).to(tl.pointer_type(S_DTYPE))
     if MASTER == 2:
-        w_ptr = tl.load(meta + 5).to(tl.pointer_type(tl.int16))
+        w_ptr = tl.load(meta + COL_MASTER).to(tl.pointer_type(tl.int16))
     else:
-        w_ptr = tl.load(meta + 5).to(tl.pointer_type(tl.float32))
+        w_ptr = tl.load(meta + COL_MASTER).to(tl.pointer_type(tl.float32))
     if HAS_FOUND_INF:
         # a skipped step loads and stores nothing: it has no elements. One scalar load and a
         # scalar select, not a broadcast load (found_inf_ptr + zeros_like(idx)) in the mask:
@@ -173,22 +101,26 @@ def adamw_fused_kernel(
         omb2 = tl.load(scalars_ptr + 6)
         eps = tl.load(scalars_ptr + 7)
 
-    g = _widen(tl.load(g_ptr + idx, mask=mask, other=0.0))
-    if Q8:  # 8-bit states: q8_ptr holds the signed map, the unsigned map and their thresholds
-        m_scale_ptr = tl.load(meta + 8).to(tl.pointer_type(tl.float32))
-        v_scale_ptr = tl.load(meta + 9).to(tl.pointer_type(tl.float32))
-        vmax_scale_ptr = tl.load(meta + 10).to(tl.pointer_type(tl.float32))
-        m = q8_load(m_ptr, m_scale_ptr, idx, mask, q8_ptr)
-        v = q8_load(v_ptr, v_scale_ptr, idx, mask, q8_ptr + 256)
+    g = widen(tl.load(g_ptr + idx, mask=mask, other=0.0))
+    if QBITS:  # quantized states: qt_ptr holds the format's maps and thresholds (blockwise.py's note)
+        smap_ptr = qt_ptr
+        umap_ptr = qt_ptr + (1 << QBITS)
+        sthr_ptr = qt_ptr + 2 * (1 << QBITS)
+        uthr_ptr = qt_ptr + 3 * (1 << QBITS) - 1
+        m_scale_ptr = tl.load(meta + COL_M_SCALE).to(tl.pointer_type(tl.float32))
+        v_scale_ptr = tl.load(meta + COL_V_SCALE).to(tl.pointer_type(tl.float32))
+        vmax_scale_ptr = tl.load(meta + COL_VMAX_SCALE).to(tl.pointer_type(tl.float32))
+        m = q_load(m_ptr, m_scale_ptr, idx, mask, smap_ptr, QBITS, QBLOCK)
+        v = q_load(v_ptr, v_scale_ptr, idx, mask, umap_ptr, QBITS, QBLOCK)
     else:
-        m = _widen(tl.load(m_ptr + idx, mask=mask, other=0.0))
-        v = _widen(tl.load(v_ptr + idx, mask=mask, other=0.0))
+        m = widen(tl.load(m_ptr + idx, mask=mask, other=0.0))
+        v = widen(tl.load(v_ptr + idx, mask=mask, other=0.0))
     if MASTER == 1:
         w = tl.load(w_ptr + idx, mask=mask, other=0.0)
     elif MASTER == 2:
-        w = _merge_remainder(tl.load(p_ptr + idx, mask=mask, other=0.0), tl.load(w_ptr + idx, mask=mask, other=0))
+        w = merge_remainder(tl.load(p_ptr + idx, mask=mask, other=0.0), tl.load(w_ptr + idx, mask=mask, other=0))
     else:
-        w = _widen(tl.load(p_ptr + idx, mask=mask, other=0.0))
+        w = widen(tl.load(p_ptr + idx, mask=mask, other=0.0))
 
     if HAS_SCALE:
         g = tl.math.div_rn(g, tl.load(grad_scale_ptr))
@@ -200,50 +132,53 @@ def adamw_fused_kernel(
     m = beta1 * m + omb1 * g
     v = beta2 * v + omb2 * (g * g)
     if AMSGRAD:
-        if Q8:
-            vmax = tl.maximum(q8_load(vmax_ptr, vmax_scale_ptr, idx, mask, q8_ptr + 256), v,
+        if QBITS:
+            vmax = tl.maximum(q_load(vmax_ptr, vmax_scale_ptr, idx, mask, umap_ptr, QBITS, QBLOCK), v,
                               propagate_nan=tl.PropagateNan.ALL)
-            divides_by, vmax_scale = q8_encode(vmax, mask, q8_ptr + 767, q8_ptr + 256, True, BLOCK)
-            q8_store(divides_by, vmax_scale, vmax_ptr, vmax_scale_ptr, idx, mask, start, numel, BLOCK)
+            divides_by, divides_scale = q_encode(vmax, mask, uthr_ptr, umap_ptr, True, BLOCK, QBITS, QBLOCK)
+            q_store(divides_by, divides_scale, vmax_ptr, vmax_scale_ptr, idx, mask, start, numel, BLOCK, QBITS,
+                    QBLOCK)
         else:
-            vmax = tl.maximum(_widen(tl.load(vmax_ptr + idx, mask=mask, other=0.0)), v,
+            vmax = tl.maximum(widen(tl.load(vmax_ptr + idx, mask=mask, other=0.0)), v,
                               propagate_nan=tl.PropagateNan.ALL)
-            tl.store(vmax_ptr + idx, _round(vmax, S_DTYPE), mask=mask)
+            tl.store(vmax_ptr + idx, round_to(vmax, S_DTYPE), mask=mask)
         v_use = vmax
     else:
         v_use = v
     denom = tl.math.div_rn(tl.math.sqrt_rn(v_use), bc2_sqrt) + eps
     w = w - step_size * tl.math.div_rn(m, denom)
 
-    if Q8:
-        v_code, v_scale = q8_encode(v, mask, q8_ptr + 767, q8_ptr + 256, True, BLOCK)
+    if QBITS:
+        v_code, v_scale = q_encode(v, mask, uthr_ptr, umap_ptr, True, BLOCK, QBITS, QBLOCK)
         if not AMSGRAD:
             divides_by = v_code  # the second moment the next step divides by
-        m_code, m_scale = q8_encode(m, mask, q8_ptr + 512, q8_ptr, False, BLOCK)
-        q8_store(q8_zero_rule(m_code, divides_by), m_scale, m_ptr, m_scale_ptr, idx, mask, start, numel, BLOCK)
-        q8_store(v_code, v_scale, v_ptr, v_scale_ptr, idx, mask, start, numel, BLOCK)
+            divides_scale = v_scale
+        m_code, m_scale = q_encode(m, mask, sthr_ptr, smap_ptr, False, BLOCK, QBITS, QBLOCK)
+        m_code = q_zero_rule(m_code, divides_by, divides_scale, umap_ptr, BLOCK, QBLOCK, ZERO_CODE, ZERO_BY_DECODE)
+        q_store(m_code, m_scale, m_ptr, m_scale_ptr, idx, mask, start, numel, BLOCK, QBITS, QBLOCK)
+        q_store(v_code, v_scale, v_ptr, v_scale_ptr, idx, mask, start, numel, BLOCK, QBITS, QBLOCK)
     else:
-        tl.store(m_ptr + idx, _round(m, S_DTYPE), mask=mask)
-        tl.store(v_ptr + idx, _round(v, S_DTYPE), mask=mask)
+        tl.store(m_ptr + idx, round_to(m, S_DTYPE), mask=mask)
+        tl.store(v_ptr + idx, round_to(v, S_DTYPE), mask=mask)
     if MASTER == 1:
         tl.store(w_ptr + idx, w, mask=mask)
-        tl.store(p_ptr + idx, _round(w, P_DTYPE), mask=mask)
+        tl.store(p_ptr + idx, round_to(w, P_DTYPE), mask=mask)
     elif MASTER == 2:
-        tl.store(w_ptr + idx, _split_remainder(w), mask=mask)
-        tl.store(p_ptr + idx, _split_param(w), mask=mask)
+        tl.store(w_ptr + idx, split_remainder(w), mask=mask)
+        tl.store(p_ptr + idx, split_param(w), mask=mask)
     elif SR:
         if HOST_SCALARS:
             step = h_step.to(tl.uint32)
         else:
             step = tl.load(scalars_ptr + 8).to(tl.uint32, bitcast=True)
-        k = _mix32(tl.load(meta + 7).to(tl.uint32))
-        k = _mix32(step ^ k)
-        k = _mix32(seed_hi.to(tl.uint32) ^ k)
-        k = _mix32(seed_lo.to(tl.uint32) ^ k)
-        bits = _mix32(_mix32((idx >> 32).to(tl.uint32) ^ k) ^ idx.to(tl.uint32))
-        tl.store(p_ptr + idx, _stochastic_round(w, bits, P_DTYPE), mask=mask)
+        k = mix32(tl.load(meta + COL_PARAM_ID).to(tl.uint32))
+        k = mix32(step ^ k)
+        k = mix32(seed_hi.to(tl.uint32) ^ k)
+        k = mix32(seed_lo.to(tl.uint32) ^ k)
+        bits = mix32(mix32((idx >> 32).to(tl.uint32) ^ k) ^ idx.to(tl.uint32))
+        tl.store(p_ptr + idx, stochastic_round(w, bits, P_DTYPE), mask=mask)
     else:
-        tl.store(p_ptr + idx, _round(w, P_DTYPE), mask=mask)
+        tl.store(p_ptr + idx, round_to(w, P_DTYPE), mask=mask)
 
 
 # --- launcher ---------------------------------------------------------------------------------
@@ -252,16 +187,26 @@ import functools  # noqa: E402
 import torch  # noqa: E402
 
 _TL_DTYPE = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.uint8: tl.uint8}
-COLUMNS = 11  # launch.tables.COLUMNS
+# The state formats by id (formats.registry; tests/formats/test_registry.py ties them): the
+# Triton dtype of the state tensors, then for quantized ones the bits a code, the elements a
+# scale, exp_avg's zero code and whether the zero rule reads v's decoded value (blockwise.py).
+STATE_FORMATS = {0: (tl.float32,), 1: (tl.bfloat16,), 2: (tl.float16,),
+                 3: (tl.uint8, 8, 256, 127, False),
+                 4: (tl.uint8, 4, 128, 7, True)}
+# The tensor table's columns (launch.tables.COLUMNS and csrc TensorArgs; tests/formats/
+# test_registry.py ties the three): the kernel reads each by name, COL_<NAME>.
+COLUMNS = ("p", "g", "m", "v", "vmax", "master", "numel", "param_id", "m_scale", "v_scale", "vmax_scale")
+_COLUMN_CONSTEXPRS = {"COLUMNS": len(COLUMNS), **{f"COL_{name.upper()}": i for i, name in enumerate(COLUMNS)}}
 
 
-def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
-           stochastic_rounding, grad_scale=None, found_inf=None, q8_tables=None):
+def launch(tables, scalars, param_dtype, grad_dtype, state_format, seed, amsgrad, maximize, master,
+           stochastic_rounding, grad_scale=None, found_inf=None, quant_tables=None):
     """One launch over ``tables`` (a ``tables.LaunchTables``); a program per block.
 
-    8-bit states (``state_dtype`` uint8): ``q8_tables`` is one fp32 tensor on the device, the
-    signed map, the unsigned map, the signed and the unsigned thresholds (256, 256, 255, 255
-    values: formats.q8_blockwise), which the caller provides (this layer imports nothing of ours).
+    ``state_format``: the moments' format id (STATE_FORMATS). Quantized states: ``quant_tables``
+    is one fp32 tensor on the device, the signed map, the unsigned map, the signed and the
+    unsigned thresholds (blockwise.py's note), which the caller provides (this layer imports
+    nothing of ours).
 
     ``scalars``: the fp32 tensor on the device (device-counted steps), or a
     ``contract.StepScalars`` whose ``words()`` go by value as int32 arguments (no copy per step).
@@ -279,8 +224,8 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
     index = _device_to_enter(tables.tensors)
     if index is not None:
         with torch.cuda.device(index):
-            return launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
-                          stochastic_rounding, grad_scale, found_inf, q8_tables)
+            return launch(tables, scalars, param_dtype, grad_dtype, state_format, seed, amsgrad, maximize, master,
+                          stochastic_rounding, grad_scale, found_inf, quant_tables)
     seed &= 0xFFFFFFFFFFFFFFFF
     on_host = not isinstance(scalars, torch.Tensor)
     h = scalars.words() if on_host else _NO_HOST_SCALARS
@@ -289,9 +234,9 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
         tables.tensors, tables.blocks, ptr,
         grad_scale if grad_scale is not None else ptr,
         found_inf if found_inf is not None else ptr,
-        q8_tables if q8_tables is not None else ptr,
+        quant_tables if quant_tables is not None else ptr,
         seed & 0xFFFFFFFF, seed >> 32, *h,
-        **_constexprs(param_dtype, grad_dtype, state_dtype, bool(amsgrad), bool(maximize),
+        **_constexprs(param_dtype, grad_dtype, int(state_format), bool(amsgrad), bool(maximize),
                       int(master), bool(stochastic_rounding), grad_scale is not None, found_inf is not None,
                       bool(tables.aligned), on_host, tables.chunk),
     )
@@ -305,14 +250,16 @@ def _device_to_enter(table: torch.Tensor) -> int | None:
 
 
 @functools.lru_cache(maxsize=None)
-def _constexprs(param_dtype, grad_dtype, state_dtype, amsgrad, maximize, master, stochastic_rounding, has_scale,
+def _constexprs(param_dtype, grad_dtype, state_format, amsgrad, maximize, master, stochastic_rounding, has_scale,
                 has_found_inf, aligned, host_scalars, chunk) -> dict:
     """The kernel's compile-time arguments and launch options for one variant, built once."""
-    return dict(P_DTYPE=_TL_DTYPE[param_dtype], G_DTYPE=_TL_DTYPE[grad_dtype], S_DTYPE=_TL_DTYPE[state_dtype],
+    s_dtype, qbits, qblock, zero_code, zero_by_decode = (*STATE_FORMATS[state_format], 0, 1, 0, False)[:5]
+    return dict(P_DTYPE=_TL_DTYPE[param_dtype], G_DTYPE=_TL_DTYPE[grad_dtype], S_DTYPE=s_dtype,
                 AMSGRAD=amsgrad, MAXIMIZE=maximize, MASTER=master,
                 SR=stochastic_rounding and not master and param_dtype != torch.float32,
                 HAS_SCALE=has_scale, HAS_FOUND_INF=has_found_inf, ALIGNED=aligned, HOST_SCALARS=host_scalars,
-                BLOCK=chunk, Q8=state_dtype == torch.uint8, COLUMNS=COLUMNS, num_warps=NUM_WARPS,
+                BLOCK=chunk, QBITS=qbits, QBLOCK=qblock, ZERO_CODE=zero_code, ZERO_BY_DECODE=zero_by_decode,
+                **_COLUMN_CONSTEXPRS, num_warps=NUM_WARPS,
                 enable_fp_fusion=False)
 
 

@@ -45,6 +45,7 @@ class Config:
     param_dtype: torch.dtype
     options: dict = field(default_factory=dict)
     needs: str | None = None
+    cls: str = "AdamW8bit"  # an anchor's optimizer class
 
 
 BF16 = torch.bfloat16
@@ -64,9 +65,16 @@ CONFIGS = (
            {"master_weights": True, "state_dtype": "8bit"}, "8bit"),
     Config("ours, bf16 + remainder, 8-bit states", "ours", BF16,
            {"master_weights": "remainder", "state_dtype": "8bit"}, "remainder+8bit"),
+    Config("ours, fp32, 4-bit states", "ours", torch.float32, {"state_dtype": "4bit"}, "4bit"),
+    Config("ours, bf16 + remainder, 4-bit states", "ours", BF16,
+           {"master_weights": "remainder", "state_dtype": "4bit"}, "remainder+4bit"),
     Config("ours, fp32, step in backward", "ours", torch.float32, {"step_in_backward": True}),
     Config("ours, bf16 + remainder, 8-bit states, step in backward", "ours", BF16,
            {"master_weights": "remainder", "state_dtype": "8bit", "step_in_backward": True}, "remainder+8bit"),
+    Config("ours, bf16 + remainder, 4-bit states, step in backward", "ours", BF16,
+           {"master_weights": "remainder", "state_dtype": "4bit", "step_in_backward": True}, "remainder+4bit"),
+    Config("torchao AdamW4bit, fp32", "torchao", torch.float32, needs="4bit", cls="AdamW4bit"),
+    Config("torchao AdamW4bit, bf16 params", "torchao", BF16, needs="4bit", cls="AdamW4bit"),
     Config("torchao AdamW8bit, fp32", "torchao", torch.float32, needs="8bit"),
     Config("torchao AdamW8bit, bf16 params", "torchao", BF16, needs="8bit"),
     Config("bitsandbytes AdamW8bit, fp32", "bnb", torch.float32, needs="8bit"),
@@ -77,15 +85,18 @@ CONFIGS = (
 # what a row's option must leave in opt.state, else the option was accepted and did nothing
 # (an option accepted and ignored, such as master_weights="remainder" read as True, must fail its row)
 NEEDS = {
-    "remainder": ("master remainder", lambda ledger: ledger.bytes["remainder"] > 0),
-    "8bit": ("1-byte moment tensor", lambda ledger: 1 in ledger.state_itemsizes),
+    "remainder": ("master remainder", lambda ledger, numel: ledger.bytes["remainder"] > 0),
+    "8bit": ("1-byte moment tensor", lambda ledger, numel: 1 in ledger.state_itemsizes),
+    # two moments of half a byte an element (with amsgrad three): under 1.6 bytes an element
+    "4bit": ("4-bit moment codes", lambda ledger, numel: 1 in ledger.state_itemsizes
+             and ledger.bytes["states"] < 1.6 * numel),
 }
 
 
 def check_needs(config: Config, ledger: Ledger, opt, params) -> None:
     for need in filter(None, (config.needs or "").split("+")):
         what, holds = NEEDS[need]
-        if not holds(ledger):
+        if not holds(ledger, sum(p.numel() for p in params)):
             keys = sorted({str(k) for p in params for k in opt.state.get(p, {})})
             given = ", ".join(f"{k}={v!r}" for k, v in config.options.items()) or config.impl
             raise RuntimeError(f"{given} had no effect: opt.state holds {', '.join(keys)}; no {what}")
@@ -105,7 +116,7 @@ def build(config: Config, params):
         return torch.optim.AdamW(params, lr=1e-3, **config.options)
     if config.impl == "ours":
         return AdamWTau(params, lr=1e-3, tau_iters=1000.0, **config.options)
-    return optional(config.impl).AdamW8bit(params, lr=1e-3, **config.options)
+    return getattr(optional(config.impl), config.cls)(params, lr=1e-3, **config.options)
 
 
 @dataclass

@@ -59,7 +59,8 @@ def bytes_per_element(path: Path, amsgrad: bool = False) -> int:
     """Bytes one step moves per parameter: a whole number, except for 8-bit states, whose
     codes move with one fp32 scale per 256 of them (1 + 4/256 bytes a state element)."""
     p = path.param_dtype.itemsize
-    s = 1 + 4 / 256 if path.q8 else path.state_dtype.itemsize
+    fmt = path.format
+    s = fmt.codec.BITS / 8 + 4 / fmt.block if fmt.quantized else path.state_dtype.itemsize
     n = p + p  # grad read + param written
     if path.master == "remainder":
         n += p + 2 * 2  # param read (the master's high half), remainder read and written

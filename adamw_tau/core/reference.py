@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..formats import bf16_remainder, q8_blockwise
+from ..formats import bf16_remainder, registry
 from .contract import MASK32, mix32, sr_bits
 
 _F64 = torch.float64
@@ -67,37 +67,37 @@ def stochastic_round(x: torch.Tensor, bits: torch.Tensor, dtype: torch.dtype) ->
     return torch.where(torch.isfinite(x), y, x.to(dtype))
 
 
-def _widened(state: torch.Tensor, scales, i: int, signed: bool) -> torch.Tensor:
-    """A state's fp32 values in float64: widened, or decoded from 8-bit codes and their scales."""
-    if state.dtype == torch.uint8:
-        return q8_blockwise.decode(state, scales[i], signed).to(_F64)
-    return state.to(_F64)
+def _widened(fmt, state: torch.Tensor, scales, i: int, moment: str, shape) -> torch.Tensor:
+    """A state's fp32 values in float64: widened, or decoded from codes and their scales."""
+    return fmt.decode(state, scales[i] if fmt.quantized else None, moment, shape).to(_F64)
 
 
-def _narrowed(new: dict, state: torch.Tensor, scales, i: int, value: torch.Tensor, signed: bool) -> None:
+def _narrowed(fmt, new: dict, state: torch.Tensor, scales, i: int, value: torch.Tensor, moment: str) -> None:
     """``new[state]`` (and its scales') for fp32 ``value``: rounded to the state's dtype, or
-    encoded as 8-bit codes with new scales (the block max of the new values)."""
-    if state.dtype == torch.uint8:
-        new[state], new[scales[i]] = q8_blockwise.encode(value.to(torch.float32), signed)
-    else:
-        new[state] = value.to(state.dtype)
+    encoded as codes with new scales (the block max of the new values)."""
+    main, scale = fmt.encode(value.to(torch.float32), moment)
+    new[state] = main
+    if scale is not None:
+        new[scales[i]] = scale
 
 
 def adamw_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
                 scalars: torch.Tensor, param_ids, seed: int, amsgrad: bool, maximize: bool,
                 stochastic_rounding: bool, grad_scale: torch.Tensor | None = None,
                 found_inf: torch.Tensor | None = None, exp_avg_scales=(), exp_avg_sq_scales=(),
-                max_exp_avg_sq_scales=()) -> None:
+                max_exp_avg_sq_scales=(), state_format=None) -> None:
     """One AdamW step for tensors that share a dtype path; updates in place.
 
     ``scalars`` is contract.StepScalars.as_tensor(): fp32, on the parameters' device.
     ``masters`` is empty, or one master per param: an fp32 master, or the int16 remainder of
     a bf16 param (``formats.bf16_remainder``: the master is the param and remainder merged,
     and split again after the step). ``max_exp_avg_sqs`` is empty unless amsgrad.
-    8-bit states (``formats.q8_blockwise``): the state lists hold uint8 codes and the
-    ``*_scales`` lists one fp32 scale tensor per param (empty otherwise); the step decodes
-    them, updates in the contract's order, and encodes the new fp32 values.
+    ``state_format``: the moments' format (formats.registry: an id, a name, or None for the
+    one the states' dtype implies). Quantized formats (registry.QUANTIZED): the state lists hold
+    uint8 codes and the ``*_scales`` lists one fp32 scale tensor per param (empty otherwise);
+    the step decodes them, updates in the contract's order, and encodes the new fp32 values.
     """
+    fmt = registry.resolve(state_format, exp_avgs[0].dtype) if exp_avgs else registry.FP32
     s = scalars.to(_F64)
     step_size, bc2_sqrt, decay, beta1, omb1, beta2, omb2, eps = (s[i] for i in range(8))
     step_bits = scalars.view(torch.int32)[8]
@@ -114,16 +114,16 @@ def adamw_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
             g = _r(g / grad_scale.to(_F64).expand_as(g))
         if maximize:
             g = -g
-        remainder = master is not None and master.dtype == torch.int16
+        remainder = master is not None and registry.master_of([master]) == registry.REMAINDER_MASTER.id
         if remainder:
             w = bf16_remainder.merge(p, master).to(_F64)
         else:
             w = (master if master is not None else p).to(_F64)
         w = _r(w * decay)
-        m = _r(_r(beta1 * _widened(m_t, exp_avg_scales, i, True)) + _r(omb1 * g))
-        v = _r(_r(beta2 * _widened(v_t, exp_avg_sq_scales, i, False)) + _r(omb2 * _r(g * g)))
+        m = _r(_r(beta1 * _widened(fmt, m_t, exp_avg_scales, i, "exp_avg", p.shape)) + _r(omb1 * g))
+        v = _r(_r(beta2 * _widened(fmt, v_t, exp_avg_sq_scales, i, "exp_avg_sq", p.shape)) + _r(omb2 * _r(g * g)))
         if amsgrad:
-            vmax = torch.maximum(_widened(vmax_t, max_exp_avg_sq_scales, i, False), v)
+            vmax = torch.maximum(_widened(fmt, vmax_t, max_exp_avg_sq_scales, i, "max_exp_avg_sq", p.shape), v)
             v_use = vmax
         else:
             v_use = v
@@ -132,12 +132,13 @@ def adamw_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
 
         w32 = w.to(torch.float32)
         new = {}
-        _narrowed(new, m_t, exp_avg_scales, i, m, True)
-        _narrowed(new, v_t, exp_avg_sq_scales, i, v, False)
+        _narrowed(fmt, new, m_t, exp_avg_scales, i, m, "exp_avg")
+        _narrowed(fmt, new, v_t, exp_avg_sq_scales, i, v, "exp_avg_sq")
         if amsgrad:
-            _narrowed(new, vmax_t, max_exp_avg_sq_scales, i, vmax, False)
-        if m_t.dtype == torch.uint8:  # where the v the next step divides by decodes to 0, m does too
-            new[m_t] = q8_blockwise.zero_rule(new[m_t], new[vmax_t if amsgrad else v_t])
+            _narrowed(fmt, new, vmax_t, max_exp_avg_sq_scales, i, vmax, "max_exp_avg_sq")
+        if fmt.quantized:  # where the v the next step divides by decodes to 0, m does too
+            d_t, d_s = (vmax_t, max_exp_avg_sq_scales[i]) if amsgrad else (v_t, exp_avg_sq_scales[i])
+            new[m_t] = fmt.zero_rule(new[m_t], new[d_t], new[d_s], p.numel())
         if remainder:
             new[p], new[master] = bf16_remainder.split(w32)
         elif master is not None:

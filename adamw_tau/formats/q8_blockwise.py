@@ -53,6 +53,7 @@ import torch
 from .q8_tables import SIGNED_MAP_BITS, SIGNED_THRESHOLD_BITS, UNSIGNED_MAP_BITS, UNSIGNED_THRESHOLD_BITS
 
 BLOCK = 256             # elements per scale
+BITS = 8                # bits a code
 MIN_NUMEL = 4096        # a tensor with fewer elements keeps fp32 states (norms, biases), as bitsandbytes
 FORMAT_VERSION = 2      # the native state dict's version of this format (1: codes under the moment's own key)
 READ_VERSIONS = (1, 2)  # versions a state dict is read in
@@ -60,6 +61,8 @@ STATE_DTYPE = "8bit"    # the group option that selects it
 SCALE_SUFFIX = "_scale"
 CODES_SUFFIX = "_q8"    # codes live under "exp_avg_q8", never "exp_avg": torch.optim.AdamW reads that key
 ZERO_CODE = {True: 127, False: 0}  # signed map, unsigned map
+SHARDABLE = True        # DTensor params: codes of the param's placement, scales sharded (launch/sharded_scales.py)
+ZERO_BY_DECODE = False  # the zero rule reads v's code (0), not its decoded value
 
 _F64 = torch.float64
 
@@ -145,23 +148,30 @@ def lowest_positive_code(scales: torch.Tensor) -> torch.Tensor:
     return (products == 0).sum(dim=1)
 
 
-def zero_rule(m_codes: torch.Tensor, v_codes: torch.Tensor) -> torch.Tensor:
+def zero_rule(m_codes: torch.Tensor, v_codes: torch.Tensor, v_scales=None, numel=None) -> torch.Tensor:
     """exp_avg's codes with the zero code wherever the second moment's (``v_codes``: exp_avg_sq's,
-    or max_exp_avg_sq's with amsgrad; same shape) is 0: where v decodes to 0, m decodes to 0."""
+    or max_exp_avg_sq's with amsgrad; same shape) is 0: where v decodes to 0, m decodes to 0.
+    (``v_scales`` and ``numel``: the codec interface's, which this rule does not need.)"""
     return torch.where(v_codes == 0, ZERO_CODE[True], m_codes).to(torch.uint8)
 
 
 def encode(x: torch.Tensor, signed: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(codes, scales) of fp32 ``x``: codes uint8 of x's shape, scales fp32 [n_blocks]."""
+    """(codes, scales) of fp32 ``x``: codes uint8 of x's shape (codes_shape), scales fp32 [n_blocks]."""
     scales = block_absmax(x)
     return encode_with(x, scales, signed), scales
 
 
-def decode(codes: torch.Tensor, scales: torch.Tensor, signed: bool) -> torch.Tensor:
-    """fp32 values of ``codes`` (uint8, any shape): map[code] * scale, one fp32 multiply."""
+def decode(codes: torch.Tensor, scales: torch.Tensor, signed: bool, shape=None) -> torch.Tensor:
+    """fp32 values of ``codes`` (uint8, any shape; the result in ``shape`` if given, else the
+    codes'): map[code] * scale, one fp32 multiply."""
     values = qmap(signed, codes.device).to(_F64)[codes.reshape(-1).to(torch.int64)]
     s = _per_element(scales.to(_F64), codes.numel())
-    return (values * s).to(torch.float32).reshape(codes.shape)
+    return (values * s).to(torch.float32).reshape(codes.shape if shape is None else shape)
+
+
+def codes_shape(p: torch.Tensor, local: torch.Tensor) -> tuple:
+    """The codes' shape for parameter ``p``: its own (a code a byte; a DTensor's codes are one too)."""
+    return tuple(p.shape)
 
 
 def new_state(key: str, p: torch.Tensor, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

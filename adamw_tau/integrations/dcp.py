@@ -14,14 +14,15 @@ checkpoint lacks keeps the value the optimizer was built with (DCP's own partial
 limited to hyperparameters); state tensors, model weights and every other key must be there,
 as with DCP's default planner. Pass it to ``dcp.load(..., planner=GroupKeysLoadPlanner())``.
 
-8-bit moments: AdamWTau keeps them as codes under ``<moment>_q8`` with scales under
-``<moment>_scale`` (optim/checkpoints.py's note), so a checkpoint's moments and the live
-optimizer's can be in different forms. The planner converts, as ``load_state_dict`` does:
-fp32 (or bf16) moments loaded into an 8-bit AdamWTau are read into a temporary and encoded
-into its codes and scales (``formats.q8_blockwise.encode``, the same bits as
-``load_state_dict``); 8-bit codes loaded into torch AdamW (or an fp32-state AdamWTau) are read
-with their scales and decoded into its moments. DCP's default planner refuses both (a
-missing key): it never reads codes as values.
+Quantized moments (formats.registry.QUANTIZED): AdamWTau keeps them as codes under the
+format's key (``<moment>_q8``, ...) with scales under ``<moment>_scale``
+(optim/checkpoints.py's note), so a checkpoint's moments and the live optimizer's can be in
+different forms. The planner converts, as ``load_state_dict`` does: fp32 (or bf16) moments
+loaded into a quantized AdamWTau are read into a temporary and encoded into its codes and
+scales (``StateFormat.encode``, the same bits as ``load_state_dict``); codes loaded into torch
+AdamW (or an fp32-state AdamWTau) are read with their scales and decoded into its moments.
+DCP's default planner refuses both (a missing key): it never reads codes as values. Codes of
+one quantized format into another are refused here (load_state_dict converts them).
 """
 from __future__ import annotations
 
@@ -32,11 +33,16 @@ import torch
 from torch.distributed.checkpoint import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-from ..formats import q8_blockwise
+from ..formats import registry
 
 GROUP_KEY = re.compile(r"(^|\.)param_groups\.")
 MOMENT = re.compile(r"(^|\.)state\..+\.(exp_avg|exp_avg_sq|max_exp_avg_sq)$")
-CODES, SCALE = q8_blockwise.CODES_SUFFIX, q8_blockwise.SCALE_SUFFIX
+SCALE = registry.Q8.codec.SCALE_SUFFIX  # every quantized format's scales: <moment>_scale
+
+
+def _codes_format(keys, key: str) -> registry.StateFormat | None:
+    """The quantized format whose codes of moment ``key`` are among ``keys``, or None."""
+    return next((f for f in registry.QUANTIZED if key + f.codec.CODES_SUFFIX in keys), None)
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -72,8 +78,10 @@ class GroupKeysLoadPlanner(DefaultLoadPlanner):
         self.conversions: dict[str, Conversion] = {}
         self.encoding: dict[str, dict] = {}  # per param prefix: moment -> live codes, once encoded
         self.encodes_left: dict[str, int] = {}
+        suffixes = tuple(f.codec.CODES_SUFFIX for f in registry.QUANTIZED)
         for key in [k for k in self.state_dict if MOMENT.search(k)] + \
-                   [k[:-len(CODES)] for k in self.state_dict if k.endswith(CODES) and MOMENT.search(k[:-len(CODES)])]:
+                   [k.rsplit("_", 1)[0] for k in self.state_dict if k.endswith(suffixes)
+                    and MOMENT.search(k.rsplit("_", 1)[0])]:
             held.update(self._convert(key, present))
         try:
             plan = super().create_local_plan()
@@ -85,14 +93,23 @@ class GroupKeysLoadPlanner(DefaultLoadPlanner):
     def _convert(self, key: str, present: dict) -> dict:
         """Plan loading moment ``key`` (``state.<fqn>.<moment>``) across forms; the live entries
         taken out of the request, which the conversion fills in place."""
-        codes_key, scale_key = key + CODES, key + SCALE
         moment = key.rsplit(".", 1)[1]
-        signed = q8_blockwise.signed_for(moment)
-        live_codes, live_values = self.state_dict.get(codes_key), self.state_dict.get(key)
+        live_fmt, saved_fmt = _codes_format(self.state_dict, key), _codes_format(present, key)
+        fmt = live_fmt or saved_fmt
+        codes_key, scale_key = (key + fmt.codec.CODES_SUFFIX if fmt else None), key + SCALE
+        live_codes, live_values = self.state_dict.get(codes_key) if live_fmt else None, self.state_dict.get(key)
+        if live_fmt and saved_fmt and live_fmt is not saved_fmt:
+            raise ValueError(f"{key}: the checkpoint holds this moment as {saved_fmt.name} codes and this optimizer "
+                             f"keeps {live_fmt.name} codes; load it with load_state_dict (it converts), or save "
+                             "AdamWTau.torch_state_dict() (fp32 moments)")
         if live_codes is not None and codes_key not in present and key in present:
             # fp32 or bf16 moments into 8-bit codes: read them, then encode
             saved = present[key]
-            temp = torch.empty_like(live_codes, dtype=saved.properties.dtype)
+            # codes of the moment's shape (8-bit: a DTensor's too) take a temporary like them; flat codes
+            # (several codes a byte) one of the saved moment's shape
+            temp = torch.empty_like(live_codes, dtype=saved.properties.dtype) \
+                if tuple(live_codes.shape) == tuple(saved.size) \
+                else torch.empty(tuple(saved.size), dtype=saved.properties.dtype, device=live_codes.device)
             out = {codes_key: self.state_dict.pop(codes_key)}
             if scale_key not in present:
                 out[scale_key] = self.state_dict.pop(scale_key)
@@ -105,10 +122,11 @@ class GroupKeysLoadPlanner(DefaultLoadPlanner):
 
             def encode(temp=temp, live_codes=out[codes_key], live_scale=out.get(scale_key, self.state_dict.get(
                     scale_key)), prefix=prefix):
-                codes, scales = q8_blockwise.encode(_local(temp).to(torch.float32), signed)
-                _local(live_codes).copy_(codes)
+                codes, scales = live_fmt.encode(_local(temp).to(torch.float32), moment)
+                _local(live_codes).copy_(codes.reshape(_local(live_codes).shape))
                 _local(live_scale).copy_(scales)
-                self.encoding.setdefault(prefix, {})[moment] = live_codes
+                self.encoding.setdefault(prefix, {})[moment] = (live_codes, live_scale, live_fmt,
+                                                                _local(temp).numel())
                 self.encodes_left[prefix] -= 1
                 if not self.encodes_left[prefix]:
                     self._zero_rule(prefix)
@@ -121,22 +139,22 @@ class GroupKeysLoadPlanner(DefaultLoadPlanner):
                              "format version 1), which this optimizer would read as values. Load the checkpoint into "
                              "an AdamWTau and save AdamWTau.torch_state_dict() (fp32 moments) for torch.optim.AdamW")
         if live_values is not None and key not in present and codes_key in present:
-            # 8-bit codes into fp32 moments: read codes and scales, then decode
+            # codes into fp32 moments: read codes and scales, then decode
             if hasattr(live_values, "to_local") or scale_key not in present:
                 raise ValueError(f"{key}: the checkpoint holds this moment as AdamWTau's 8-bit codes, which cannot be "
                                  "decoded into a sharded (DTensor) state here. Load the checkpoint into an AdamWTau "
                                  "and save AdamWTau.torch_state_dict() (fp32 moments) for torch.optim.AdamW")
             sizes = {k: present[k].size for k in (codes_key, scale_key)}
-            if sizes[codes_key] != live_values.shape or sizes[scale_key] != (q8_blockwise.n_blocks(
-                    math.prod(live_values.shape)),):
-                raise ValueError(f"{key}: the checkpoint's 8-bit codes {tuple(sizes[codes_key])} and scales "
+            if tuple(sizes[codes_key]) != saved_fmt.codes_shape(live_values, live_values) or sizes[scale_key] != (
+                    saved_fmt.n_blocks(math.prod(live_values.shape)),):
+                raise ValueError(f"{key}: the checkpoint's {saved_fmt.name} codes {tuple(sizes[codes_key])} and scales "
                                  f"{tuple(sizes[scale_key])} do not fit this moment {tuple(live_values.shape)}")
             temps = {codes_key: torch.empty(sizes[codes_key], dtype=torch.uint8, device=live_values.device),
                      scale_key: torch.empty(sizes[scale_key], dtype=torch.float32, device=live_values.device)}
             live = self.state_dict.pop(key)
 
             def decode(live=live, temps=temps):
-                live.copy_(q8_blockwise.decode(temps[codes_key], temps[scale_key], signed).to(live.dtype))
+                live.copy_(saved_fmt.decode(temps[codes_key], temps[scale_key], moment, live.shape).to(live.dtype))
             self.state_dict.update(temps)
             conversion = Conversion(temps, decode)
             self.conversions.update({k: conversion for k in temps})
@@ -147,10 +165,10 @@ class GroupKeysLoadPlanner(DefaultLoadPlanner):
         """The 8-bit format's m-to-v rule on moments encoded here, as load_state_dict applies it
         (optim/checkpoints.py): m's zero code wherever the v the next step divides by has code 0."""
         done = self.encoding.pop(prefix, {})
-        v = done.get("max_exp_avg_sq", done.get("exp_avg_sq"))
-        if "exp_avg" in done and v is not None:
-            m = _local(done["exp_avg"])
-            m.copy_(q8_blockwise.zero_rule(m, _local(v)))
+        v_moment = "max_exp_avg_sq" if "max_exp_avg_sq" in done else "exp_avg_sq"
+        if "exp_avg" in done and v_moment in done:
+            (m, _, fmt, numel), (v, v_scales, _, _) = done["exp_avg"], done[v_moment]
+            _local(m).copy_(fmt.zero_rule(_local(m), _local(v), _local(v_scales), numel))
 
     def commit_tensor(self, read_item, tensor) -> None:
         key = read_item.dest_index.fqn

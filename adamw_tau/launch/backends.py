@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..core.contract import NUM_SCALARS
-from ..formats import q8_blockwise
+from ..formats import registry
 
 BACKENDS = ("reference", "triton", "cuda", "cpu")
 # "auto" tries these in order. On CUDA the C++ kernel won or tied every row measured on an
@@ -28,11 +28,13 @@ AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference
 
 
 @functools.cache
-def q8_tables(device: torch.device) -> torch.Tensor:
-    """The 8-bit format's maps and thresholds in one fp32 tensor on ``device``, as the Triton
-    kernel reads them: signed map, unsigned map, signed thresholds, unsigned thresholds."""
-    return torch.cat([q8_blockwise.qmap(True), q8_blockwise.qmap(False), q8_blockwise.thresholds(True),
-                      q8_blockwise.thresholds(False)]).to(device)
+def quant_tables(format_id: int, device: torch.device) -> torch.Tensor:
+    """A quantized format's maps and thresholds in one fp32 tensor on ``device``, as the Triton
+    kernel reads them: signed map, unsigned map, signed thresholds, unsigned thresholds
+    (2^bits, 2^bits, 2^bits - 1, 2^bits - 1 values)."""
+    codec = registry.BY_ID[format_id].codec
+    return torch.cat([codec.qmap(True), codec.qmap(False), codec.thresholds(True),
+                      codec.thresholds(False)]).to(device)
 
 
 class BackendUnavailable(RuntimeError):
@@ -90,16 +92,18 @@ def resolve(name: str, device: torch.device) -> str:
 
 @functools.lru_cache(maxsize=None)
 def launcher(name: str) -> Callable:
-    """``launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
-    stochastic_rounding, grad_scale, found_inf)`` for a kernel backend; ``master`` is the
-    master form (tables.master_form: 0 none, 1 fp32, 2 int16 remainders)."""
+    """``launch(tables, scalars, param_dtype, grad_dtype, state_format, seed, amsgrad, maximize, master,
+    stochastic_rounding, grad_scale, found_inf)`` for a kernel backend; ``state_format`` is the
+    moments' format id (formats.registry), ``master`` the master form's (0 none, 1 fp32, 2 int16
+    remainders)."""
     if name == "triton":
         from ..triton_kernels.adamw_fused import launch as launch_triton
 
-        def launch(t, scalars, param_dtype, grad_dtype, state_dtype, *rest):
-            # 8-bit states: the format's tables go to the kernel (triton_kernels imports nothing of ours)
-            q8 = q8_tables(t.tensors.device) if state_dtype == torch.uint8 else None
-            launch_triton(t, scalars, param_dtype, grad_dtype, state_dtype, *rest, q8_tables=q8)
+        def launch(t, scalars, param_dtype, grad_dtype, state_format, *rest):
+            # quantized states: the format's tables go to the kernel (triton_kernels imports nothing of ours)
+            fmt = registry.BY_ID[state_format]
+            qt = quant_tables(fmt.id, t.tensors.device) if fmt.quantized else None
+            launch_triton(t, scalars, param_dtype, grad_dtype, fmt.id, *rest, quant_tables=qt)
         return launch
     if name not in ("cuda", "cpu"):
         raise ValueError(f"backend {name!r} launches no kernel from tables")
@@ -112,7 +116,7 @@ def launcher(name: str) -> Callable:
     # 3.4 µs for a new tensor each step (measured on the 2-core CPU machine).
     local = threading.local()
 
-    def launch(t, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
+    def launch(t, scalars, param_dtype, grad_dtype, state_format, seed, amsgrad, maximize, master,
                stochastic_rounding, grad_scale=None, found_inf=None):
         if not isinstance(scalars, torch.Tensor):  # contract.StepScalars
             buf = getattr(local, "buf", None)
@@ -121,6 +125,6 @@ def launcher(name: str) -> Callable:
                 buf = local.buf = (array, torch.from_numpy(array))
             scalars.write(buf[0])
             scalars = buf[1]
-        op(t.tensors, t.blocks, t.chunk, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize,
+        op(t.tensors, t.blocks, t.chunk, scalars, param_dtype, grad_dtype, state_format, seed, amsgrad, maximize,
            int(master), stochastic_rounding, grad_scale, found_inf)
     return launch

@@ -18,14 +18,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..formats import bf16_remainder, q8_blockwise
+from ..formats import bf16_remainder, registry
+from ..formats.registry import MOMENTS
 from .sharded_scales import as_sharded, is_dtensor, local
 from .state import CHANGES, OptimizerState, ParamState
 from .tables import FP32_MASTER, NO_MASTER, REMAINDER_MASTER, CaptureWithoutWarmup, TablePlanner, chunk_for
 
-# the state each master form keeps, and its dtype
-MASTER_KEYS = {FP32_MASTER: ("master_param", torch.float32),
-               REMAINDER_MASTER: (bf16_remainder.STATE_KEY, torch.int16)}
+# the state each master form keeps, and its dtype (formats.registry.MASTER_FORMS)
+MASTER_KEYS = {m.id: (m.key, m.dtype) for m in registry.MASTER_FORMS.values() if m.key}
 
 _KERNEL_BACKENDS = ("triton", "cuda", "cpu")
 
@@ -49,7 +49,8 @@ class Bucket:
         self.backend = None       # backends.BACKENDS name, for the bucket's device
         self.params: list = []
         self.ids: list = []
-        self.scales: dict = {}    # 8-bit states: moment key -> its scale tensors (formats.q8_blockwise)
+        self.scales: dict = {}    # quantized states: moment key -> its scale tensors (formats.registry)
+        self.format = registry.FP32  # the moments' state format
 
     def count_step(self, found_inf) -> None:
         """Count the step just launched: on the host, or on the device where a skipped step
@@ -64,15 +65,13 @@ class Bucket:
         self.done += 1
 
     def scale_lists(self) -> dict:
-        """The 8-bit scales as the step functions' keyword arguments ({} unless 8-bit)."""
+        """The quantized formats' scales as the step functions' keyword arguments ({} unless quantized)."""
         return {f"{key}_scales": ts for key, ts in self.scales.items() if ts}
 
     def grads(self, flat_grads) -> list:
         gs = [flat_grads[i] for i in self.ids]
         return [local(g) for g in gs] if self.sharded else gs
 
-
-MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
 def master_form(group: dict, p: torch.Tensor, where: str) -> int:
@@ -88,33 +87,23 @@ def master_form(group: dict, p: torch.Tensor, where: str) -> int:
     return FP32_MASTER if mw and p.dtype != torch.float32 else NO_MASTER
 
 
-def state_dtype(group: dict, p: torch.Tensor, master: int) -> torch.dtype:
-    """The dtype of p's moments: the group's, torch's choice, or for ``state_dtype="8bit"``
-    uint8 codes (formats.q8_blockwise), unless p has fewer than the group's ``q8_min_numel``
-    elements (its whole numel, not a shard's: every shard keeps the same format)."""
-    sd = group["state_dtype"]
-    if sd == q8_blockwise.STATE_DTYPE:
-        return torch.uint8 if p.numel() >= group.get("q8_min_numel", q8_blockwise.MIN_NUMEL) else torch.float32
-    if sd is not None:
-        return sd
-    return torch.float32 if master else p.dtype
+def state_format(group: dict, p: torch.Tensor, master: int) -> registry.StateFormat:
+    """The format of p's moments (formats.registry.select: the group's state_dtype, its minimum
+    size on p's whole numel, not a shard's: every shard keeps the same format)."""
+    return registry.select(group, p, master)
 
 
-def init_state(state: dict, group: dict, p: torch.Tensor, master: int, sdtype: torch.dtype) -> dict:
+def init_state(state: dict, group: dict, p: torch.Tensor, master: int, fmt: registry.StateFormat) -> dict:
     """Create what ``state`` lacks. Writes with ``dict.__setitem__``: our own writes are not a
-    user's change (state.py). 8-bit moments start as the zero code with zero scales (the
+    user's change (state.py). Quantized moments start as the zero code with zero scales (the
     scales cover the local shard's blocks)."""
     if "step" not in state:
         dict.__setitem__(state, "step", torch.tensor(0.0, dtype=torch.float32))
     for key in MOMENTS[:3 if group["amsgrad"] else 2]:
-        if q8_blockwise.moment_key(key, sdtype) in state:
+        if fmt.key(key) in state:
             continue
-        if sdtype == torch.uint8:
-            codes, scales = q8_blockwise.new_state(key, p, local(p))
-            dict.__setitem__(state, q8_blockwise.codes_key(key), codes)
-            dict.__setitem__(state, key + q8_blockwise.SCALE_SUFFIX, as_sharded(p, scales))
-        else:
-            dict.__setitem__(state, key, torch.zeros_like(p, dtype=sdtype, memory_format=torch.preserve_format))
+        for k, t in fmt.new(key, p, local(p)).items():
+            dict.__setitem__(state, k, as_sharded(p, t) if k == fmt.scale_key(key) else t)
     if master == FP32_MASTER and "master_param" not in state:
         dict.__setitem__(state, "master_param", p.detach().to(torch.float32, copy=True))
     if master == REMAINDER_MASTER and bf16_remainder.STATE_KEY not in state:
@@ -158,7 +147,7 @@ class BucketLayout:
         """The cached buckets if ``opt``'s layout still holds, else new ones."""
         # a gradient's dtype picks its bucket, so it is part of the key
         key = (self.version, tuple(None if g is None else g.dtype for g in flat_grads),
-               tuple((g["amsgrad"], g["master_weights"], g["state_dtype"], g.get("q8_min_numel"),
+               tuple((g["amsgrad"], g["master_weights"], g["state_dtype"], registry.min_numel(g),
                       g["stochastic_rounding"], counts_on_device(g)) for g in opt.param_groups))
         if self._buckets is None or self._key != key or not self._true_to(opt.state):
             self._buckets = build(opt, flat_grads, counts_on_device, self._buckets)
@@ -198,26 +187,30 @@ def whole_step(step, where: str) -> int:
     return int(value)
 
 
-def check_state_fits(state: dict, p: torch.Tensor, sdtype: torch.dtype, where: str) -> None:
+def check_state_fits(state: dict, p: torch.Tensor, fmt: registry.StateFormat, where: str) -> None:
     """A parameter's states must have its shape and device and the dtypes the kernels are told:
     after ``p.data`` is replaced by a tensor of another shape, or a state tensor by one of
     another dtype, they do not, and a kernel would read past them or misread them."""
     fixed = dict(MASTER_KEYS.values())
-    for other in (q8_blockwise.moment_key(k, torch.float32 if sdtype == torch.uint8 else torch.uint8) for k in MOMENTS):
-        if other in state:  # a moment in the other form: load a state dict to convert
-            raise RuntimeError(f"{where}: its state has {other!r}, but its group keeps its moments as {sdtype} "
-                               "(state_dtype): load a state dict (it converts), or clear the state to start again")
-    for key in (*(q8_blockwise.moment_key(k, sdtype) for k in MOMENTS), *fixed):
+    for k in MOMENTS:
+        for other in {f.key(k) for f in registry.STATE_FORMATS.values()} - {fmt.key(k)}:
+            if other in state:  # a moment in another form: load a state dict to convert
+                raise RuntimeError(f"{where}: its state has {other!r}, but its group keeps its moments as "
+                                   f"{fmt.name} (state_dtype): load a state dict (it converts), or clear the state "
+                                   "to start again")
+    for key in (*(fmt.key(k) for k in MOMENTS), *fixed):
         t = state.get(key)
         if t is None:
             continue
-        dtype = fixed.get(key, sdtype)
-        moment = key[:-len(q8_blockwise.CODES_SUFFIX)] if dtype == torch.uint8 and key not in fixed else key
-        problem = q8_blockwise.scale_problem(state, moment, local(p)) if dtype == t.dtype == torch.uint8 else None
+        moment = next((k for k in MOMENTS if fmt.key(k) == key), None)
+        dtype = fixed.get(key, fmt.dtype)
+        problem = fmt.scale_problem(state, moment, local(p)) if moment and fmt.quantized and t.dtype == dtype \
+            else None
         if problem:
             raise RuntimeError(f"{where}: {problem}; load a state dict saved by AdamWTau, or clear the state to start "
                                "it again")
-        if t.shape != p.shape:
+        shape = fmt.codes_shape(p, p) if moment else p.shape
+        if tuple(t.shape) != tuple(shape):
             raise RuntimeError(f"{where} has shape {tuple(p.shape)} but its state {key!r} has shape "
                                f"{tuple(t.shape)} (p.data was replaced by a tensor of another shape?); clear its "
                                "state (opt.state[p].clear()) to start it again")
@@ -249,7 +242,11 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
             if g is None:
                 continue
             master = master_form(group, p, f"param group {gi}: params[{pid}]")
-            sdtype = state_dtype(group, p, master)
+            fmt = state_format(group, p, master)
+            if fmt.quantized and not fmt.codec.SHARDABLE and is_dtensor(p):
+                raise RuntimeError(f"param group {gi}: params[{pid}] is a DTensor, but its group's state_dtype "
+                                   f"{fmt.option!r} does not support sharded parameters yet; use \"8bit\" for "
+                                   "FSDP2/DTensor parameters, or raise min_quantized_numel above its size")
             step = opt.state.get(p, {}).get("step")
             if step is None:  # a new parameter, or its state cleared
                 done = 0
@@ -259,11 +256,12 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
                 done = -1  # unknown to the host: the count is carried over on the device below
             else:
                 done = whole_step(step, f"param group {gi}: params[{pid}]")
-            key = (gi, p.device, p.dtype, g.dtype, master, sdtype, done)
+            key = (gi, p.device, p.dtype, g.dtype, master, fmt.id, done)
             b = buckets.get(key)
             if b is None:
                 b = buckets[key] = Bucket(gi, p.device, master, bool(group["amsgrad"]), done, counts_on_device(group))
-                b.dtypes = (p.dtype, g.dtype, sdtype)
+                b.dtypes = (p.dtype, g.dtype, fmt.id)  # the launcher's param dtype, grad dtype, state format
+                b.format = fmt
             b.params.append(p)
             b.ids.append(pid)
     for b in buckets.values():
@@ -274,19 +272,19 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
             if state is None:  # created uncounted: our own write (state.py)
                 state = ParamState()
                 dict.__setitem__(opt.state, p, state)
-            check_state_fits(state, p, b.dtypes[2], f"param group {b.group}: params[{pid}]")
+            check_state_fits(state, p, b.format, f"param group {b.group}: params[{pid}]")
             states.append(state)
         for p, state in zip(b.params, states):
-            init_state(state, group, p, b.master, b.dtypes[2])
+            init_state(state, group, p, b.master, b.format)
         b.sharded = is_dtensor(b.params[0])
         b.locals = [local(p) for p in b.params]
-        m, v, vmax = (q8_blockwise.moment_key(k, b.dtypes[2]) for k in MOMENTS)
+        m, v, vmax = (b.format.key(k) for k in MOMENTS)
         b.exp_avgs, b.exp_avg_sqs = [local(s[m]) for s in states], [local(s[v]) for s in states]
         b.max_exp_avg_sqs = [local(s[vmax]) for s in states] if b.amsgrad else []
         b.masters = [local(s[MASTER_KEYS[b.master][0]]) for s in states] if b.master != NO_MASTER else []
-        q8 = b.dtypes[2] == torch.uint8
-        b.scales = {key: [local(s[key + q8_blockwise.SCALE_SUFFIX]) for s in states] if q8 and (b.amsgrad or i < 2) else []
-                    for i, key in enumerate(MOMENTS)}
+        quantized = b.format.quantized
+        b.scales = {key: [local(s[b.format.scale_key(key)]) for s in states] if quantized and (b.amsgrad or i < 2)
+                    else [] for i, key in enumerate(MOMENTS)}
         if b.on_device:
             # the device's counts may lag b.done (skipped steps): carry them over, never read them here
             b.steps = torch.stack([s["step"].to(b.device, torch.float32).reshape(()) for s in states])

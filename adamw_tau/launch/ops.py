@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..core import reference
+from ..formats import registry
 from . import backends, tables
 
 _MUTATED = ("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "masters", "exp_avg_scales", "exp_avg_sq_scales",
@@ -23,17 +24,18 @@ _MUTATED = ("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "masters", "
 
 def run_bucket(backend: str, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, param_ids,
                seed, amsgrad, maximize, stochastic_rounding, grad_scale=None, found_inf=None, exp_avg_scales=(),
-               exp_avg_sq_scales=(), max_exp_avg_sq_scales=()) -> None:
+               exp_avg_sq_scales=(), max_exp_avg_sq_scales=(), state_format=None) -> None:
     """Check a bucket of contiguous tensors, plan its tables and launch ``backend`` on them
-    (8-bit states: uint8 codes, and their scales in the ``*_scales`` lists)."""
+    (quantized states, ``state_format``: uint8 codes, and their scales in the ``*_scales`` lists)."""
     scales = (exp_avg_scales, exp_avg_sq_scales, max_exp_avg_sq_scales)
-    tables.check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, amsgrad, scales)
+    fmt = tables.check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, amsgrad,
+                              scales, state_format)
     if not params:
         return
     launch = backends.launcher(backend)
     for t in tables.plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids,
                          tables.chunk_for(backend), scales):
-        launch(t, scalars, params[0].dtype, grads[0].dtype, exp_avgs[0].dtype, seed, amsgrad, maximize,
+        launch(t, scalars, params[0].dtype, grads[0].dtype, fmt.id, seed, amsgrad, maximize,
                tables.master_form(masters), stochastic_rounding, grad_scale, found_inf)
 
 
@@ -43,10 +45,12 @@ def adamw_step_op(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tens
                   seed: int, amsgrad: bool, maximize: bool, stochastic_rounding: bool,
                   grad_scale: Optional[Tensor], found_inf: Optional[Tensor], backend: str,
                   exp_avg_scales: list[Tensor], exp_avg_sq_scales: list[Tensor],
-                  max_exp_avg_sq_scales: list[Tensor]) -> None:
+                  max_exp_avg_sq_scales: list[Tensor], state_format: int = -1) -> None:
+    # state_format: formats.registry's id; -1 (callers of the op from before it had one): the
+    # format the states' dtype implies (registry.of_dtype)
     run_bucket(backend, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, param_ids, seed,
                amsgrad, maximize, stochastic_rounding, grad_scale, found_inf, exp_avg_scales, exp_avg_sq_scales,
-               max_exp_avg_sq_scales)
+               max_exp_avg_sq_scales, None if state_format < 0 else state_format)
 
 
 @adamw_step_op.register_fake
@@ -54,7 +58,8 @@ def _(*args, **kwargs) -> None:
     return None
 
 
-def contiguous_call(fn, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, *rest, **scales):
+def contiguous_call(fn, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, *rest, state_format=None,
+                    **scales):
     """Kernels index memory linearly: run them on contiguous tensors and copy results back.
 
     The element index that keys stochastic rounding is the row-major position, the same
@@ -62,9 +67,10 @@ def contiguous_call(fn, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, m
     """
     lists = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, *scales.values())
     if all(t.is_contiguous() for ts in lists for t in ts):
-        return fn(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, *rest, **scales)
+        return fn(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, *rest, state_format=state_format,
+                  **scales)
     copies = [[t.contiguous() for t in ts] for ts in lists]
-    fn(*copies[:6], *rest, **dict(zip(scales, copies[6:])))
+    fn(*copies[:6], *rest, state_format=state_format, **dict(zip(scales, copies[6:])))
     for i in (0, 2, 3, 4, 5, *range(6, len(lists))):
         for dst, src in zip(lists[i], copies[i]):
             if dst.data_ptr() != src.data_ptr():
@@ -77,11 +83,16 @@ def list_step(backend: str):
 
     def step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, param_ids, seed, amsgrad,
              maximize, stochastic_rounding, grad_scale=None, found_inf=None, exp_avg_scales=(), exp_avg_sq_scales=(),
-             max_exp_avg_sq_scales=()):
-        contiguous_call(lambda *a, **k: op(*a, backend, **{n: list(v) for n, v in k.items()}), params, grads,
+             max_exp_avg_sq_scales=(), state_format=None):
+        fmt = registry.resolve(state_format, exp_avgs[0].dtype if len(exp_avgs) else torch.float32)
+
+        def call(*a, state_format, **k):
+            op(*a, backend, **{n: list(v) for n, v in k.items()}, state_format=fmt.id)
+        contiguous_call(call, params, grads,
                         exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, list(param_ids), seed, amsgrad,
                         maximize, stochastic_rounding, grad_scale, found_inf, exp_avg_scales=exp_avg_scales,
-                        exp_avg_sq_scales=exp_avg_sq_scales, max_exp_avg_sq_scales=max_exp_avg_sq_scales)
+                        exp_avg_sq_scales=exp_avg_sq_scales, max_exp_avg_sq_scales=max_exp_avg_sq_scales,
+                        state_format=fmt.id)
     return step
 
 

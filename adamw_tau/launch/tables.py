@@ -27,15 +27,20 @@ too if the aligned split changed.
 """
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..formats import registry
+
 COLUMNS = ("p", "g", "m", "v", "vmax", "master", "numel", "param_id", "m_scale", "v_scale", "vmax_scale")
 P, G, M, V, VMAX, MASTER, NUMEL, PARAM_ID, M_SCALE, V_SCALE, VMAX_SCALE = range(len(COLUMNS))
-Q8_BLOCK = 256  # formats.q8_blockwise.BLOCK: 8-bit states take chunks that are multiples of it
+# every blockwise format's block (formats.registry; 256 for 8-bit) divides it: a chunk that is a
+# multiple of it never splits a block of scales between two programs
+QUANT_CHUNK_MULTIPLE = 256
 CHUNK = 4096          # elements per block: the CUDA kernel and the CPU op
 # Triton's block is its whole program. Swept on an H200 (do_bench, 268M elements, % of copy,
 # fp32 / bf16 states / bf16 master): 4096 elements and 8 warps gave 97.1 / 76.4 / 94.5,
@@ -49,15 +54,10 @@ VEC_BYTES = 16        # the widest load the kernels issue
 VEC_ELEMS = 8         # 16 bytes of 16-bit values; numel must be a multiple for the aligned path
 
 # The launch's ``master`` argument (csrc/adamw_args.h MasterForm, the Triton kernel's MASTER):
-# what the master column points at.
-NO_MASTER, FP32_MASTER, REMAINDER_MASTER = 0, 1, 2
-
-
-def master_form(masters) -> int:
-    """The ``master`` form of a bucket's masters list: none, fp32 masters or int16 remainders."""
-    if not masters:
-        return NO_MASTER
-    return REMAINDER_MASTER if masters[0].dtype == torch.int16 else FP32_MASTER
+# what the master column points at (formats.registry.MASTER_FORMS).
+NO_MASTER, FP32_MASTER, REMAINDER_MASTER = (registry.NO_MASTER.id, registry.FP32_MASTER.id,
+                                            registry.REMAINDER_MASTER.id)
+master_form = registry.master_of
 
 
 _ptr = torch.Tensor.data_ptr
@@ -140,8 +140,9 @@ class TablePlanner:
                  device: torch.device, chunk: int = CHUNK, scales=((), (), ())):
         n = len(params)
         self.device = torch.device(device)
-        if any(scales) and chunk % Q8_BLOCK:
-            raise ValueError(f"adamw_tau: 8-bit states need blocks of a multiple of {Q8_BLOCK} elements, got {chunk}")
+        if any(scales) and chunk % QUANT_CHUNK_MULTIPLE:
+            raise ValueError(f"adamw_tau: quantized states need blocks of a multiple of {QUANT_CHUNK_MULTIPLE} "
+                             f"elements, got {chunk}")
         self.chunk = chunk
         rows = np.zeros((n, len(COLUMNS)), dtype=np.int64)
         for col, ts in ((P, params), (M, exp_avgs), (V, exp_avg_sqs), (VMAX, max_exp_avg_sqs), (MASTER, masters),
@@ -219,10 +220,11 @@ class TablePlanner:
 
 
 def check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, amsgrad,
-                 scales=((), (), ())) -> None:
+                 scales=((), (), ()), state_format=None) -> registry.StateFormat:
     """Raise, before any tensor is touched, unless the lists form one bucket the kernels can step:
     equal lengths, one dtype per list (fp32 or the params' for grads), one device, contiguous,
-    equal numels; uint8 (8-bit) states with one fp32 scale tensor each of ceil(numel / 256)."""
+    equal numels; quantized states (``state_format``, formats.registry) as uint8 codes of the
+    format's size with one fp32 scale tensor each of ceil(numel / block). Returns the format."""
     n = len(params)
     if not (len(grads) == len(exp_avgs) == len(exp_avg_sqs) == len(param_ids) == n):
         raise RuntimeError("adamw_tau: params, grads, exp_avgs, exp_avg_sqs and param_ids must have the same length")
@@ -231,13 +233,16 @@ def check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
     if masters and len(masters) != n:
         raise RuntimeError("adamw_tau: masters must be empty or one per param")
     if n == 0:
-        return
+        return registry.resolve(state_format, torch.float32)
     if params[0].dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise RuntimeError(f"adamw_tau: params[0] must be float32, bfloat16 or float16, got {params[0].dtype}")
     if exp_avgs[0].dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.uint8):
-        raise RuntimeError(f"adamw_tau: exp_avgs[0] must be float32, bfloat16, float16 or uint8 (8-bit codes), got "
+        raise RuntimeError(f"adamw_tau: exp_avgs[0] must be float32, bfloat16, float16 or uint8 (codes), got "
                            f"{exp_avgs[0].dtype}")
-    _check_scales(params, exp_avgs[0].dtype == torch.uint8, amsgrad, scales)
+    fmt = registry.resolve(state_format, exp_avgs[0].dtype)
+    if exp_avgs[0].dtype != fmt.dtype:
+        raise RuntimeError(f"adamw_tau: the {fmt.name} state format keeps {fmt.dtype} states, got {exp_avgs[0].dtype}")
+    _check_scales(params, fmt, amsgrad, scales)
     device = params[0].device
     grad_dtypes = (torch.float32, params[0].dtype)
     lists = [("params", params, (params[0].dtype,)), ("grads", grads, grad_dtypes),
@@ -248,33 +253,36 @@ def check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
         if masters[0].dtype == torch.int16 and params[0].dtype != torch.bfloat16:
             raise RuntimeError(f"adamw_tau: int16 master remainders belong to bfloat16 params, got {params[0].dtype}")
         lists.append(("masters", masters, (masters[0].dtype if masters[0].dtype == torch.int16 else torch.float32,)))
+    states = ("exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs")
     for name, ts, dtypes in lists:
         for i, (t, p) in enumerate(zip(ts, params)):
             if t.layout != torch.strided:
                 raise RuntimeError(f"adamw_tau: {name}[{i}] is {t.layout}; the kernels step dense tensors")
-            if t.dtype not in dtypes or t.device != device or t.numel() != p.numel() or not t.is_contiguous():
-                raise RuntimeError(f"adamw_tau: {name}[{i}] must be contiguous, on {device}, with {p.numel()} "
+            numel = p.numel() if name not in states else math.prod(fmt.codes_shape(p, p))
+            if t.dtype not in dtypes or t.device != device or t.numel() != numel or not t.is_contiguous():
+                raise RuntimeError(f"adamw_tau: {name}[{i}] must be contiguous, on {device}, with {numel} "
                                    f"elements of dtype {' or '.join(map(str, dtypes))}; got {t.dtype} on {t.device} "
                                    f"with {t.numel()} elements{'' if t.is_contiguous() else ', not contiguous'}")
+    return fmt
 
 
-def _check_scales(params, q8: bool, amsgrad: bool, scales) -> None:
+def _check_scales(params, fmt: registry.StateFormat, amsgrad: bool, scales) -> None:
     names = ("exp_avg_scales", "exp_avg_sq_scales", "max_exp_avg_sq_scales")
     for k, (name, ts) in enumerate(zip(names, scales)):
-        want = q8 and (k < 2 or amsgrad)
+        want = fmt.quantized and (k < 2 or amsgrad)
         if not want:
             if len(ts):
-                raise RuntimeError(f"adamw_tau: {name} are given, but the states are not 8-bit codes (uint8)"
-                                   if not q8 else f"adamw_tau: {name} are given without amsgrad")
+                raise RuntimeError(f"adamw_tau: {name} are given, but the states are not quantized (uint8 codes)"
+                                   if not fmt.quantized else f"adamw_tau: {name} are given without amsgrad")
             continue
         if len(ts) != len(params):
-            raise RuntimeError(f"adamw_tau: 8-bit states need one tensor of {name} per param, got {len(ts)} for "
-                               f"{len(params)} params")
+            raise RuntimeError(f"adamw_tau: {fmt.name} states need one tensor of {name} per param, got {len(ts)} "
+                               f"for {len(params)} params")
         for i, (t, p) in enumerate(zip(ts, params)):
-            blocks = (p.numel() + Q8_BLOCK - 1) // Q8_BLOCK
+            blocks = fmt.n_blocks(p.numel())
             if t.dtype != torch.float32 or t.device != p.device or t.numel() != blocks or not t.is_contiguous():
                 raise RuntimeError(f"adamw_tau: {name}[{i}] must be {blocks} contiguous float32 values on {p.device} "
-                                   f"(one per {Q8_BLOCK} elements); got {t.dtype} with {t.numel()} on {t.device}")
+                                   f"(one per {fmt.block} elements); got {t.dtype} with {t.numel()} on {t.device}")
 
 
 def plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids,

@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import torch
 
-from ..formats import bf16_remainder, q8_blockwise
-from ..launch.buckets import MASTER_KEYS, MOMENTS, master_form, state_dtype
+from ..formats import bf16_remainder, q8_blockwise, registry
+from ..formats.registry import MOMENTS
+from ..launch.buckets import MASTER_KEYS, master_form, state_format
 from ..launch.sharded_scales import unplaceable
 from ..launch.state import plain
 from ..launch.tables import FP32_MASTER, REMAINDER_MASTER
@@ -52,20 +53,16 @@ from ..launch.tables import FP32_MASTER, REMAINDER_MASTER
 STATE_TENSORS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "master_param", bf16_remainder.STATE_KEY)
 _FIXED_DTYPES = dict(MASTER_KEYS.values())
 GROUP_DEFAULTS = ("master_weights", "stochastic_rounding", "state_dtype", "amsgrad", "maximize", "capturable",
-                  "q8_min_numel")
+                  "min_quantized_numel")
 VERSION_KEY = "q8_format"
-SCALE = q8_blockwise.SCALE_SUFFIX
-CODES = {key: q8_blockwise.codes_key(key) for key in MOMENTS}
-
-
-def is_codes(t) -> bool:
-    return isinstance(t, torch.Tensor) and t.dtype == torch.uint8
+# every key a quantized format keeps a moment under: codes and scales
+_QUANTIZED_KEYS = {k for fmt in registry.QUANTIZED for m in MOMENTS for k in fmt.keys(m)}
 
 
 # [note: storage options] How a group stores its states is the running optimizer's choice, like
 # its backend: a checkpoint's values for these are not loaded over it (torch's load takes every
 # other hyperparameter from the checkpoint); the saved states are converted instead.
-STORAGE_OPTIONS = ("master_weights", "state_dtype", "q8_min_numel")
+STORAGE_OPTIONS = ("master_weights", "state_dtype", "min_quantized_numel", "q8_min_numel")
 
 
 def storage_options(param_groups: list[dict]) -> list[dict]:
@@ -92,36 +89,41 @@ def packed(state_dict: dict) -> dict:
     states carry the format's version (module note)."""
     state = plain(state_dict["state"])
     for s in state.values():
-        if any(is_codes(s.get(CODES[k])) for k in MOMENTS):
+        if any(registry.present(s, k) is registry.Q8 for k in MOMENTS):
             s[VERSION_KEY] = q8_blockwise.FORMAT_VERSION
     return {**state_dict, "state": state}
 
 
-def saved_codes(src: dict, key: str) -> torch.Tensor | None:
-    """A saved moment's 8-bit codes: under ``<key>_q8``, or (format version 1) under ``key``."""
-    for k in (CODES[key], key):
-        if is_codes(src.get(k)):
-            return src[k]
-    return None
+def saved_codes(src: dict, key: str) -> tuple[registry.StateFormat, torch.Tensor] | None:
+    """A saved moment's codes and their format: under the format's key (``<key>_q8``,
+    ...), or (8-bit format version 1) under ``key``; None for values."""
+    fmt = registry.present(src, key)
+    if fmt is None or not fmt.quantized:
+        return None
+    return fmt, src[fmt.key(key)] if fmt.key(key) in src else src[key]
 
 
-def fp32_moment(src: dict, key: str) -> torch.Tensor:
-    """A saved moment as fp32 values: decoded from codes and scales, or widened."""
-    codes = saved_codes(src, key)
-    if codes is not None:
-        return q8_blockwise.decode(codes, src[key + SCALE].to(codes.device), q8_blockwise.signed_for(key))
+def fp32_moment(src: dict, key: str, shape) -> torch.Tensor:
+    """A saved moment as fp32 values of ``shape``: decoded from codes and scales, or widened."""
+    found = saved_codes(src, key)
+    if found is not None:
+        fmt, codes = found
+        return fmt.decode(codes, src[fmt.scale_key(key)].to(codes.device), key, shape)
     return src[key].to(torch.float32)
 
 
-def decoded(state_dict: dict) -> dict:
-    """``state_dict`` in torch.optim.AdamW's form: every moment fp32, no codes, scales or version."""
+def decoded(state_dict: dict, shapes=None) -> dict:
+    """``state_dict`` in torch.optim.AdamW's form: every moment fp32, no codes, scales or version.
+    ``shapes``: saved id -> the parameter's shape (needed for codes that are flat,
+    without it a moment decodes to the shape of its params' fp32 states: the codes' for 8-bit)."""
     state = {}
     for pid, src in state_dict["state"].items():
-        out = {k: v for k, v in src.items()
-               if not k.endswith(SCALE) and k not in CODES.values() and k != VERSION_KEY}
+        out = {k: v for k, v in src.items() if k not in _QUANTIZED_KEYS and k != VERSION_KEY}
         for key in MOMENTS:
-            if saved_codes(src, key) is not None:
-                out[key] = fp32_moment(src, key)
+            found = saved_codes(src, key)
+            if found is not None:
+                shape = shapes[pid] if shapes is not None else found[1].shape
+                out[key] = fp32_moment(src, key, shape)
         state[pid] = out
     return {**state_dict, "state": state}
 
@@ -136,43 +138,41 @@ def restore_dtypes(param_groups: list[dict], state: dict, saved: dict) -> None:
         if not src or p not in state:
             continue
         master = master_form(group, p, f"params[{pid}]")
-        sdtype = state_dtype(group, p, master)
+        fmt = state_format(group, p, master)
         dict.pop(state[p], VERSION_KEY, None)
-        encoded = False  # 8-bit codes encoded here from fp32 moments
+        encoded = False  # codes encoded here from fp32 moments (or another format's codes)
         for key in STATE_TENSORS:
             if key in _FIXED_DTYPES:
                 if isinstance(src.get(key), torch.Tensor):
                     dict.__setitem__(state[p], key, src[key].to(device=p.device, dtype=_FIXED_DTYPES[key], copy=True))
                 continue
-            codes = saved_codes(src, key)
-            if codes is None and not isinstance(src.get(key), torch.Tensor):
+            found = saved_codes(src, key)
+            if found is None and not isinstance(src.get(key), torch.Tensor):
                 continue
-            for stale in (key, CODES[key], key + SCALE):  # torch's load cast them all to the param's dtype
-                dict.pop(state[p], stale, None)
-            if sdtype == torch.uint8:
-                if codes is not None:
-                    scales = src[key + SCALE]
-                else:
-                    codes, scales = q8_blockwise.encode(src[key].to(torch.float32), q8_blockwise.signed_for(key))
-                    encoded = True
-                codes = codes.to(device=p.device, copy=True).contiguous()
-                dict.__setitem__(state[p], q8_blockwise.moment_key(key, sdtype), codes)
-                dict.__setitem__(state[p], key + SCALE, scales.to(device=p.device, dtype=torch.float32, copy=True))
+            for stale in (key, *(k for f in registry.QUANTIZED for k in f.keys(key))):
+                dict.pop(state[p], stale, None)  # torch's load cast them all to the param's dtype
+            if found is not None and found[0] is fmt:  # codes of this format: the same bits
+                main, scales = found[1], src[fmt.scale_key(key)]
             else:
-                dict.__setitem__(state[p], key, fp32_moment(src, key).to(device=p.device, dtype=sdtype, copy=True))
+                main, scales = fmt.encode(fp32_moment(src, key, p.shape), key)
+                encoded = encoded or fmt.quantized
+            main = main.to(device=p.device, copy=True).contiguous()
+            dict.__setitem__(state[p], fmt.key(key), main)
+            if scales is not None:
+                dict.__setitem__(state[p], fmt.scale_key(key), scales.to(device=p.device, dtype=torch.float32,
+                                                                          copy=True))
         if encoded:
-            _zero_rule(state[p], group)
+            _zero_rule(state[p], group, fmt, p.numel())
         convert_master(state[p], p, master)
 
 
-def _zero_rule(st: dict, group: dict) -> None:
-    """The 8-bit format's rule that ties m to v (formats.q8_blockwise.zero_rule) on freshly encoded
-    moments: exp_avg's zero code wherever the second moment the next step divides by has code 0."""
-    m_key, v_key = CODES["exp_avg"], CODES["exp_avg_sq"]
-    if group.get("amsgrad") and CODES["max_exp_avg_sq"] in st:
-        v_key = CODES["max_exp_avg_sq"]
-    if st.get(m_key) is not None and v_key in st:
-        dict.__setitem__(st, m_key, q8_blockwise.zero_rule(st[m_key], st[v_key]))
+def _zero_rule(st: dict, group: dict, fmt: registry.StateFormat, numel: int) -> None:
+    """The quantized format's rule that ties m to v (StateFormat.zero_rule) on freshly encoded
+    moments: exp_avg's zero code wherever the second moment the next step divides by decodes to 0."""
+    v = "max_exp_avg_sq" if group.get("amsgrad") and fmt.key("max_exp_avg_sq") in st else "exp_avg_sq"
+    m_key = fmt.key("exp_avg")
+    if st.get(m_key) is not None and fmt.key(v) in st:
+        dict.__setitem__(st, m_key, fmt.zero_rule(st[m_key], st[fmt.key(v)], st[fmt.scale_key(v)], numel))
 
 
 @torch.no_grad()
@@ -201,5 +201,7 @@ def upgrade_groups(param_groups: list[dict], defaults: dict) -> None:
         group.setdefault("decay", "tau" if group["tau_iters"] is not None
                          else ("lambda" if group.get("weight_decay", 0.0) > 0 else "none"))
         group.setdefault("lr_peak", float(group["lr"]))
+        if "min_quantized_numel" not in group and "q8_min_numel" in group:  # the old name
+            group["min_quantized_numel"] = group["q8_min_numel"]
         for k in GROUP_DEFAULTS:
             group.setdefault(k, defaults.get(k, False))

@@ -12,11 +12,13 @@ import numbers
 import torch
 
 from ..core.timescale import tau_iter_from_tau_epoch
-from ..formats.q8_blockwise import BLOCK, CODES_SUFFIX, FORMAT_VERSION, READ_VERSIONS, SCALE_SUFFIX, n_blocks
+from ..formats import registry
+from ..formats.q8_blockwise import READ_VERSIONS
 
 DECAY_KEYS = ("tau_epochs", "iters_per_epoch", "tau_iters", "weight_decay")
 PARAM_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-STATE_DTYPES = (None, torch.float32, torch.bfloat16, "8bit")  # "8bit": formats.q8_blockwise
+STATE_DTYPES = registry.STATE_DTYPE_OPTIONS  # the quantized formats' names among them: formats.registry
+_QUANTIZED = " or ".join(f'"{f.option}"' for f in registry.QUANTIZED)
 
 
 def finite(name: str, value, *, minimum: float = 0.0, strict: bool = False) -> float:
@@ -185,13 +187,15 @@ def check_hyper(group: dict, where: str) -> None:
                         f"master kept as the param plus a 16-bit remainder), got {mw!r}")
     sd = group["state_dtype"]
     if not any(sd is ok or (isinstance(sd, str) and sd == ok) for ok in STATE_DTYPES):
-        hint = " (the 8-bit states are spelled \"8bit\")" if isinstance(sd, str) else ""
-        raise TypeError(f"{where}: state_dtype must be None, torch.float32, torch.bfloat16 or \"8bit\", "
+        hint = f" (the quantized states are spelled {_QUANTIZED})" if isinstance(sd, str) else ""
+        raise TypeError(f"{where}: state_dtype must be None, torch.float32, torch.bfloat16 or {_QUANTIZED}, "
                         f"got {sd!r}{hint}")
-    q8_min = group.get("q8_min_numel", 0)
-    if type(q8_min) is not int or q8_min < 0:  # noqa: E721 (a bool is not a count)
-        raise TypeError(f"{where}: q8_min_numel must be an int >= 0 (tensors with fewer elements keep fp32 states "
-                        f"under state_dtype=\"8bit\"), got {q8_min!r}")
+    for name in ("min_quantized_numel", "q8_min_numel"):  # q8_min_numel: the old name
+        size = group.get(name)
+        if size is not None and (type(size) is not int or size < 0):  # noqa: E721 (a bool is not a count)
+            raise TypeError(f"{where}: {name} (the minimum size, q8_min_numel its old name) must be an int >= 0 "
+                            f"(tensors with fewer elements keep fp32 states "
+                            f"under a quantized state_dtype, {_QUANTIZED}), got {size!r}")
     if "lr_peak" in group:
         finite(f"{where}: lr_peak", group["lr_peak"])
 
@@ -252,34 +256,45 @@ def check_state_dict(param_groups: list[dict], state_dict: dict) -> None:
                          f"{len(params)}; build the optimizer over the same parameters as the one saved")
     for saved_id, p in zip(ids, params):
         saved = state_dict.get("state", {}).get(saved_id, {})
-        check_8bit_state(saved, p, saved_id)
+        owned = check_quantized_state(saved, p, saved_id)
         for key, value in saved.items():
-            if key.endswith(SCALE_SUFFIX):
-                continue  # check_8bit_state
+            if key in owned:
+                continue  # check_quantized_state
             if key != "step" and isinstance(value, torch.Tensor) and value.shape != p.shape:
                 raise ValueError(f"load_state_dict: state {key!r} of parameter {saved_id} has shape "
                                  f"{tuple(value.shape)} but the parameter is {tuple(p.shape)}; the checkpoint "
                                  "belongs to another model")
 
 
-def check_8bit_state(saved: dict, p: torch.Tensor, saved_id) -> None:
-    """A saved parameter's 8-bit moments: the format version this code reads, and for every
-    uint8 moment its fp32 scales, one per block of the parameter."""
+def check_quantized_state(saved: dict, p: torch.Tensor, saved_id) -> set:
+    """A saved parameter's quantized moments (formats.registry): the 8-bit format version this
+    code reads, and for every moment held as codes, codes of the format's size and its fp32
+    scales, one per block of the parameter. Returns the keys it checked."""
     version = saved.get("q8_format")
     if version is not None and version not in READ_VERSIONS:
         raise ValueError(f"load_state_dict: parameter {saved_id} holds 8-bit states of format version {version!r}; "
                          f"this adamw_tau reads versions {READ_VERSIONS}: load it with the adamw_tau that saved it "
                          "and save AdamWTau.torch_state_dict() (fp32 moments), which loads anywhere")
     local = p.to_local() if hasattr(p, "to_local") else p
-    for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-        codes = saved.get(key + CODES_SUFFIX, saved.get(key))  # format version 1: under the moment's key
-        if not (isinstance(codes, torch.Tensor) and codes.dtype == torch.uint8):
+    owned = set()
+    for key in registry.MOMENTS:
+        fmt = registry.present(saved, key)
+        if fmt is None or not fmt.quantized:
             continue
-        scale = saved.get(key + SCALE_SUFFIX)
+        codes_key = fmt.key(key) if fmt.key(key) in saved else key  # 8-bit format version 1: the moment's key
+        codes = saved[codes_key]
+        owned |= {codes_key, fmt.scale_key(key)}
+        scale = saved.get(fmt.scale_key(key))
         scale = scale.to_local() if hasattr(scale, "to_local") else scale  # a DTensor's: this rank's blocks
-        blocks = n_blocks(local.numel())
+        blocks = fmt.n_blocks(local.numel())
         if not (isinstance(scale, torch.Tensor) and scale.is_floating_point() and scale.shape == (blocks,)):
             got = f"shape {tuple(scale.shape)}" if isinstance(scale, torch.Tensor) else repr(scale)
-            raise ValueError(f"load_state_dict: parameter {saved_id}'s 8-bit {key!r} needs {key + SCALE_SUFFIX!r}, "
-                             f"{blocks} fp32 scales (one per {BLOCK} elements), got {got}; the checkpoint is "
-                             "incomplete or belongs to another model")
+            raise ValueError(f"load_state_dict: parameter {saved_id}'s {fmt.name} {key!r} needs "
+                             f"{fmt.scale_key(key)!r}, {blocks} fp32 scales (one per {fmt.block} elements), got "
+                             f"{got}; the checkpoint is incomplete or belongs to another model")
+        shape = tuple(fmt.codes_shape(p, local))
+        if tuple(codes.shape) != shape:
+            raise ValueError(f"load_state_dict: state {codes_key!r} of parameter {saved_id} has shape "
+                             f"{tuple(codes.shape)} but the parameter's {fmt.name} codes have {shape}; the "
+                             "checkpoint belongs to another model")
+    return owned

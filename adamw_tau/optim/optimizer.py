@@ -19,7 +19,7 @@ import contextlib
 import torch
 
 from ..core.contract import bias_table
-from ..formats import q8_blockwise
+from ..formats import registry
 from ..launch import backends, ops
 from ..launch.buckets import Bucket, BucketLayout, build, master_form
 from ..launch.state import OptimizerState, tracked
@@ -57,9 +57,13 @@ class AdamWTau(torch.optim.Optimizer):
             stochastically, from bits keyed by (seed, step, parameter index, element index).
         state_dtype: dtype of exp_avg / exp_avg_sq (/ max_exp_avg_sq): torch.float32,
             torch.bfloat16, None for torch's choice (the param's dtype; fp32 with master weights),
-            or "8bit": uint8 codes with an fp32 scale per 256 elements (formats.q8_blockwise,
-            docs/numerics.md), for tensors of at least ``q8_min_numel`` elements (4096, as
-            bitsandbytes; smaller ones, norms and biases, keep fp32 states). Per group.
+            or a quantized format's name (formats.registry.QUANTIZED): "8bit", uint8 codes with
+            an fp32 scale per 256 elements (formats.q8_blockwise); each format's rules are in
+            docs/numerics.md. The quantized formats apply to tensors of at least ``min_quantized_numel`` elements
+            (4096, as bitsandbytes and torchao; counted on the whole parameter, not a shard;
+            smaller ones, norms and biases, keep fp32 states). Per group.
+        min_quantized_numel: that minimum size. ``q8_min_numel`` is its old name, still accepted
+            (the new name wins where both are given).
         seed: the stochastic rounding seed, an int in [0, 2**63).
         capturable: count steps on the parameters' device and build the per-step scalars
             there, so step() never waits on the device and can be captured in a CUDA graph.
@@ -83,8 +87,8 @@ class AdamWTau(torch.optim.Optimizer):
                  tau_iters: float | None = None, maximize: bool = False, foreach: bool | None = None,
                  capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
                  backend: str = "auto", master_weights: bool | str = False, stochastic_rounding: bool = False,
-                 state_dtype: torch.dtype | str | None = None, q8_min_numel: int = q8_blockwise.MIN_NUMEL,
-                 seed: int = 0, step_in_backward: bool = False):
+                 state_dtype: torch.dtype | str | None = None, min_quantized_numel: int | None = None,
+                 seed: int = 0, step_in_backward: bool = False, q8_min_numel: int | None = None):
         # torch.optim.AdamW's implementation switches: accepted, and our kernels run regardless
         check_torch_switches(dict(foreach=foreach, fused=fused, differentiable=differentiable), "AdamWTau")
         if backend != "auto" and backend not in backends.BACKENDS:
@@ -101,7 +105,9 @@ class AdamWTau(torch.optim.Optimizer):
                  weight_decay=weight_decay), "AdamWTau") or decay_spec({"weight_decay": 0.0}, "AdamWTau")
         defaults = dict(lr=lr, betas=betas, eps=eps, amsgrad=amsgrad, maximize=maximize,
                         master_weights=master_weights, stochastic_rounding=stochastic_rounding,
-                        state_dtype=state_dtype, q8_min_numel=q8_min_numel, capturable=bool(capturable))
+                        state_dtype=state_dtype, capturable=bool(capturable),
+                        min_quantized_numel=registry.min_numel(dict(min_quantized_numel=min_quantized_numel,
+                                                                    q8_min_numel=q8_min_numel)))
         check_hyper(defaults, "AdamWTau")
         self._count_on_device = False
         self._caches()
@@ -119,6 +125,8 @@ class AdamWTau(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict) -> None:
         where = f"param group {len(self.param_groups)}"
         group = dict(param_group)
+        if "q8_min_numel" in group and "min_quantized_numel" not in group:  # the old name
+            group["min_quantized_numel"] = group.pop("q8_min_numel")
         spec = decay_spec(group, where) or self._default_decay
         for k in DECAY_KEYS:
             group.pop(k, None)
@@ -161,7 +169,8 @@ class AdamWTau(torch.optim.Optimizer):
     def torch_state_dict(self) -> dict:
         """A torch.optim.AdamW state dict of this optimizer: 8-bit moments decoded to fp32
         (map[code] * scale), no scales, so torch.optim.AdamW (or any AdamWTau) loads it."""
-        return checkpoints.decoded(self.state_dict())
+        params = [p for g in self.param_groups for p in g["params"]]
+        return checkpoints.decoded(self.state_dict(), {i: p.shape for i, p in enumerate(params)})
 
     def load_state_dict(self, state_dict: dict) -> None:
         """torch's load, after checking that every saved state fits its parameter (nothing
@@ -289,5 +298,5 @@ class AdamWTau(torch.optim.Optimizer):
             else:
                 ops.step_function(b.backend)(
                     b.locals, b.grads(flat), b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, scalars,
-                    b.ids, seed, b.amsgrad, maximize, sr, scale, inf, **b.scale_lists())
+                    b.ids, seed, b.amsgrad, maximize, sr, scale, inf, **b.scale_lists(), state_format=b.format.id)
             b.count_step(inf)

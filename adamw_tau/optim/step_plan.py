@@ -51,7 +51,8 @@ def plan_launches(param_groups: list[dict], buckets_for: Callable, rebuild: Call
 def seen(group: dict) -> tuple:
     """What ``check_groups`` compares to decide that a group needs checking again: every
     hyperparameter a step reads except lr, the decay's keys last."""
-    return (tuple(group["betas"]), group["eps"], group["state_dtype"], group.get("q8_min_numel"),
+    return (tuple(group["betas"]), group["eps"], group["state_dtype"], group.get("min_quantized_numel"),
+            group.get("q8_min_numel"),
             group["master_weights"], group.get("lr_peak"), *decay_fields(group))
 
 

@@ -87,7 +87,7 @@ Q8_BLOCK_KINDS = ("ordinary", "non-finite", "all zeros", "one huge value", "thre
                   "underflow", "subnormal")
 
 
-def q8_blocks(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def q8_blocks(x: torch.Tensor, gen: torch.Generator, fmt=None) -> torch.Tensor:
     """``hard_values`` ``x`` reshaped for 8-bit states (their values and their gradients), block
     by block of q8_blockwise.BLOCK elements, each block one of Q8_BLOCK_KINDS. A NaN makes its
     whole block NaN (the scale is NaN) and one huge value sends the rest of its block to the
@@ -102,15 +102,16 @@ def q8_blocks(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     below 2^-126: a subnormal block max). The other 9 blocks in 16 are "ordinary": 1 of them
     normals of one scale (codes spread over the map), 8 x with every magnitude above 1e30 or
     non-finite replaced by a normal."""
+    codec = q8_blockwise if fmt is None else fmt.codec  # a quantized formats.registry.StateFormat: its blocks
     n = x.numel()
-    kind = torch.randint(0, 16, (q8_blockwise.n_blocks(n),), generator=gen)
-    per = kind.repeat_interleave(q8_blockwise.BLOCK)[:n]
-    first = (torch.arange(n) % q8_blockwise.BLOCK) == 0
+    kind = torch.randint(0, 16, (codec.n_blocks(n),), generator=gen)
+    per = kind.repeat_interleave(codec.BLOCK)[:n]
+    first = (torch.arange(n) % codec.BLOCK) == 0
     normal = torch.randn(n, generator=gen) * 10.0 ** float(torch.randint(-6, 7, (), generator=gen))
     finite = torch.where(torch.isfinite(x), x, normal)
     out = torch.where(finite.abs() <= 1e30, finite, normal)  # ordinary
     e = 2.0 ** float(torch.randint(-40, 40, (), generator=gen))
-    thr = q8_blockwise.thresholds(True)
+    thr = codec.thresholds(True)
     ties = torch.where(first, e, thr[torch.randint(0, thr.numel(), (n,), generator=gen)] * e)
     underflow = torch.where(first, 1e15, normal * 1e-30)
     tiny = from_words(torch.randint(0, 2 ** 23, (n,), generator=gen, dtype=torch.int64))  # fp32 subnormals, +0

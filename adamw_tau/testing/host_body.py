@@ -23,7 +23,7 @@ FLAGS = ["-std=c++20", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared
 OPTIMIZE = ["-O2"]
 # -O0: with the sanitizers the 90 kernels compile in about 10 s on the 2-core machine, at -O1 in about 60
 SANITIZE = ["-O0", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
-KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2, torch.uint8: 3}  # adamw_math.h: Kind (uint8: Q8)
+KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}  # adamw_math.h: Kind (states: the format id)
 
 
 def compiler() -> str:
@@ -72,7 +72,7 @@ class HostBody:
         self._fn = fn
         self.calls = 0  # kernel calls (block x thread) made so far
 
-    def launch(self, t: tables.LaunchTables, scalars: torch.Tensor, param_dtype, grad_dtype, state_dtype, seed,
+    def launch(self, t: tables.LaunchTables, scalars: torch.Tensor, param_dtype, grad_dtype, state_format, seed,
                amsgrad, maximize, master, stochastic_rounding, grad_scale=None, found_inf=None, *,
                by_value: bool = True) -> None:
         """One launch over ``t``: scalars passed by value (as launch_cuda does with a CPU scalars
@@ -83,7 +83,7 @@ class HostBody:
         if scalars.dtype != torch.float32 or scalars.numel() != 9:
             raise RuntimeError("the host body takes 9 float32 scalars")
         calls = self._fn(_address(t.tensors), t.tensors.shape[0], _address(t.blocks), t.n_blocks, t.chunk,
-                         _address(scalars), int(by_value), KINDS[param_dtype], KINDS[grad_dtype], KINDS[state_dtype],
+                         _address(scalars), int(by_value), KINDS[param_dtype], KINDS[grad_dtype], int(state_format),
                          seed & 0xFFFFFFFFFFFFFFFF, int(amsgrad), int(maximize), int(master),
                          int(stochastic_rounding), _address(grad_scale), _address(found_inf))
         if calls < 0:
@@ -99,15 +99,15 @@ class HostBody:
         with block size ``chunk``, and launches the host body on each table."""
         def step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, param_ids, seed, amsgrad,
                  maximize, stochastic_rounding, grad_scale=None, found_inf=None, exp_avg_scales=(),
-                 exp_avg_sq_scales=(), max_exp_avg_sq_scales=()):
+                 exp_avg_sq_scales=(), max_exp_avg_sq_scales=(), state_format=None):
             scales = (exp_avg_scales, exp_avg_sq_scales, max_exp_avg_sq_scales)
-            tables.check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, amsgrad,
-                                scales)
+            fmt = tables.check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids,
+                                      amsgrad, scales, state_format)
             if not params:
                 return
             for t in tables.plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, chunk,
                                  scales):
-                self.launch(t, scalars, params[0].dtype, grads[0].dtype, exp_avgs[0].dtype, seed, amsgrad, maximize,
+                self.launch(t, scalars, params[0].dtype, grads[0].dtype, fmt.id, seed, amsgrad, maximize,
                             tables.master_form(masters), stochastic_rounding, grad_scale, found_inf,
                             by_value=by_value)
         return step

@@ -15,28 +15,45 @@ import torch
 
 from ..core import reference
 from ..core.contract import host_scalars
-from ..formats import bf16_remainder, q8_blockwise
+from ..formats import bf16_remainder, registry
 from ..launch import ops
 from .bits import differing_lists
 from .hard_data import hard_values, q8_blocks
 
 SCALE_KEYS = {"exp_avgs": "exp_avg_scales", "exp_avg_sqs": "exp_avg_sq_scales",
               "max_exp_avg_sqs": "max_exp_avg_sq_scales"}
+_MOMENT = {"exp_avgs": "exp_avg", "exp_avg_sqs": "exp_avg_sq", "max_exp_avg_sqs": "max_exp_avg_sq"}
 
 
 @dataclass(frozen=True)
 class Path:
     name: str
     param_dtype: torch.dtype = torch.float32
-    state_dtype: torch.dtype | str = torch.float32  # or q8_blockwise.STATE_DTYPE: 8-bit codes and scales
+    state_dtype: torch.dtype | str = torch.float32  # a state_dtype option (formats.registry): "8bit", ...
     master: bool | str = False   # True: an fp32 master; "remainder": bf16 param + int16 remainder
     stochastic_rounding: bool = False
 
     @property
-    def q8(self) -> bool:
-        return self.state_dtype == q8_blockwise.STATE_DTYPE
+    def format(self) -> registry.StateFormat:
+        return registry.of_option(self.state_dtype)
+
+    @property
+    def quantized(self) -> bool:
+        return self.format.quantized
 
 
+def _quantized_paths(fmt: registry.StateFormat) -> tuple[Path, ...]:
+    """The paths every quantized format runs: fp32 params, bf16 with each master form, bf16 rounded
+    stochastically; named by the format's option (``fp32_8bit``, ``bf16_master_8bit``, ...)."""
+    o = fmt.option
+    return (Path(f"fp32_{o}", state_dtype=o),
+            Path(f"bf16_master_{o}", torch.bfloat16, o, master=True),
+            Path(f"bf16_sr_{o}", torch.bfloat16, o, stochastic_rounding=True),
+            Path(f"bf16_remainder_{o}", torch.bfloat16, o, master="remainder"))
+
+
+# the plain paths (value states of each dtype with each master form), then every quantized
+# format's paths, generated from the registry: a new format is never left out
 PATHS = {p.name: p for p in (
     Path("fp32"),
     Path("fp32_bf16_states", state_dtype=torch.bfloat16),
@@ -48,10 +65,7 @@ PATHS = {p.name: p for p in (
     Path("bf16_sr", torch.bfloat16, torch.bfloat16, stochastic_rounding=True),
     Path("fp16_sr", torch.float16, torch.float32, stochastic_rounding=True),
     Path("fp16_states", torch.float16, torch.float16),  # torch's default for fp16 params
-    Path("fp32_8bit", state_dtype=q8_blockwise.STATE_DTYPE),
-    Path("bf16_master_8bit", torch.bfloat16, q8_blockwise.STATE_DTYPE, master=True),
-    Path("bf16_sr_8bit", torch.bfloat16, q8_blockwise.STATE_DTYPE, stochastic_rounding=True),
-    Path("bf16_remainder_8bit", torch.bfloat16, q8_blockwise.STATE_DTYPE, master="remainder"),
+    *(p for fmt in registry.QUANTIZED for p in _quantized_paths(fmt)),
 )}
 
 # "tensor": the scalars as an fp32 tensor the kernel reads (the list-form op); "values": host
@@ -99,8 +113,9 @@ def make_bucket(sizes, path: Path, *, amsgrad: bool, device="cpu", seed: int = 0
     where exp_avg_sq has ordinary ones (a NaN on either side of the max)."""
     gen = torch.Generator().manual_seed(seed)
     out = dict(params=[], exp_avgs=[], exp_avg_sqs=[], max_exp_avg_sqs=[], masters=[])
-    pd, sd = path.param_dtype, (torch.float32 if path.q8 else path.state_dtype)
-    states = (lambda x: q8_blocks(x, gen)) if path.q8 else (lambda x: x.to(sd))
+    fmt = path.format
+    pd, sd = path.param_dtype, (torch.float32 if path.quantized else path.state_dtype)
+    states = (lambda x: q8_blocks(x, gen, fmt)) if path.quantized else (lambda x: x.to(sd))
     for n in sizes:
         w = hard_values(n, gen, span=3.0 if pd == torch.float16 else 4.0, dtype=pd)
         if path.master == "remainder":  # the master's every bit pattern: remainders of both signs
@@ -119,9 +134,9 @@ def make_bucket(sizes, path: Path, *, amsgrad: bool, device="cpu", seed: int = 0
             own = states(hard_values(n, gen, positive=True, span=10.0, dtype=sd)).abs()
             vmax = torch.where(torch.rand(n, generator=gen) < 0.2, own, near)
             out["max_exp_avg_sqs"].append(vmax.to(sd).to(device))
-    if path.q8:  # codes and scales of those values: what an 8-bit state holds
+    if path.quantized:  # codes and scales of those values: what a quantized state holds
         for key, scale_key in SCALE_KEYS.items():
-            pairs = [q8_blockwise.encode(x, key == "exp_avgs") for x in out[key]]
+            pairs = [fmt.encode(x, _MOMENT[key]) for x in out[key]]
             out[key] = [c for c, _ in pairs]
             out[scale_key] = [s for _, s in pairs]
     offsets = offsets or [0] * len(sizes)
@@ -144,7 +159,7 @@ def differing_words(a: dict, b: dict) -> int:
 
 
 def scale_lists(bucket: dict) -> dict:
-    """The 8-bit scale lists of a bucket, as the step functions' keyword arguments ({} for other paths)."""
+    """The quantized scale lists of a bucket, as the step functions' keyword arguments ({} for other paths)."""
     return {k: bucket[k] for k in SCALE_KEYS.values() if bucket.get(k)}
 
 
@@ -195,7 +210,7 @@ def _by_value(backend: str):
 
 def step_both(backend: str | Callable, ours: dict, ref: dict, grads, hs, *, scalars: str = "tensor", ids=None,
               seed: int = 1234, amsgrad: bool = False, maximize: bool = False, stochastic_rounding: bool = False,
-              grad_scale=None, found_inf=None) -> int:
+              grad_scale=None, found_inf=None, state_format=None) -> int:
     """One step of ``backend`` on bucket ``ours`` and of the reference on ``ref`` (make_bucket's
     keys), the same gradients and host scalars ``hs`` (contract.StepScalars); returns the
     words in which the two buckets differ after it. ``scalars``: ``SCALAR_MODES`` (the
@@ -209,7 +224,8 @@ def step_both(backend: str | Callable, ours: dict, ref: dict, grads, hs, *, scal
     ids = list(range(len(ours["params"]))) if ids is None else ids
     for impl, st, sc in ((fn, ours, hs if by_value else s), (reference.adamw_step_, ref, s)):
         impl(st["params"], grads, st["exp_avgs"], st["exp_avg_sqs"], st["max_exp_avg_sqs"], st["masters"],
-             sc, ids, seed, amsgrad, maximize, stochastic_rounding, grad_scale, found_inf, **scale_lists(st))
+             sc, ids, seed, amsgrad, maximize, stochastic_rounding, grad_scale, found_inf, **scale_lists(st),
+             state_format=state_format)
     return differing_words(ours, ref)
 
 
@@ -239,8 +255,8 @@ def parity_bits(backend: str | Callable, path: Path, sizes, *, steps: int = 3, d
     for t in range(1, steps + 1):
         span = grad_span(path) + grad_span_extra
         grads = [hard_values(n, gen, span=span, dtype=path.param_dtype) for n in sizes]
-        if path.q8:
-            grads = [q8_blocks(g, gen) for g in grads]
+        if path.quantized:
+            grads = [q8_blocks(g, gen, path.format) for g in grads]
         if t == steps:  # zero gradients: -0.0 under maximize is where compiled Triton once differed
             grads = [torch.where(torch.rand(n, generator=gen) < 0.5, 0.0, -0.0) for n in sizes]
         grads = [_placed(g.to(path.param_dtype).to(device), offsets[i] if offsets else 0) for i, g in enumerate(grads)]
@@ -251,7 +267,8 @@ def parity_bits(backend: str | Callable, path: Path, sizes, *, steps: int = 3, d
         hs = host_scalars(lr=lr * (1.0 + 0.37 * t), lr_peak=5e-3, beta1=betas[0], beta2=betas[1], eps=eps, step=t,
                           decay_mode=decay, tau_iters=300.0, weight_decay=0.1)
         bits = step_both(backend, ours, ref, grads, hs, scalars=scalars, ids=ids, amsgrad=amsgrad, maximize=maximize,
-                         stochastic_rounding=path.stochastic_rounding, grad_scale=scale, found_inf=inf)
+                         stochastic_rounding=path.stochastic_rounding, grad_scale=scale, found_inf=inf,
+                         state_format=path.format.id)
         if check_every_step or t == steps:
             total += bits
     return total

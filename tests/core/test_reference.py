@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from tiers import tiered
 
 import numpy_oracle as oracle
 from adamw_tau.core import reference
@@ -9,13 +10,14 @@ from adamw_tau.core.contract import host_scalars, sr_bits, sr_key
 from adamw_tau.testing.bits import differing_lists
 from adamw_tau.testing.cases import FLAG_SETS
 from adamw_tau.testing.hard_data import SPECIAL_KINDS, hard_values, q8_blocks
-from adamw_tau.formats import q8_blockwise
+from adamw_tau.formats import q8_blockwise, registry
 from adamw_tau.testing.parity import PATHS, SCALE_KEYS, grad_span, make_bucket, scale_lists
 
 DT = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 KEYS = ("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "masters")
-PLAIN_PATHS = [p for p in PATHS if not PATHS[p].q8]
-Q8_PATHS = [p for p in PATHS if PATHS[p].q8]
+MOMENT = {"exp_avgs": "exp_avg", "exp_avg_sqs": "exp_avg_sq", "max_exp_avg_sqs": "max_exp_avg_sq"}
+PLAIN_PATHS = [p for p in PATHS if not PATHS[p].quantized]
+Q8_PATHS = [p for p in PATHS if PATHS[p].quantized]
 
 
 def _bits(x: np.ndarray) -> np.ndarray:
@@ -147,10 +149,17 @@ def test_found_inf_leaves_everything_bit_identical():
         assert differing_lists(b[k], before[k]) == 0, k
 
 
-@pytest.mark.parametrize("path", Q8_PATHS)
-@pytest.mark.parametrize("case", list(FLAG_SETS))
-def test_8bit_reference_is_decode_then_the_oracles_fp32_step_then_encode(path, case):
-    """The 8-bit contract: the states decoded (map[code] * scale), the fp32 step of the NumPy
+# 8-bit: every row in the fast tier, as before; every other quantized format three rows (every
+# flag set in the full tier)
+_QUANT_CASES = [(p, c) for c in FLAG_SETS for p in Q8_PATHS]
+_FAST_QUANT = [(p, c) for p, c in _QUANT_CASES if PATHS[p].format.name == "q8"] + \
+    [(f"{where}_{f.option}", case) for f in registry.QUANTIZED if f.name != "q8"
+     for where, case in (("fp32", "plain"), ("bf16_remainder", "amsgrad_skip_beta2_0"), ("bf16_sr", "betas_0_scale0.7"))]
+
+
+@pytest.mark.parametrize("path,case", tiered(_QUANT_CASES, _FAST_QUANT))
+def test_quantized_reference_is_decode_then_the_oracles_fp32_step_then_encode(path, case):
+    """The quantized formats' contract (8-bit, 4-bit): the states decoded (map[code] * scale), the fp32 step of the NumPy
     oracle on them, its new fp32 moments encoded (q8_blockwise: block max, x / max, thresholds).
     The param update uses the fresh fp32 moments, never their codes."""
     flags = FLAG_SETS[case]
@@ -164,17 +173,18 @@ def test_8bit_reference_is_decode_then_the_oracles_fp32_step_then_encode(path, c
     scale_t = None if scale is None else torch.tensor([scale])
     for t in range(1, 4):
         grads = [hard_values(n, gen, span=grad_span(pth), dtype=pth.param_dtype) for n in sizes]
-        grads = [q8_blocks(g, gen).to(pth.param_dtype) for g in grads]
+        grads = [q8_blocks(g, gen, pth.format).to(pth.param_dtype) for g in grads]
         found_inf = None if skip is None else torch.tensor([float(t == skip)])
         kw = dict(lr=2e-3 * t, lr_peak=1e-2, beta1=beta1, beta2=beta2, eps=eps)
         before = {k: [x.clone() for x in v] for k, v in b.items()}
         hs = host_scalars(**kw, step=t, decay_mode=decay, tau_iters=50.0, weight_decay=0.3)
         reference.adamw_step_(b["params"], grads, b["exp_avgs"], b["exp_avg_sqs"], b["max_exp_avg_sqs"],
                               b["masters"], hs.as_tensor(), ids, 99, amsgrad, maximize, pth.stochastic_rounding,
-                              scale_t, found_inf, **scale_lists(b))
+                              scale_t, found_inf, **scale_lists(b), state_format=pth.format.id)
         s = oracle.host_scalars(**kw, t=t, decay=decay, tau_iter=50.0, weight_decay=0.3)
         for i in range(len(sizes)):
-            dec = {k: q8_blockwise.decode(before[k][i], before[sk][i], k == "exp_avgs").numpy()
+            fmt, n = pth.format, sizes[i]
+            dec = {k: fmt.decode(before[k][i], before[sk][i], MOMENT[k], (n,)).numpy()
                    for k, sk in SCALE_KEYS.items() if before[k]}
             out = oracle.adamw_step(before["params"][i].float().numpy(), grads[i].float().numpy(), dec["exp_avgs"],
                                     dec["exp_avg_sqs"], dec["max_exp_avg_sqs"] if amsgrad else None,
@@ -186,11 +196,11 @@ def test_8bit_reference_is_decode_then_the_oracles_fp32_step_then_encode(path, c
             for key in ("params", "masters"):
                 if want[key] is not None:
                     assert _differing(b[key][i].float().numpy(), want[key]) == 0, f"{key}[{i}] step {t}"
-            encoded = {key: q8_blockwise.encode(torch.from_numpy(want[key]), key == "exp_avgs")
+            encoded = {key: fmt.encode(torch.from_numpy(want[key]), MOMENT[key])
                        for key in SCALE_KEYS if want[key] is not None}
-            # the zero rule: m's zero code where the v the next step divides by has code 0
-            divides_by = encoded["max_exp_avg_sqs" if amsgrad else "exp_avg_sqs"][0]
-            encoded["exp_avgs"] = (q8_blockwise.zero_rule(encoded["exp_avgs"][0], divides_by), encoded["exp_avgs"][1])
+            # the zero rule: m's zero code where the v the next step divides by decodes to 0
+            divides_by = encoded["max_exp_avg_sqs" if amsgrad else "exp_avg_sqs"]
+            encoded["exp_avgs"] = (fmt.zero_rule(encoded["exp_avgs"][0], *divides_by, n), encoded["exp_avgs"][1])
             for key, sk in SCALE_KEYS.items():
                 if want[key] is None:
                     continue
@@ -217,5 +227,6 @@ def test_reference_cpu_equals_cuda(path):
         for st, dev in ((cpu, "cpu"), (gpu, "cuda")):
             reference.adamw_step_(st["params"], [g.to(dev) for g in grads], st["exp_avgs"], st["exp_avg_sqs"],
                                   st["max_exp_avg_sqs"], st["masters"], s.as_tensor(dev), [0, 1, 2], 5, True,
-                                  False, pth.stochastic_rounding, None, None, **scale_lists(st))
+                                  False, pth.stochastic_rounding, None, None, **scale_lists(st),
+                                  state_format=pth.format.id)
     assert differing_words(cpu, gpu) == 0

@@ -4,6 +4,8 @@ bitwise; torch AdamW and AdamWTau checkpoints load into each other (the recipe i
 docs/integrations.md)."""
 import pytest
 import torch
+
+from adamw_tau.formats import registry
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_optimizer_state_dict,
@@ -117,7 +119,7 @@ def test_torch_adamw_checkpoint_into_adamwtau(tmp_path):
     ns = _load(via_dcp, ours, tmp_path / "adamw")
     assert {k.rsplit(".", 1)[1] for k in ns["planner"].kept} == {
         "decay", "tau_iters", "tau_epochs", "iters_per_epoch", "lr_peak", "master_weights", "stochastic_rounding",
-        "state_dtype", "q8_min_numel"}
+        "state_dtype", "min_quantized_numel"}
     reference = AdamWTau(via_sd.parameters(), lr=1e-2, weight_decay=0.1)
     reference.load_state_dict(torch_opt.state_dict())
     assert ours.state_dict()["state"][0]["step"].item() == 3
@@ -202,9 +204,13 @@ def _train8(model, opt, steps, start=0):
 
 
 Q8 = dict(lr=1e-2, weight_decay=0.1, amsgrad=True, state_dtype="8bit", backend="reference")
+# every quantized format (formats.registry): its state_dtype option and its codes' key suffix
+QUANTIZED = [pytest.param(f.option, f.codec.CODES_SUFFIX, id=f.name) for f in registry.QUANTIZED]
 
 
-def test_torch_adamw_checkpoint_into_8bit_adamwtau_is_encoded_as_load_state_dict_does(tmp_path):
+@pytest.mark.parametrize("option,suffix", QUANTIZED)
+def test_torch_adamw_checkpoint_into_8bit_adamwtau_is_encoded_as_load_state_dict_does(tmp_path, option, suffix):
+    kw = {**Q8, "state_dtype": option}
     model = _net8()
     torch_opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1, amsgrad=True)
     _train8(model, torch_opt, 3)
@@ -212,20 +218,21 @@ def test_torch_adamw_checkpoint_into_8bit_adamwtau_is_encoded_as_load_state_dict
     via_dcp, via_sd = _net8(1), _net8(2)
     via_dcp.load_state_dict(model.state_dict())
     via_sd.load_state_dict(model.state_dict())
-    ours, reference = AdamWTau(via_dcp.parameters(), **Q8), AdamWTau(via_sd.parameters(), **Q8)
+    ours, reference = AdamWTau(via_dcp.parameters(), **kw), AdamWTau(via_sd.parameters(), **kw)
     _load(via_dcp, ours, tmp_path / "adamw")
     reference.load_state_dict(torch_opt.state_dict())
     want, got = optimizer_tensors(reference), optimizer_tensors(ours)
-    assert want.keys() == got.keys() and "2/exp_avg_q8" in got
+    assert want.keys() == got.keys() and f"2/exp_avg{suffix}" in got
     assert all(torch.equal(bits(want[k]), bits(got[k])) for k in want)
     _train8(via_dcp, ours, 2, start=3)
     _train8(via_sd, reference, 2, start=3)
     _same_params(via_sd, via_dcp)
 
 
-def test_8bit_adamwtau_checkpoint_into_torch_adamw_is_decoded_or_refused(tmp_path):
+@pytest.mark.parametrize("option,suffix", QUANTIZED)
+def test_8bit_adamwtau_checkpoint_into_torch_adamw_is_decoded_or_refused(tmp_path, option, suffix):
     model = _net8()
-    opt = AdamWTau(model.parameters(), **Q8)
+    opt = AdamWTau(model.parameters(), **{**Q8, "state_dtype": option})
     _train8(model, opt, 3)
     _save(model, opt, tmp_path / "ours")
     # DCP's default planner: the moments' keys are missing, never codes read as values
@@ -252,17 +259,19 @@ def test_8bit_adamwtau_checkpoint_into_torch_adamw_is_decoded_or_refused(tmp_pat
     _same_params(via_sd, via_dcp)
 
 
-def test_8bit_adamwtau_resumes_bitwise_through_flattened_dcp(tmp_path):
+@pytest.mark.parametrize("option,suffix", QUANTIZED)
+def test_8bit_adamwtau_resumes_bitwise_through_flattened_dcp(tmp_path, option, suffix):
+    kw = {**Q8, "state_dtype": option}
     straight = _net8()
-    opt = AdamWTau(straight.parameters(), **Q8)
+    opt = AdamWTau(straight.parameters(), **kw)
     _train8(straight, opt, 4)
     first = _net8()
-    opt1 = AdamWTau(first.parameters(), **Q8)
+    opt1 = AdamWTau(first.parameters(), **kw)
     _train8(first, opt1, 2)
     _save(first, opt1, tmp_path / "ck")
     resumed = _net8()
     resumed.load_state_dict(first.state_dict())
-    opt2 = AdamWTau(resumed.parameters(), **Q8)
+    opt2 = AdamWTau(resumed.parameters(), **kw)
     _load(resumed, opt2, tmp_path / "ck")
     _train8(resumed, opt2, 2, start=2)
     _same_params(straight, resumed)

@@ -11,6 +11,8 @@ import pytest
 from tiers import tiered
 import torch
 
+from adamw_tau.formats import registry
+
 from adamw_tau.core import reference
 from adamw_tau.core.contract import host_scalars
 from adamw_tau.launch import tables
@@ -127,7 +129,8 @@ def _steps_of_both(step, bucket, path, grads_per_step, *, amsgrad, maximize, sca
                          tau_iters=300.0).as_tensor()
         for impl, st in ((step, bucket), (reference.adamw_step_, ref)):
             impl(st["params"], grads, st["exp_avgs"], st["exp_avg_sqs"], st["max_exp_avg_sqs"], st["masters"], s, ids,
-                 99, amsgrad, maximize, path.stochastic_rounding, scale, found_inf, **scale_lists(st))
+                 99, amsgrad, maximize, path.stochastic_rounding, scale, found_inf, **scale_lists(st),
+                 state_format=path.format.id)
     return ref
 
 
@@ -152,13 +155,18 @@ def test_hard_values(body, path):
         assert differing_words(ours, before) > 0  # the steps did write
 
 
-Q8_PATHS = [name for name, p in PATHS.items() if p.q8]
+Q8_PATHS = [name for name, p in PATHS.items() if p.quantized]
+# 8-bit: every path at every chunk in the fast tier, as before; the other quantized formats
+# every chunk once, on paths in turn (measured: 2 s a case on the 2-core machine), the rest full tier
+_WARP_CASES = [(c, p) for c in (256, 2048, 4096) for p in Q8_PATHS]
+_FAST_WARPS = [(c, p) for c, p in _WARP_CASES if PATHS[p].format.name == "q8"] + \
+    [(c, [p for p in Q8_PATHS if PATHS[p].format is f][k % 4]) for f in registry.QUANTIZED if f.name != "q8"
+     for k, c in enumerate((256, 2048, 4096))]
 
 
-@pytest.mark.parametrize("path", Q8_PATHS)
-@pytest.mark.parametrize("chunk", [256, 2048, 4096])
+@pytest.mark.parametrize("chunk,path", tiered(_WARP_CASES, _FAST_WARPS))
 def test_8bit_warps_at_every_block_size(body, path, chunk):
-    """The warp kernel (csrc/adamw_q8_kernel.h) at a chunk of one q8 block, Triton's and CUDA's:
+    """The quantized warp kernel (csrc/adamw_quant_kernel.h) at a chunk of one q8 block, Triton's and CUDA's:
     partial warps and partial blocks, misaligned storages, the scalars both ways."""
     for by_value in (True, False):
         assert parity_bits(body.step(chunk, by_value), PATHS[path], SIZES, steps=2, amsgrad=True, maximize=True,
@@ -174,9 +182,10 @@ def test_8bit_states_refuse_a_chunk_off_256(body):
     (t,) = tables.plan(b["params"], b["params"], b["exp_avgs"], b["exp_avg_sqs"], [], [], [0], 256,
                        (b["exp_avg_scales"], b["exp_avg_sq_scales"], []))
     s = host_scalars(lr=1e-3, lr_peak=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, step=1, decay_mode="none").as_tensor()
-    with pytest.raises(RuntimeError, match="multiple of 256"):
-        body.launch(dataclasses.replace(t, chunk=100), s, torch.float32, torch.float32, torch.uint8, 0, False, False,
-                    0, False)
+    for fmt in registry.QUANTIZED:  # every quantized format
+        with pytest.raises(RuntimeError, match="multiple of 256"):
+            body.launch(dataclasses.replace(t, chunk=100), s, torch.float32, torch.float32, fmt.id, 0, False, False,
+                        0, False)
 
 
 @pytest.mark.parametrize("by_value", [True, False], ids=["host_scalars_by_value", "scalars_tensor"])
@@ -205,7 +214,7 @@ from adamw_tau.testing.parity import PATHS, parity_bits
 body = HostBody(sys.argv[1])
 sizes, offsets = [1, 7, 8, 4099, 17, 40], [0, 1, 0, 0, 0, 4]
 for name, path in PATHS.items():
-    for chunk in (4096, 256 if path.q8 else 100):  # 8-bit states take multiples of 256
+    for chunk in (4096, 256 if path.quantized else 100):  # 8-bit states take multiples of 256
         for by_value in (True, False):
             # no guard: each tensor ends where its allocation ends, for ASan to see an overrun
             bits = parity_bits(body.step(chunk, by_value), path, sizes, steps=2, amsgrad=True, maximize=True,

@@ -53,7 +53,7 @@ def _op_call(path, backend, device="cpu"):
     args = _op_args(path, device)
     b = make_bucket([33, 7], path, amsgrad=True, device=device, seed=3)  # the same seed: the same scales
     scales = [list(b.get(k, [])) for k in SCALE_KEYS.values()]
-    if path.q8:
+    if path.quantized:
         args = (*args[:2], b["exp_avgs"], b["exp_avg_sqs"], b["max_exp_avg_sqs"], *args[5:])
     return (*args, backend, *scales)
 

@@ -4,6 +4,8 @@ kernel, so a wrong column, dtype or offset here fails on the CPU."""
 import numpy as np
 import pytest
 import torch
+
+from adamw_tau.formats import registry
 from required import require
 
 from adamw_tau.core.contract import host_scalars
@@ -191,16 +193,19 @@ def test_cpu_op_rejects_tables_of_the_wrong_dtype_or_shape():
     s = host_scalars(lr=1e-3, lr_peak=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, step=1, decay_mode="none").as_tensor()
     before = b["params"][0].clone()
     op = torch.ops.adamw_tau.launch_.default
-    args = (tables.CHUNK, s, torch.bfloat16, torch.bfloat16, torch.float32, 0, True, False, True, False, None, None)
+    args = (tables.CHUNK, s, torch.bfloat16, torch.bfloat16, registry.FP32.id, 0, True, False, True, False, None,
+            None)
     with pytest.raises(RuntimeError, match="int64"):
         op(t.tensors.to(torch.int32), t.blocks, *args)
     with pytest.raises(RuntimeError, match="int64"):
         op(t.tensors.view(torch.uint8), t.blocks, *args)  # the H100's crash: int64 read as bytes
     with pytest.raises(RuntimeError, match="11 columns"):
         op(t.tensors[:, :8].contiguous(), t.blocks, *args)  # a table of before the 8-bit scale columns
-    q8_args = (100, *args[1:4], torch.uint8, *args[5:])
-    with pytest.raises(RuntimeError, match="multiple of 256"):
-        op(t.tensors, t.blocks, *q8_args)
+    for fmt in registry.QUANTIZED:
+        with pytest.raises(RuntimeError, match="multiple of 256"):
+            op(t.tensors, t.blocks, 100, *args[1:4], fmt.id, *args[5:])
+    with pytest.raises(RuntimeError, match="state_format must be"):
+        op(t.tensors, t.blocks, *args[:4], 5, *args[5:])
     assert differing(b["params"][0], before) == 0
     op(t.tensors, t.blocks, *args)
     assert differing(b["params"][0], before) > 0

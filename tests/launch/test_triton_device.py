@@ -73,7 +73,8 @@ def _launch(index: int, device_scalars: bool = False):
     scalars = host_scalars(lr=1e-3, lr_peak=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, step=1, decay_mode="none")
     if device_scalars:
         scalars = torch.zeros(9)
-    adamw_fused.launch(tables, scalars, torch.bfloat16, torch.bfloat16, torch.float32, 0, False, False, True, False)
+    fp32_states = 0  # the state format's id (formats.registry)
+    adamw_fused.launch(tables, scalars, torch.bfloat16, torch.bfloat16, fp32_states, 0, False, False, True, False)
 
 
 @pytest.mark.parametrize("device_scalars", [False, True])

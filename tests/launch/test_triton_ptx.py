@@ -45,22 +45,25 @@ import torch
 triton = pytest.importorskip("triton")
 tl = pytest.importorskip("triton.language")
 
+from adamw_tau.formats import registry  # noqa: E402
 from adamw_tau.launch.tables import chunk_for  # noqa: E402
 from adamw_tau.triton_kernels import adamw_fused  # noqa: E402
 
 RUNTIME_TYPES = {"table_ptr": "*i64", "blocks_ptr": "*i64", "scalars_ptr": "*fp32", "grad_scale_ptr": "*fp32",
-                 "found_inf_ptr": "*fp32", "q8_ptr": "*fp32", "seed_lo": "i64", "seed_hi": "i64",
+                 "found_inf_ptr": "*fp32", "qt_ptr": "*fp32", "seed_lo": "i64", "seed_hi": "i64",
                  # the step and the fp32 scalars' bits (StepScalars.words)
                  **{n: "i32" for n in inspect.signature(adamw_fused.adamw_fused_kernel.fn).parameters
                     if n.startswith("h_")}}
-POINTERS = ("table_ptr", "blocks_ptr", "scalars_ptr", "grad_scale_ptr", "found_inf_ptr", "q8_ptr")
+POINTERS = ("table_ptr", "blocks_ptr", "scalars_ptr", "grad_scale_ptr", "found_inf_ptr", "qt_ptr")
 
 # the launcher's arguments (adamw_fused._constexprs): dtypes, then flags, then the block size
 LAUNCH_ARGS = list(inspect.signature(adamw_fused._constexprs).parameters)
-DTYPES = ("param_dtype", "grad_dtype", "state_dtype")
+DTYPES = ("param_dtype", "grad_dtype", "state_format")
 MODES = ("master", "stochastic_rounding")  # with the dtypes, the dtype path
 FLAGS = tuple(a for a in LAUNCH_ARGS if a not in DTYPES + MODES + ("aligned", "chunk"))
-SHORT = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.uint8: "q8"}
+SHORT = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16",
+         **{f.id: f.name for f in registry.STATE_FORMATS.values()}}  # state formats by id
+PLAIN_STATES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 
 
 def _dtype_paths() -> list[dict]:
@@ -71,7 +74,7 @@ def _dtype_paths() -> list[dict]:
     for p, g, s, master, sr in itertools.product(dtypes, dtypes, dtypes, (0, 1, 2), (False, True)):
         if (master and sr) or (master == 2 and p != torch.bfloat16):  # 2: int16 remainders, bf16 params only
             continue
-        path = dict(param_dtype=p, grad_dtype=g, state_dtype=s, master=master, stochastic_rounding=sr)
+        path = dict(param_dtype=p, grad_dtype=g, state_format=PLAIN_STATES[s], master=master, stochastic_rounding=sr)
         key = tuple(sorted(_launch_constexprs(**path, **dict.fromkeys(FLAGS, False), aligned=True).items()))
         if key not in seen:
             seen.add(key)
@@ -109,11 +112,13 @@ VARIANTS = _variants()
 def _q8_variants() -> dict[str, dict]:
     out = {}
     flags = dict.fromkeys(FLAGS, True)
-    for p, master, sr, aligned in ((torch.float32, 0, False, True), (torch.bfloat16, 1, False, True),
-                                   (torch.bfloat16, 2, False, True), (torch.bfloat16, 0, True, False)):
-        args = dict(param_dtype=p, grad_dtype=p, state_dtype=torch.uint8, master=master, stochastic_rounding=sr,
-                    **flags, aligned=aligned)
-        out[f"{SHORT[p]}-q8-master{master}{'-sr' if sr else ''}-{'aligned' if aligned else 'unaligned'}"] = args
+    for fmt in (f.id for f in registry.QUANTIZED):
+        for p, master, sr, aligned in ((torch.float32, 0, False, True), (torch.bfloat16, 1, False, True),
+                                       (torch.bfloat16, 2, False, True), (torch.bfloat16, 0, True, False)):
+            args = dict(param_dtype=p, grad_dtype=p, state_format=fmt, master=master, stochastic_rounding=sr,
+                        **flags, aligned=aligned)
+            name = f"{SHORT[p]}-{SHORT[fmt]}-master{master}{'-sr' if sr else ''}-{'aligned' if aligned else 'unaligned'}"
+            out[name] = args
     return out
 
 
@@ -213,7 +218,9 @@ def _streams(args: dict) -> tuple[int, int]:
     per program over the program's threads, in 16s."""
     consts = _launch_constexprs(**args)
     per_thread = consts["BLOCK"] // (32 * consts["num_warps"])
-    size = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}
+    size = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2, **{PLAIN_STATES[d]: n for d, n in
+                                                                      ((torch.float32, 4), (torch.bfloat16, 2),
+                                                                       (torch.float16, 2))}}
     p, g, s = (size[args[d]] for d in DTYPES)
     # the master: fp32 (1) read and written instead of the param's read; int16 remainders (2)
     # read and written beside the param
@@ -246,9 +253,9 @@ def test_the_variants_cover_the_launcher():
         mine = [v for v in VARIANTS.values() if all(v[k] == path[k] for k in path)]
         for flag in FLAGS:
             assert {v[flag] for v in mine if v["aligned"]} == {False, True}, (path, flag)
-    for p, s, master, sr in {(v["param_dtype"], v["state_dtype"], v["master"], v["stochastic_rounding"])
+    for p, s, master, sr in {(v["param_dtype"], v["state_format"], v["master"], v["stochastic_rounding"])
                              for v in VARIANTS.values()}:  # every param/state dtype and mode unaligned too
-        assert any(not v["aligned"] and (v["param_dtype"], v["state_dtype"], v["master"], v["stochastic_rounding"])
+        assert any(not v["aligned"] and (v["param_dtype"], v["state_format"], v["master"], v["stochastic_rounding"])
                    == (p, s, master, sr) for v in VARIANTS.values()), (p, s, master, sr)
     settings = {tuple(v[f] for f in FLAGS) for v in VARIANTS.values() if v["aligned"]}
     assert len(settings) == 2 ** len(FLAGS)

@@ -32,20 +32,25 @@ TESTS = {
     "q8_triton": ["tests/optim/test_8bit_states.py", "-k", "triton"],
     "q8_host_body": ["tests/optim/test_8bit_states.py", "tests/launch/test_cuda_body_on_host.py", "-k",
                      "host_body or 8bit"],
+    # the 4-bit format: alone and on every backend
+    "q4": ["tests/formats/test_q4_blockwise.py", "tests/optim/test_4bit_states.py"],
     "optimizer": ["tests/optim/test_hard_steps.py", "tests/optim/test_optimizer.py", "tests/optim/test_dropin.py",
                   "tests/optim/test_amp_capturable.py", "-k", "not triton"],
 }
 
 MATH = "csrc/adamw_math.h"
 TRITON = "triton_kernels/adamw_fused.py"
+TRITON_ELEMENTWISE = "triton_kernels/elementwise.py"
 REFERENCE = "adamw_tau/core/reference.py"
 CONTRACT = "adamw_tau/core/contract.py"
 TABLES = "adamw_tau/launch/tables.py"
 Q8 = "adamw_tau/formats/q8_blockwise.py"
 Q8_H = "csrc/q8_blockwise.h"
-Q8_KERNEL = "csrc/adamw_q8_kernel.h"
-Q8_CPU = "csrc/adamw_q8_cpu.h"
-Q8_TRITON = "triton_kernels/q8_blockwise.py"
+Q8_KERNEL = "csrc/adamw_quant_kernel.h"  # both quantized formats' CUDA kernel
+Q8_CPU = "csrc/adamw_quant_cpu.h"        # and CPU loop
+Q8_TRITON = "triton_kernels/blockwise.py"
+Q4 = "adamw_tau/formats/q4_blockwise.py"
+Q4_H = "csrc/q4_blockwise.h"
 
 MUTATIONS = [
     # --- three bugs found by users -----------------------------------------------------------
@@ -96,7 +101,7 @@ MUTATIONS = [
     dict(id="cpu-key-from-table-row", rule="hash: the key uses the param's id, not its launch row",
          file="csrc/adamw_cpu.cpp", edits=[("sr_key(b.seed, s.step, uint32_t(t.param_id))",
                                             "sr_key(b.seed, s.step, uint32_t(b.blocks[2 * k]))")], tests="cpu_op"),
-    dict(id="triton-hash-shift", rule="hash: lowbias32's shifts", file=TRITON,
+    dict(id="triton-hash-shift", rule="hash: lowbias32's shifts", file=TRITON_ELEMENTWISE,
          edits=[("x = x ^ (x >> 15)", "x = x ^ (x >> 14)")], tests="triton"),
     dict(id="triton-host-step-off-by-one", rule="hash: the key's step (scalars by value)", file=TRITON,
          edits=[("step = h_step.to(tl.uint32)", "step = (h_step + 1).to(tl.uint32)")], tests="triton"),
@@ -125,7 +130,8 @@ MUTATIONS = [
          edits=[("            scalars.write(buf[0])", "            if buf[0][8] == 0:\n                scalars.write(buf[0])")],
          tests="cpu_op"),
     dict(id="triton-host-scalar-slots-swapped", rule="host scalars: slot order (by value)", file=TRITON,
-         edits=[("        omb2 = h_omb2\n", "        omb2 = h_beta2\n")], tests="triton"),
+         edits=[("        omb2 = h_omb2.to(tl.float32, bitcast=True)\n",
+                 "        omb2 = h_beta2.to(tl.float32, bitcast=True)\n")], tests="triton"),
     # --- alignment checks ---------------------------------------------------------------------
     dict(id="tables-grad-column-unchecked", rule="alignment: the gradient's address checked", file=TABLES,
          edits=[("ok = self._fixed_ok & (rows[:, G] % VEC_BYTES == 0)", "ok = self._fixed_ok")], tests="tables"),
@@ -155,7 +161,7 @@ MUTATIONS = [
          edits=[("over = over < 0 ? 0 : (over > 10 ? 10 : over);", "over = over < 0 ? 0 : (over > 9 ? 9 : over);")],
          tests="cpu_op"),
     dict(id="triton-fp16-sr-tiny-threshold", rule="fp16 stochastic rounding: below 2^-24 to 0 or 2^-24",
-         file=TRITON, edits=[("y = tl.where(ax < 5.9604644775390625e-08,", "y = tl.where(ax < 2.98023223876953125e-08,")],
+         file=TRITON_ELEMENTWISE, edits=[("y = tl.where(ax < 5.9604644775390625e-08,", "y = tl.where(ax < 2.98023223876953125e-08,")],
          tests="triton"),
     dict(id="reference-fp16-sr-mask-cap", rule="fp16 stochastic rounding: 13 + k bits, k at most 10",
          file=REFERENCE, edits=[("torch.clamp(113 - biased_exp, min=0, max=10)", "torch.clamp(113 - biased_exp, min=0, max=9)")],
@@ -166,11 +172,14 @@ MUTATIONS = [
     dict(id="cpu-found-inf-ignored", rule="found_inf != 0 writes nothing", file="csrc/adamw_cpu.cpp",
          edits=[("  if (found_inf.has_value() && found_inf->item<float>() != 0.0f) return;\n", "")], tests="cpu_op"),
     dict(id="triton-max-drops-nan", rule="NaN from either side propagates (amsgrad max)", file=TRITON,
-         edits=[("propagate_nan=tl.PropagateNan.ALL)", "propagate_nan=tl.PropagateNan.NONE)")], tests="triton"),
-    dict(id="triton-bf16-ties-away", rule="ties to even (bf16)", file=TRITON,
+         edits=[("widen(tl.load(vmax_ptr + idx, mask=mask, other=0.0)), v,\n                              "
+                 "propagate_nan=tl.PropagateNan.ALL)",
+                 "widen(tl.load(vmax_ptr + idx, mask=mask, other=0.0)), v,\n                              "
+                 "propagate_nan=tl.PropagateNan.NONE)")], tests="triton"),
+    dict(id="triton-bf16-ties-away", rule="ties to even (bf16)", file=TRITON_ELEMENTWISE,
          edits=[("r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16", "r = (u + 0x8000) >> 16")], tests="triton"),
     dict(id="reference-max-drops-nan", rule="NaN from either side propagates (amsgrad max)", file=REFERENCE,
-         edits=[("vmax = torch.maximum(vmax_t.to(_F64), v)", "vmax = torch.fmax(vmax_t.to(_F64), v)")], tests="core"),
+         edits=[("vmax = torch.maximum(_widened(", "vmax = torch.fmax(_widened(")], tests="core"),
     # --- the master remainder (docs/numerics.md, its section) -----------------------------------
     dict(id="math-remainder-split-ties-to-even", rule="remainder: the param rounds ties away from zero", file=MATH,
          edits=[("param = uint16_t((u + 0x8000u) >> 16);", "param = uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);")],
@@ -178,7 +187,7 @@ MUTATIONS = [
     dict(id="math-remainder-nan-not-canonical", rule="remainder: a NaN master splits to a NaN param", file=MATH,
          edits=[("u = (u & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC00000u : u;", "")], tests="remainder"),
     dict(id="triton-remainder-merge-ignores-sign", rule="remainder: a negative remainder undoes the carry",
-         file=TRITON, edits=[("hi = (p.to(tl.uint16, bitcast=True).to(tl.uint32) - (rem < 0).to(tl.uint32)) & 0xFFFF",
+         file=TRITON_ELEMENTWISE, edits=[("hi = (p.to(tl.uint16, bitcast=True).to(tl.uint32) - (rem < 0).to(tl.uint32)) & 0xFFFF",
                               "hi = p.to(tl.uint16, bitcast=True).to(tl.uint32)")], tests="remainder"),
     dict(id="reference-remainder-param-to-nearest-even", rule="remainder: the param is the split's, not .to()",
          file=REFERENCE, edits=[("            new[p], new[master] = bf16_remainder.split(w32)",
@@ -198,16 +207,17 @@ MUTATIONS = [
          file=Q8_TRITON, edits=[("        code = tl.maximum(code, floor)\n", "")], tests="q8_triton"),
     # zero rule, second half: where v decodes to 0, m does too
     dict(id="q8-reference-m-kept-where-v-is-0", rule="8-bit zero rule: m's zero code where v's code is 0",
-         file=REFERENCE, edits=[("            new[m_t] = q8_blockwise.zero_rule(new[m_t], new[vmax_t if amsgrad else v_t])",
+         file=REFERENCE, edits=[("            new[m_t] = fmt.zero_rule(new[m_t], new[d_t], new[d_s], p.numel())",
                                  "            pass")], tests="q8_reference"),
     dict(id="q8-cpp-m-kept-where-v-is-0", rule="8-bit zero rule: m's zero code where v's code is 0", file=Q8_H,
          edits=[("return v_code == 0 ? uint8_t(127) : m_code;", "return v_code == 0 ? m_code : m_code;")],
          tests="q8_cpu"),
     dict(id="q8-cuda-body-m-rule-on-v-with-amsgrad", rule="8-bit zero rule: with amsgrad, m follows max_exp_avg_sq",
-         file=Q8_KERNEL, edits=[("m[i] = q8_zero_rule(q8_encode<true>(L.m[j], new_m), AMSGRAD ? cvm : cv);",
-                                 "m[i] = q8_zero_rule(q8_encode<true>(L.m[j], new_m), cv);")], tests="q8_host_body"),
+         file=Q8_KERNEL, edits=[("cm[j] = C::zero_rule(C::template encode<true>(L.m[j], new_m), AMSGRAD ? cvm[j] : cv[j],",
+                                 "cm[j] = C::zero_rule(C::template encode<true>(L.m[j], new_m), cv[j],")],
+         tests="q8_host_body"),
     dict(id="q8-triton-m-kept-where-v-is-0", rule="8-bit zero rule: m's zero code where v's code is 0", file=TRITON,
-         edits=[("q8_store(q8_zero_rule(m_code, divides_by), m_scale,", "q8_store(m_code, m_scale,")],
+         edits=[("        m_code = q_zero_rule(m_code, divides_by, divides_scale, umap_ptr, BLOCK, QBLOCK, ZERO_CODE, ZERO_BY_DECODE)\n", "")],
          tests="q8_triton"),
     # ties go to the lower code
     dict(id="q8-reference-ties-up", rule="8-bit ties go to the lower code", file=Q8,
@@ -229,15 +239,28 @@ MUTATIONS = [
                                  "    return tl.max(a, 1)")], tests="triton_ptx"),
     # the scale write
     dict(id="q8-reference-scale-not-written", rule="8-bit: the new scale is the block max of the new values",
-         file=REFERENCE, edits=[("new[state], new[scales[i]] = q8_blockwise.encode(value.to(torch.float32), signed)",
-                                 "new[state] = q8_blockwise.encode(value.to(torch.float32), signed)[0]")],
+         file=REFERENCE, edits=[("        new[scales[i]] = scale\n", "        pass\n")],
          tests="q8_reference"),
     dict(id="q8-cpp-scale-not-written", rule="8-bit: the new scale is the block max of the new values", file=Q8_CPU,
          edits=[("    t.v_scale[b] = max_v;\n", "")], tests="q8_cpu"),
     dict(id="q8-cuda-body-scale-not-written", rule="8-bit: the new scale is the block max of the new values",
          file=Q8_KERNEL, edits=[("      m_scale[b] = new_m;\n", "")], tests="q8_host_body"),
     dict(id="q8-triton-partial-block-scale-dropped", rule="8-bit: the last, partial block's scale is written",
-         file=Q8_TRITON, edits=[("mask=q * 256 < numel)", "mask=q * 256 + 256 <= numel)")], tests="q8_triton"),
+         file=Q8_TRITON, edits=[("mask=q * QBLOCK < numel)", "mask=q * QBLOCK + QBLOCK <= numel)")], tests="q8_triton"),
+    # --- the 4-bit format: its own rules on each backend ------------------------------------------
+    dict(id="q4-reference-ties-up", rule="4-bit ties go to the lower code", file=Q4,
+         edits=[("thresholds(signed, x.device).to(_F64), right=False)",
+                 "thresholds(signed, x.device).to(_F64), right=True)")], tests="q4"),
+    dict(id="q4-cpp-nibbles-swapped", rule="4-bit: element i's code is byte i // 2's low nibble when i is even",
+         file=Q4_H, edits=[("return (uint32_t(c[i >> 1]) >> ((i & 1) * 4)) & 15u;",
+                            "return (uint32_t(c[i >> 1]) >> (((i & 1) ^ 1) * 4)) & 15u;")], tests="q4"),
+    dict(id="q4-cpp-m-kept-where-v-decodes-to-0", rule="4-bit zero rule: m's zero code where v decodes to 0",
+         file=Q4_H, edits=[("return decode<false>(v_code, v_scale) == 0.0f ? 7u : m_code;", "return m_code;")],
+         tests="q4"),
+    dict(id="q4-triton-odd-tail-nibble", rule="4-bit: an odd tensor's last high nibble is 0", file=Q8_TRITON,
+         edits=[("        hi = tl.where(start + 2 * pair + 1 < numel, hi, 0)", "        hi = hi")], tests="q4"),
+    dict(id="q4-cpp-odd-tail-nibble", rule="4-bit: an odd tensor's last high nibble is 0", file=Q4_H,
+         edits=[("(i + 1 < end ? uint32_t(codes[1]) << 4 : 0u)", "(uint32_t(codes[1]) << 4)")], tests="q4"),
     # --- which backend runs -------------------------------------------------------------------
     dict(id="auto-compiles-the-cuda-kernel", rule="auto never waits for a compiler",
          file="adamw_tau/launch/backends.py",

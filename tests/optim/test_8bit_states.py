@@ -236,7 +236,7 @@ def test_8bit_paths_on_the_gpu_give_the_references_bits(backend):
     assert reason is None, f"{backend} must run on this GPU: {reason}"
     sizes, offsets = [1, 300, 4096, 5000, 70_001], [0, 1, 0, 3, 0]
     failures = []
-    for name in [n for n, p in PATHS.items() if p.q8]:
+    for name in [n for n, p in PATHS.items() if p.quantized]:
         for case in FLAG_SETS:
             for scalars in ("tensor", "values"):
                 bits = parity_bits(backend, PATHS[name], sizes, device="cuda", offsets=offsets, scalars=scalars,

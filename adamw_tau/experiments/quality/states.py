@@ -4,14 +4,16 @@ order, lr and decay, once per row:
 
 ours_fp32     AdamWTau, state_dtype=torch.float32
 ours_8bit     AdamWTau, state_dtype="8bit" (an optimizer that keeps more fails this row, and says why)
+ours_4bit     AdamWTau, state_dtype="4bit" (likewise)
 torchao_8bit  torchao.optim.AdamW8bit (an optional extra: a missing package leaves the row out)
+torchao_4bit  torchao.optim.AdamW4bit (likewise)
 bnb_8bit      bitsandbytes.optim.AdamW8bit (likewise)
 torch_fp32    torch.optim.AdamW, fp32 states: a control, ours_fp32's math rounded in another order. Its
               gap to ours_fp32 is what rounding alone moves the final loss by (a run amplifies a
               one-ulp difference), the resolution of the other rows' gaps.
 
 The anchors take torch's λ; each gets the λ equal to our τ_iter at the peak lr (training.py). The
-bar: ours 8-bit's final validation loss within 1% of ours fp32's.
+bars: ours 8-bit's final validation loss within 1% of ours fp32's, ours 4-bit's within 2%.
 """
 from __future__ import annotations
 
@@ -44,8 +46,12 @@ from .training import (
     val_loss,
 )
 
-ROWS = ("ours_fp32", "ours_8bit", "torchao_8bit", "bnb_8bit", "torch_fp32")
+ROWS = ("ours_fp32", "ours_8bit", "ours_4bit", "torchao_8bit", "torchao_4bit", "bnb_8bit", "torch_fp32")
 GAP_BAR = 0.01  # the bar: ours 8-bit within 1% of ours fp32
+GAP_BARS = {"ours_8bit": GAP_BAR, "ours_4bit": 0.02}  # and ours 4-bit within 2%
+OURS = {"ours_fp32": torch.float32, "ours_8bit": "8bit", "ours_4bit": "4bit"}  # the state_dtype of our rows
+# bytes of state per element of the quantized tensors a row must stay under (fp32 states: 8)
+STATE_BYTES_BELOW = {"8bit": 4.0, "4bit": 2.0}
 QUANTIZED_FROM = 4096  # tensors this large get 8-bit states in every 8-bit row (bnb's min_8bit_size)
 COLUMNS = ["sweep", "config", "row", "status", "note", "final_val_loss", "final_train_loss", "gap_vs_ours_fp32",
            "state_bytes_per_param", "steps_done", "steps", "tokens", "width", "layers", "ctx", "batch", "lr",
@@ -69,14 +75,14 @@ def _package(module: str, row: str):
 def make_optimizer(row: str, model, cfg: QualityConfig, backend: str):
     """The row's optimizer over ``model`` and the package (and version) it comes from."""
     adam = dict(lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-    if row in ("ours_fp32", "ours_8bit"):
-        dtype = torch.float32 if row == "ours_fp32" else "8bit"
-        opt = AdamWTau(tau_groups(model, cfg), state_dtype=dtype, backend=backend, **adam)
+    if row in OURS:
+        opt = AdamWTau(tau_groups(model, cfg), state_dtype=OURS[row], backend=backend, **adam)
         return opt, "adamw_tau (this tree)"
-    if row == "torchao_8bit":
+    if row in ("torchao_8bit", "torchao_4bit"):
         ao = _package("torchao.optim", row)
         version = importlib.import_module("torchao").__version__
-        return ao.AdamW8bit(lambda_groups(model, cfg), **adam), f"torchao {version}"
+        cls = ao.AdamW8bit if row == "torchao_8bit" else ao.AdamW4bit
+        return cls(lambda_groups(model, cfg), **adam), f"torchao {version}"
     if row == "bnb_8bit":
         bnb = _package("bitsandbytes", row)
         opt = bnb.optim.AdamW8bit(lambda_groups(model, cfg), min_8bit_size=QUANTIZED_FROM, **adam)
@@ -87,13 +93,15 @@ def make_optimizer(row: str, model, cfg: QualityConfig, backend: str):
 
 
 def _check_really_8bit(row: str, opt, model) -> None:
-    """An 8-bit row must hold 8-bit states: an option accepted and ignored would pass fp32 states off
-    as 8-bit ones."""
+    """A quantized row (8-bit, 4-bit) must hold quantized states: an option accepted and ignored
+    would pass fp32 states off as quantized ones."""
     big = [p for p in model.parameters() if p.numel() >= QUANTIZED_FROM]
     per = state_bytes(opt, big) / max(1, sum(p.numel() for p in big))
-    if row.endswith("8bit") and per >= 4.0:
-        raise RuntimeError(f"{row}: the optimizer took its 8-bit option but keeps {per:.2f} bytes of state per "
-                           f"element of the tensors of >= {QUANTIZED_FROM} elements (8-bit codes take about 2)")
+    bits = row.rsplit("_", 1)[1]
+    if bits in STATE_BYTES_BELOW and per >= STATE_BYTES_BELOW[bits]:
+        raise RuntimeError(f"{row}: the optimizer took its {bits} option but keeps {per:.2f} bytes of state per "
+                           f"element of the tensors of >= {QUANTIZED_FROM} elements (below "
+                           f"{STATE_BYTES_BELOW[bits]} expected)")
 
 
 def run_row(row: str, cfg: QualityConfig, device: str = "cpu", backend: str | None = None, tick=None) -> dict:
@@ -202,16 +210,20 @@ def summary_text(summary: list[dict]) -> str:
         else:
             lines.append(f"{r['row']:14s} {r['status']:9s} {r['note']}")
     by = {r["row"]: r for r in summary}
-    ours8, ours32 = by.get("ours_8bit"), by.get("ours_fp32")
-    if ours8 and ours32 and ours8["status"] == ours32["status"] == "ok":
-        gap = ours8["gap_vs_ours_fp32"]
-        verdict = "yes" if gap <= GAP_BAR else "NO"
-        lines.append(f"ours 8-bit vs ours fp32: {100 * gap:+.2f}% final val loss; within {GAP_BAR:.0%} "
-                     f"(the bar): {verdict}")
-    else:
-        why = next((f"{r['row']} {r['status']}: {r['note']}" for r in (ours32, ours8) if r and r["status"] != "ok"),
-                   "a row was not run")
-        lines.append(f"ours 8-bit vs ours fp32: not measured ({why})")
+    ours32 = by.get("ours_fp32")
+    for name, bar in GAP_BARS.items():
+        ours, label = by.get(name), f"ours {name.rsplit('_', 1)[1][0]}-bit"
+        if name != "ours_8bit" and ours is None:
+            continue  # a row not asked for
+        if ours and ours32 and ours["status"] == ours32["status"] == "ok":
+            gap = ours["gap_vs_ours_fp32"]
+            verdict = "yes" if gap <= bar else "NO"
+            lines.append(f"{label} vs ours fp32: {100 * gap:+.2f}% final val loss; within {bar:.0%} "
+                         f"(the bar): {verdict}")
+        else:
+            why = next((f"{r['row']} {r['status']}: {r['note']}" for r in (ours32, ours) if r and r["status"] != "ok"),
+                       "a row was not run")
+            lines.append(f"{label} vs ours fp32: not measured ({why})")
     control = by.get("torch_fp32")
     if control and ours32 and control["status"] == ours32["status"] == "ok":
         lines.append(f"rounding alone (torch_fp32, the same math as ours_fp32 in another order): "

@@ -1,13 +1,16 @@
-// The CUDA kernel for 8-bit states (formats/q8_blockwise.py; docs/numerics.md, "8-bit states"):
-// one pass that decodes m, v (and vmax), runs the shared update (adamw_math.h: update), takes
-// each block's new max and encodes, all in registers. adamw_cuda.cu launches it for a uint8
-// state dtype; kernel_body_host.cpp compiles it with g++ and runs it on the CPU for the tests,
-// as it does adamw_kernel_body.h ([note: host-compilable] there).
+// The CUDA kernel for blockwise quantized states (adamw_tau/formats/registry.py; docs/numerics.md,
+// "8-bit states" and the other quantized formats' sections), written once for every codec (state_formats.h: CodecOf): one pass that decodes m, v (and vmax), runs the shared
+// update (adamw_math.h: update), takes each block's new max and encodes, all in registers.
+// adamw_cuda.cu launches it for a quantized state format; kernel_body_host.cpp compiles it with
+// g++ and runs it on the CPU for the tests, as it does adamw_kernel_body.h ([note:
+// host-compilable] there).
 //
-// [note: a warp is a block of 256] Thread block of kThreads = 256 threads, 8 warps; a warp
-// steps one q8 block (256 consecutive elements) at a time, each of its 32 lanes 8 consecutive
-// elements, and the warps take the block-table chunk's q8 blocks in turn (the chunk is a
-// multiple of 256: the launcher refuses others, so a q8 block never crosses thread blocks).
+// [note: a warp is a block] Thread block of kQ8Threads = 256 threads, 8 warps; a warp steps one
+// quantization block (C::kBlock consecutive elements: 256 for 8-bit) at a time,
+// each of its 32 lanes C::kBlock / 32 consecutive elements (a multiple of C::kCodesPerByte, so
+// a lane writes whole bytes), and the warps take the block-table chunk's blocks in turn
+// (the chunk is a multiple of 256: the launcher refuses others, so a block never crosses thread
+// blocks).
 // The new scale is the max of |m| over the 256 new values: a per-lane max, then a max across
 // the warp's lanes. That max needs every lane's phase-1 result before any lane can encode, so
 // the body is written as two phases over explicit per-lane registers (Q8Lane):
@@ -23,20 +26,21 @@
 #pragma once
 
 #if !defined(__CUDACC__) && !defined(ADAMW_HOST_EMULATION)
-#error "adamw_q8_kernel.h: include host_emulation.h first for a host build"
+#error "adamw_quant_kernel.h: include host_emulation.h first for a host build"
 #endif
 
 #include <cstdint>
+#include <type_traits>
 
 #include "adamw_args.h"
-#include "q8_blockwise.h"
+#include "state_formats.h"
 
 namespace adamw_tau {
 namespace {
 
 constexpr int kQ8Threads = 256;
 constexpr int kWarpSize = 32;
-constexpr int kQ8PerLane = kQ8Block / kWarpSize;  // 8 elements a lane
+constexpr int kMaxPerLane = kQuantChunkMultiple / kWarpSize;  // elements a lane at most (every block divides it)
 #if defined(ADAMW_HOST_EMULATION)
 constexpr int kLanesPerCall = kWarpSize;  // the host runs a warp's lanes in one call, phase by phase
 #else
@@ -46,7 +50,7 @@ constexpr int kLanesPerCall = 1;          // a GPU thread is one lane
 // One lane's registers between the phases: the new fp32 moments of its 8 elements and their
 // partial maxima.
 struct Q8Lane {
-  float m[kQ8PerLane], v[kQ8PerLane], vm[kQ8PerLane];
+  float m[kMaxPerLane], v[kMaxPerLane], vm[kMaxPerLane];
   float max_m, max_v, max_vm;
 };
 
@@ -64,8 +68,8 @@ ADAMW_HD float warp_max(const Q8Lane (&lanes)[N], float Q8Lane::*field) {
   return x;
 }
 
-template <Kind P, Kind G, bool AMSGRAD, Write W>
-__global__ void __launch_bounds__(kQ8Threads) adamw_q8_kernel(const TensorArgs* __restrict__ tensors,
+template <class C, Kind P, Kind G, bool AMSGRAD, Write W>
+__global__ void __launch_bounds__(kQ8Threads) adamw_quant_kernel(const TensorArgs* __restrict__ tensors,
                                                               const int64_t* __restrict__ blocks, int64_t chunk,
                                                               const float* __restrict__ scalars, const Scalars host_s,
                                                               const float* __restrict__ grad_scale,
@@ -73,6 +77,8 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_q8_kernel(const TensorArgs* 
                                                               bool maximize) {
   using PT = typename Storage<P>::type;
   using GT = typename Storage<G>::type;
+  constexpr int B = C::kBlock;
+  constexpr int kPerLane = B / kWarpSize;
   if (found_inf != nullptr && *found_inf != 0.0f) return;
   const TensorArgs t = tensors[blocks[2 * blockIdx.x]];
   const int64_t start = blocks[2 * blockIdx.x + 1];
@@ -103,23 +109,24 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_q8_kernel(const TensorArgs* 
   const int warp = int(threadIdx.x) / kWarpSize;
   const int first_lane = int(threadIdx.x) % kWarpSize;  // the host: 0, and kLanesPerCall lanes from it
   constexpr int kWarps = kQ8Threads / kWarpSize;
-  // warp-uniform bounds: every lane of a warp takes every q8 block's shuffles
-  for (int64_t qb = start + int64_t(warp) * kQ8Block; qb < end; qb += int64_t(kWarps) * kQ8Block) {
-    const int64_t b = qb / kQ8Block;  // the q8 block's index in the tensor: its scales' slot
+  // warp-uniform bounds: every lane of a warp takes every block's shuffles
+  for (int64_t qb = start + int64_t(warp) * B; qb < end; qb += int64_t(kWarps) * B) {
+    const int64_t b = qb / B;  // the block's index in the tensor: its scales' slot
     Q8Lane lanes[kLanesPerCall];
     const float old_m = m_scale[b], old_v = v_scale[b], old_vm = AMSGRAD ? vmax_scale[b] : 0.0f;
     for (int l = 0; l < kLanesPerCall; ++l) {  // phase 1
       Q8Lane& L = lanes[l];
       L.max_m = L.max_v = L.max_vm = 0.0f;
-      const int64_t first = qb + int64_t(first_lane + l) * kQ8PerLane;
+      const int64_t first = qb + int64_t(first_lane + l) * kPerLane;
 #pragma unroll
-      for (int j = 0; j < kQ8PerLane; ++j) {
+      for (int j = 0; j < kPerLane; ++j) {
         const int64_t i = first + j;
         L.m[j] = L.v[j] = L.vm[j] = 0.0f;
         if (i >= end) continue;
         float w = read_weight<P, W>(p, master, rem, i);
-        float mi = q8_decode<true>(m[i], old_m), vi = q8_decode<false>(v[i], old_v);
-        float vm = AMSGRAD ? q8_decode<false>(vmax[i], old_vm) : 0.0f;
+        float mi = C::template decode<true>(C::code_at(m, i), old_m);
+        float vi = C::template decode<false>(C::code_at(v, i), old_v);
+        float vm = AMSGRAD ? C::template decode<false>(C::code_at(vmax, i), old_vm) : 0.0f;
         update<AMSGRAD>(w, widen<G>(g[i]), mi, vi, vm, s, scale, maximize);
         L.m[j] = mi;
         L.v[j] = vi;
@@ -133,19 +140,25 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_q8_kernel(const TensorArgs* 
     const float new_m = warp_max(lanes, &Q8Lane::max_m);
     const float new_v = warp_max(lanes, &Q8Lane::max_v);
     const float new_vm = AMSGRAD ? warp_max(lanes, &Q8Lane::max_vm) : 0.0f;
-    const uint32_t low_v = q8_lowest_positive(new_v), low_vm = AMSGRAD ? q8_lowest_positive(new_vm) : 0u;
+    const uint32_t low_v = C::lowest_positive(new_v), low_vm = AMSGRAD ? C::lowest_positive(new_vm) : 0u;
     for (int l = 0; l < kLanesPerCall; ++l) {  // phase 2
       const Q8Lane& L = lanes[l];
-      const int64_t first = qb + int64_t(first_lane + l) * kQ8PerLane;
+      const int64_t first = qb + int64_t(first_lane + l) * kPerLane;
+      uint32_t cm[kMaxPerLane], cv[kMaxPerLane], cvm[kMaxPerLane];
 #pragma unroll
-      for (int j = 0; j < kQ8PerLane; ++j) {
+      for (int j = 0; j < kPerLane; ++j) {
+        cv[j] = C::template encode<false>(L.v[j], new_v, low_v);
+        cvm[j] = AMSGRAD ? C::template encode<false>(L.vm[j], new_vm, low_vm) : 0u;
+        cm[j] = C::zero_rule(C::template encode<true>(L.m[j], new_m), AMSGRAD ? cvm[j] : cv[j],
+                             AMSGRAD ? new_vm : new_v);
+      }
+#pragma unroll
+      for (int j = 0; j < kPerLane; j += C::kCodesPerByte) {  // a byte at a time (C::store)
         const int64_t i = first + j;
         if (i >= end) continue;
-        const uint8_t cv = q8_encode<false>(L.v[j], new_v, low_v);
-        const uint8_t cvm = AMSGRAD ? q8_encode<false>(L.vm[j], new_vm, low_vm) : uint8_t(0);
-        m[i] = q8_zero_rule(q8_encode<true>(L.m[j], new_m), AMSGRAD ? cvm : cv);
-        v[i] = cv;
-        if constexpr (AMSGRAD) vmax[i] = cvm;
+        C::store(m, i, cm + j, end);
+        C::store(v, i, cv + j, end);
+        if constexpr (AMSGRAD) C::store(vmax, i, cvm + j, end);
       }
     }
     if (first_lane == 0) {
