@@ -78,8 +78,8 @@ def test_bench_fails_loudly_when_a_backend_is_off_by_one_bit(monkeypatch, capsys
         if name == "reference":
             return fn
 
-        def wrong(params, *rest):
-            fn(params, *rest)
+        def wrong(params, *rest, **options):
+            fn(params, *rest, **options)
             w = params[-1].view(torch.int32 if params[-1].element_size() == 4 else torch.int16).view(-1)
             # the last word that is not a NaN (the parity data holds NaNs, and NaN against NaN counts as equal)
             last = int(torch.nonzero(~torch.isnan(params[-1].view(-1)))[-1])
