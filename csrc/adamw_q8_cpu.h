@@ -16,7 +16,8 @@ namespace {
 
 template <Kind P, Kind G, bool AMSGRAD, Write W, bool SCALE>
 __attribute__((noinline)) void step_range_q8(const TensorArgs t, int64_t begin, int64_t end, const Scalars s,
-                                             const float grad_scale, const bool maximize, const uint32_t key) {
+                                             const float grad_scale, const bool maximize, const uint32_t key,
+                                             const float coef, const bool clipped) {
   using PT = typename Storage<P>::type;
   using GT = typename Storage<G>::type;
   PT* __restrict__ p = static_cast<PT*>(t.p);
@@ -37,7 +38,7 @@ __attribute__((noinline)) void step_range_q8(const TensorArgs t, int64_t begin, 
       float w = read_weight<P, W>(p, master, rem, i);
       float mi = q8_decode<true>(m[i], old_m), vi = q8_decode<false>(v[i], old_v);
       float vm = AMSGRAD ? q8_decode<false>(vmax[i], old_vm) : 0.0f;
-      update<AMSGRAD>(w, widen<G>(g[i]), mi, vi, vm, s, SCALE ? grad_scale : 1.0f, maximize, SCALE);
+      update<AMSGRAD>(w, widen<G>(g[i]), mi, vi, vm, s, SCALE ? grad_scale : 1.0f, maximize, SCALE, coef, clipped);
       mb[k] = mi;
       vb[k] = vi;
       vmb[k] = vm;

@@ -70,7 +70,7 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_q8_kernel(const TensorArgs* 
                                                               const float* __restrict__ scalars, const Scalars host_s,
                                                               const float* __restrict__ grad_scale,
                                                               const float* __restrict__ found_inf, uint64_t seed,
-                                                              bool maximize) {
+                                                              bool maximize, const float* __restrict__ grad_coef) {
   using PT = typename Storage<P>::type;
   using GT = typename Storage<G>::type;
   if (found_inf != nullptr && *found_inf != 0.0f) return;
@@ -79,6 +79,7 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_q8_kernel(const TensorArgs* 
   const int64_t end = start + chunk < t.numel ? start + chunk : t.numel;
   const Scalars s = scalars == nullptr ? host_s : read_scalars(scalars);
   const float scale = grad_scale != nullptr ? *grad_scale : 1.0f;
+  const float coef = grad_coef != nullptr ? *grad_coef : 1.0f;  // clipping (core/grad_norm.py)
   const uint32_t key = W == Write::Stochastic ? sr_key(seed, s.step, uint32_t(t.param_id)) : 0u;
   PT* p = static_cast<PT*>(t.p);
   const GT* g = static_cast<const GT*>(t.g);
@@ -120,7 +121,7 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_q8_kernel(const TensorArgs* 
         float w = read_weight<P, W>(p, master, rem, i);
         float mi = q8_decode<true>(m[i], old_m), vi = q8_decode<false>(v[i], old_v);
         float vm = AMSGRAD ? q8_decode<false>(vmax[i], old_vm) : 0.0f;
-        update<AMSGRAD>(w, widen<G>(g[i]), mi, vi, vm, s, scale, maximize);
+        update<AMSGRAD>(w, widen<G>(g[i]), mi, vi, vm, s, scale, maximize, true, coef, grad_coef != nullptr);
         L.m[j] = mi;
         L.v[j] = vi;
         L.vm[j] = vm;

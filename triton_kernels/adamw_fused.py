@@ -22,6 +22,9 @@ op is IEEE: CI checks the kernel's math there.
 """
 from __future__ import annotations
 
+import functools
+
+import torch
 import triton
 import triton.language as tl
 
@@ -111,12 +114,12 @@ def _stochastic_round(w, bits, OUT_DTYPE: tl.constexpr):
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "h_step", "h_step_size", "h_bc2_sqrt", "h_decay", "h_beta1",
                                "h_omb1", "h_beta2", "h_omb2", "h_eps"])  # by value, as ints: never specialised
 def adamw_fused_kernel(
-    table_ptr, blocks_ptr, scalars_ptr, grad_scale_ptr, found_inf_ptr, q8_ptr, seed_lo, seed_hi,
+    table_ptr, blocks_ptr, scalars_ptr, grad_scale_ptr, found_inf_ptr, q8_ptr, grad_coef_ptr, seed_lo, seed_hi,
     h_step_size, h_bc2_sqrt, h_decay, h_beta1, h_omb1, h_beta2, h_omb2, h_eps, h_step,
     P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr,
     AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, MASTER: tl.constexpr, SR: tl.constexpr,
     HAS_SCALE: tl.constexpr, HAS_FOUND_INF: tl.constexpr, ALIGNED: tl.constexpr, HOST_SCALARS: tl.constexpr,
-    BLOCK: tl.constexpr, Q8: tl.constexpr, COLUMNS: tl.constexpr,
+    BLOCK: tl.constexpr, Q8: tl.constexpr, COLUMNS: tl.constexpr, HAS_COEF: tl.constexpr,
 ):
     # columns of the tensor table: adamw_tau.launch.tables.COLUMNS. MASTER: what the master
     # column holds (tables.master_form): 0 nothing, 1 an fp32 master, 2 a bf16 param's int16 remainder
@@ -192,6 +195,7 @@ def adamw_fused_kernel(
 
     if HAS_SCALE:
         g = tl.math.div_rn(g, tl.load(grad_scale_ptr))
+    g = g * tl.load(grad_coef_ptr) if HAS_COEF else g  # gradient clipping, after unscaling (core/grad_norm.py)
     if MAXIMIZE:
         # not -g: compiled for an H100, -g of +0.0 gave +0.0 (the interpreter and the
         # contract give -0.0); a multiply by -1 flips the sign of zero on both (measured)
@@ -247,16 +251,12 @@ def adamw_fused_kernel(
 
 
 # --- launcher ---------------------------------------------------------------------------------
-import functools  # noqa: E402
-
-import torch  # noqa: E402
-
 _TL_DTYPE = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.uint8: tl.uint8}
 COLUMNS = 11  # launch.tables.COLUMNS
 
 
 def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
-           stochastic_rounding, grad_scale=None, found_inf=None, q8_tables=None):
+           stochastic_rounding, grad_scale=None, found_inf=None, grad_coef=None, q8_tables=None):
     """One launch over ``tables`` (a ``tables.LaunchTables``); a program per block.
 
     8-bit states (``state_dtype`` uint8): ``q8_tables`` is one fp32 tensor on the device, the
@@ -280,7 +280,7 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
     if index is not None:
         with torch.cuda.device(index):
             return launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
-                          stochastic_rounding, grad_scale, found_inf, q8_tables)
+                          stochastic_rounding, grad_scale, found_inf, grad_coef, q8_tables)
     seed &= 0xFFFFFFFFFFFFFFFF
     on_host = not isinstance(scalars, torch.Tensor)
     h = scalars.words() if on_host else _NO_HOST_SCALARS
@@ -289,11 +289,11 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
         tables.tensors, tables.blocks, ptr,
         grad_scale if grad_scale is not None else ptr,
         found_inf if found_inf is not None else ptr,
-        q8_tables if q8_tables is not None else ptr,
+        q8_tables if q8_tables is not None else ptr, grad_coef if grad_coef is not None else ptr,
         seed & 0xFFFFFFFF, seed >> 32, *h,
         **_constexprs(param_dtype, grad_dtype, state_dtype, bool(amsgrad), bool(maximize),
                       int(master), bool(stochastic_rounding), grad_scale is not None, found_inf is not None,
-                      bool(tables.aligned), on_host, tables.chunk),
+                      bool(tables.aligned), on_host, tables.chunk, grad_coef is not None),
     )
 
 
@@ -306,13 +306,13 @@ def _device_to_enter(table: torch.Tensor) -> int | None:
 
 @functools.lru_cache(maxsize=None)
 def _constexprs(param_dtype, grad_dtype, state_dtype, amsgrad, maximize, master, stochastic_rounding, has_scale,
-                has_found_inf, aligned, host_scalars, chunk) -> dict:
+                has_found_inf, aligned, host_scalars, chunk, has_coef) -> dict:
     """The kernel's compile-time arguments and launch options for one variant, built once."""
     return dict(P_DTYPE=_TL_DTYPE[param_dtype], G_DTYPE=_TL_DTYPE[grad_dtype], S_DTYPE=_TL_DTYPE[state_dtype],
                 AMSGRAD=amsgrad, MAXIMIZE=maximize, MASTER=master,
                 SR=stochastic_rounding and not master and param_dtype != torch.float32,
                 HAS_SCALE=has_scale, HAS_FOUND_INF=has_found_inf, ALIGNED=aligned, HOST_SCALARS=host_scalars,
-                BLOCK=chunk, Q8=state_dtype == torch.uint8, COLUMNS=COLUMNS, num_warps=NUM_WARPS,
+                BLOCK=chunk, Q8=state_dtype == torch.uint8, COLUMNS=COLUMNS, HAS_COEF=has_coef, num_warps=NUM_WARPS,
                 enable_fp_fusion=False)
 
 

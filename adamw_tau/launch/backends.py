@@ -91,7 +91,7 @@ def resolve(name: str, device: torch.device) -> str:
 @functools.lru_cache(maxsize=None)
 def launcher(name: str) -> Callable:
     """``launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
-    stochastic_rounding, grad_scale, found_inf)`` for a kernel backend; ``master`` is the
+    stochastic_rounding, grad_scale, found_inf, grad_coef)`` for a kernel backend; ``master`` is the
     master form (tables.master_form: 0 none, 1 fp32, 2 int16 remainders)."""
     if name == "triton":
         from ..triton_kernels.adamw_fused import launch as launch_triton
@@ -113,7 +113,7 @@ def launcher(name: str) -> Callable:
     local = threading.local()
 
     def launch(t, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize, master,
-               stochastic_rounding, grad_scale=None, found_inf=None):
+               stochastic_rounding, grad_scale=None, found_inf=None, grad_coef=None):
         if not isinstance(scalars, torch.Tensor):  # contract.StepScalars
             buf = getattr(local, "buf", None)
             if buf is None:
@@ -122,5 +122,5 @@ def launcher(name: str) -> Callable:
             scalars.write(buf[0])
             scalars = buf[1]
         op(t.tensors, t.blocks, t.chunk, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad, maximize,
-           int(master), stochastic_rounding, grad_scale, found_inf)
+           int(master), stochastic_rounding, grad_scale, found_inf, grad_coef)
     return launch

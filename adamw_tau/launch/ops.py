@@ -23,7 +23,7 @@ _MUTATED = ("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "masters", "
 
 def run_bucket(backend: str, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, param_ids,
                seed, amsgrad, maximize, stochastic_rounding, grad_scale=None, found_inf=None, exp_avg_scales=(),
-               exp_avg_sq_scales=(), max_exp_avg_sq_scales=()) -> None:
+               exp_avg_sq_scales=(), max_exp_avg_sq_scales=(), grad_coef=None) -> None:
     """Check a bucket of contiguous tensors, plan its tables and launch ``backend`` on them
     (8-bit states: uint8 codes, and their scales in the ``*_scales`` lists)."""
     scales = (exp_avg_scales, exp_avg_sq_scales, max_exp_avg_sq_scales)
@@ -34,7 +34,7 @@ def run_bucket(backend: str, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_s
     for t in tables.plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids,
                          tables.chunk_for(backend), scales):
         launch(t, scalars, params[0].dtype, grads[0].dtype, exp_avgs[0].dtype, seed, amsgrad, maximize,
-               tables.master_form(masters), stochastic_rounding, grad_scale, found_inf)
+               tables.master_form(masters), stochastic_rounding, grad_scale, found_inf, grad_coef)
 
 
 @torch.library.custom_op("adamw_tau::adamw_step_", mutates_args=_MUTATED)
@@ -43,10 +43,10 @@ def adamw_step_op(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tens
                   seed: int, amsgrad: bool, maximize: bool, stochastic_rounding: bool,
                   grad_scale: Optional[Tensor], found_inf: Optional[Tensor], backend: str,
                   exp_avg_scales: list[Tensor], exp_avg_sq_scales: list[Tensor],
-                  max_exp_avg_sq_scales: list[Tensor]) -> None:
+                  max_exp_avg_sq_scales: list[Tensor], grad_coef: Optional[Tensor] = None) -> None:
     run_bucket(backend, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, param_ids, seed,
                amsgrad, maximize, stochastic_rounding, grad_scale, found_inf, exp_avg_scales, exp_avg_sq_scales,
-               max_exp_avg_sq_scales)
+               max_exp_avg_sq_scales, grad_coef)
 
 
 @adamw_step_op.register_fake
@@ -77,9 +77,10 @@ def list_step(backend: str):
 
     def step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, param_ids, seed, amsgrad,
              maximize, stochastic_rounding, grad_scale=None, found_inf=None, exp_avg_scales=(), exp_avg_sq_scales=(),
-             max_exp_avg_sq_scales=()):
-        contiguous_call(lambda *a, **k: op(*a, backend, **{n: list(v) for n, v in k.items()}), params, grads,
-                        exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, list(param_ids), seed, amsgrad,
+             max_exp_avg_sq_scales=(), grad_coef=None):
+        def call(*a, **k):
+            op(*a, backend, **{n: list(v) for n, v in k.items()}, grad_coef=grad_coef)
+        contiguous_call(call, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, list(param_ids), seed, amsgrad,
                         maximize, stochastic_rounding, grad_scale, found_inf, exp_avg_scales=exp_avg_scales,
                         exp_avg_sq_scales=exp_avg_sq_scales, max_exp_avg_sq_scales=max_exp_avg_sq_scales)
     return step
