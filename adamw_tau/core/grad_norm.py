@@ -12,11 +12,14 @@ Every step is an element-wise IEEE float64 op on every torch device, so the bits
 on the device, the launch geometry or the backend. The coefficient is torch's
 (``clip_grad_norm_``): ``min(c / (norm + 1e-6), 1)`` with torch's fp32 ops (``clip_coef``).
 
-[note: why float64 sums] Measured (tests/core/test_grad_norm.py::test_fp64_beats_fp32_sums, 2^24
-N(0,1) fp32 elements, the same chunked tree in both): fp32 sums put the norm 1-3 ulp from the
-exact one, float64 sums 0 ulp -- the float64 sum's error (~2^-53 * log2(n) relative) vanishes
-in the final fp32 rounding except at a rounding boundary. fp32 squares also overflow at
-|g| > 1.8e19 where float64 holds every fp32 square. The cost is 8 bytes an element of temporary.
+[note: why float64 sums] Measured (2026-12-03, CPU, 20 draws of 2^22 N(0,1) * 10^k fp32
+elements, against the exact norm from math.fsum of the exact float64 squares): float64 sums in
+this tree were at most 0.46 ulp from it (mean 0.26): within half an ulp, correctly rounded; fp32 sums in
+the same tree at most 0.74 ulp (mean 0.34); torch's fp32 get_total_norm on the CPU 1391 ulp
+(mean 1141). The tree alone keeps fp32 close; float64 is for the range: an fp32 square
+overflows above |g| = 1.8e19 and underflows below 1e-23 (4096 gradients of 1e19: fp32 norms,
+torch's among them, say inf and clip every gradient to 0; of 1e-25: they say 0), where every
+fp32 square is exact in float64. The cost is 8 bytes an element of temporary memory.
 """
 from __future__ import annotations
 
