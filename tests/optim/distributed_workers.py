@@ -26,6 +26,39 @@ VARIANTS = {"fp32": (torch.float32, OPTIONS),
             "8bit": (torch.float32, dict(OPTIONS, state_dtype="8bit", q8_min_numel=512))}
 
 
+# clipping runs: every weight's shard a whole number of norm chunks (2048 elements: 64 x 64 weights
+# split in 2), so the FSDP2 norm has one process's bits (launch/clipping.py's note)
+CLIP = 0.05
+
+
+def clip_model(dtype=torch.float32):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 64, bias=False), torch.nn.Tanh(),
+                               torch.nn.Linear(64, 64, bias=False)).to(dtype)
+
+
+def clip_train(net, opt, steps=STEPS) -> list[torch.Tensor]:
+    """Train with clipping inside the step; each step's norm (all above CLIP: clipped)."""
+    dtype = next(net.parameters()).dtype
+    norms = []
+    for t in range(steps):
+        g = torch.Generator().manual_seed(200 + t)
+        x, y = torch.randn(10, 64, generator=g).to(dtype), torch.randn(10, 64, generator=g).to(dtype)
+        opt.zero_grad()
+        ((net(x) - y) ** 2).mean().backward()
+        opt.step()
+        norms.append(opt.grad_norm.clone())
+    return norms
+
+
+def clip_single_process(variant: str = "fp32") -> dict:
+    dtype, options = VARIANTS[variant]
+    net = clip_model(dtype)
+    opt = AdamWTau(net.parameters(), max_grad_norm=CLIP, **options)
+    norms = clip_train(net, opt)
+    return {"params": [p.detach().clone() for p in net.parameters()] + _masters(opt, net), "norms": norms}
+
+
 def model(dtype=torch.float32):
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.Tanh(), torch.nn.Linear(64, 4)).to(dtype)
@@ -81,7 +114,8 @@ def run(rank: int, engine: str, rendezvous: str, out: str) -> None:
     try:
         name, variant = engine.split(":")
         engines = {"ddp": _ddp, "zero": _zero, "fsdp2": _fsdp2, "dcp": _dcp, "ddp_in_backward": _ddp_in_backward,
-                   "fsdp2_in_backward": _fsdp2_in_backward, "ddp_unregistered": _ddp_unregistered}
+                   "fsdp2_in_backward": _fsdp2_in_backward, "ddp_unregistered": _ddp_unregistered,
+                   "ddp_clip": _ddp_clip, "fsdp2_clip": _fsdp2_clip}
         result = engines[name](out, *VARIANTS[variant])
         if rank == 0:
             torch.save(result, os.path.join(out, f"{engine}.pt"))
@@ -146,9 +180,28 @@ def _zero(out, dtype, options):
     return [_full(p) for p in net.parameters()]  # each rank's optimizer holds only its own params' states
 
 
-def _sharded(dtype):
+def _ddp_clip(out, dtype, options):
+    """DDP: replicated gradients, each rank's norm is the local one."""
+    net = torch.nn.parallel.DistributedDataParallel(clip_model(dtype))
+    opt = AdamWTau(net.parameters(), max_grad_norm=CLIP, **options)
+    norms = clip_train(net, opt)
+    return {"params": [_full(p) for p in net.module.parameters()] + _masters(opt, net.module), "norms": norms}
+
+
+def _fsdp2_clip(out, dtype, options):
+    """FSDP2: each rank's chunk sums gathered, in rank order; every rank gets the same norm."""
+    net = _sharded(dtype, clip_model)
+    opt = AdamWTau(net.parameters(), max_grad_norm=CLIP, **options)
+    norms = clip_train(net, opt)
+    gathered = [torch.zeros(len(norms)) for _ in range(WORLD)]
+    dist.all_gather(gathered, torch.stack(norms))
+    return {"params": [_full(p) for p in net.parameters()] + _masters(opt, net), "norms": norms,
+            "ranks_agree": all(torch.equal(gathered[0], g) for g in gathered)}
+
+
+def _sharded(dtype, build=None):
     from torch.distributed.fsdp import fully_shard
-    net = model(dtype)
+    net = (build or model)(dtype)
     for layer in net:
         if isinstance(layer, torch.nn.Linear):
             fully_shard(layer)
