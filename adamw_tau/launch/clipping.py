@@ -85,11 +85,9 @@ def _shard_group(g):
     return g.device_mesh.get_group()
 
 
-def total_norm(grads: list[torch.Tensor], grad_scale: torch.Tensor | None = None) -> torch.Tensor:
-    """The contract's fp32 norm of ``grads`` (in order; DTensors by their full tensors), on the
-    first gradient's device, unscaled by ``grad_scale`` first when given."""
-    if not grads:
-        return torch.zeros((), dtype=torch.float32)
+def all_chunk_sums(grads: list[torch.Tensor], grad_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Every chunk sum of ``grads`` (float64, DTensors by their full tensors), in one process's
+    order, on the first gradient's device: what the norm's last tree sums."""
     groups = [_shard_group(g) for g in grads]
     sums = _device_sums([local(g) if is_dtensor(g) else g for g in grads], grad_scale)
     sharded = [i for i, pg in enumerate(groups) if pg is not None]
@@ -98,7 +96,15 @@ def total_norm(grads: list[torch.Tensor], grad_scale: torch.Tensor | None = None
         for i, s in zip(sharded, full):
             sums[i] = s
     device = local(grads[0]).device if is_dtensor(grads[0]) else grads[0].device
-    return grad_norm.norm_of_sums(torch.cat([s.to(device, non_blocking=True) for s in sums]))
+    return torch.cat([s.to(device, non_blocking=True) for s in sums])
+
+
+def total_norm(grads: list[torch.Tensor], grad_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """The contract's fp32 norm of ``grads`` (in order; DTensors by their full tensors), on the
+    first gradient's device, unscaled by ``grad_scale`` first when given."""
+    if not grads:
+        return torch.zeros((), dtype=torch.float32)
+    return grad_norm.norm_of_sums(all_chunk_sums(grads, grad_scale))
 
 
 def clip_scalars(grads: list[torch.Tensor], max_norm: float, grad_scale: torch.Tensor | None = None

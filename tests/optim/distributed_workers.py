@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from adamw_tau import AdamWTau
+from adamw_tau.launch import clipping
 
 WORLD = 2
 STEPS = 6
@@ -26,19 +27,22 @@ VARIANTS = {"fp32": (torch.float32, OPTIONS),
             "8bit": (torch.float32, dict(OPTIONS, state_dtype="8bit", q8_min_numel=512))}
 
 
-# clipping runs: every weight's shard a whole number of norm chunks (2048 elements: 64 x 64 weights
-# split in 2), so the FSDP2 norm has one process's bits (launch/clipping.py's note)
+# clipping runs: every weight's shard a whole number of norm chunks (2048 elements: the weights of
+# 4096 and 12288 elements split in 2, 1 and 3 chunks a rank), so the FSDP2 norm has one process's
+# bits (launch/clipping.py's note); 14 chunks, so that the order in which they are summed shows
 CLIP = 0.05
 
 
 def clip_model(dtype=torch.float32):
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(64, 64, bias=False), torch.nn.Tanh(),
-                               torch.nn.Linear(64, 64, bias=False)).to(dtype)
+                               torch.nn.Linear(64, 192, bias=False), torch.nn.Tanh(),
+                               torch.nn.Linear(192, 64, bias=False)).to(dtype)
 
 
 def clip_train(net, opt, steps=STEPS) -> list[torch.Tensor]:
-    """Train with clipping inside the step; each step's norm (all above CLIP: clipped)."""
+    """Train with clipping inside the step; each step's norm (all above CLIP: clipped), then the
+    last step's chunk sums."""
     dtype = next(net.parameters()).dtype
     norms = []
     for t in range(steps):
@@ -48,6 +52,8 @@ def clip_train(net, opt, steps=STEPS) -> list[torch.Tensor]:
         ((net(x) - y) ** 2).mean().backward()
         opt.step()
         norms.append(opt.grad_norm.clone())
+    # the last step's chunk sums in float64: their order shows here, not in the fp32 norm
+    norms.append(clipping.all_chunk_sums([p.grad for p in net.parameters()]))
     return norms
 
 
@@ -193,8 +199,8 @@ def _fsdp2_clip(out, dtype, options):
     net = _sharded(dtype, clip_model)
     opt = AdamWTau(net.parameters(), max_grad_norm=CLIP, **options)
     norms = clip_train(net, opt)
-    gathered = [torch.zeros(len(norms)) for _ in range(WORLD)]
-    dist.all_gather(gathered, torch.stack(norms))
+    gathered = [torch.zeros(len(norms) - 1) for _ in range(WORLD)]
+    dist.all_gather(gathered, torch.stack(norms[:-1]))
     return {"params": [_full(p) for p in net.parameters()] + _masters(opt, net), "norms": norms,
             "ranks_agree": all(torch.equal(gathered[0], g) for g in gathered)}
 
