@@ -78,16 +78,24 @@ def grad_norm(grads, grad_scale: torch.Tensor | None = None) -> torch.Tensor:
     return norm_of_sums(torch.cat([s.to(device) for s in sums]) if sums else torch.zeros(0, dtype=_F64))
 
 
+def _fp32(x: float) -> float:
+    """A Python float rounded to fp32 (to nearest even), as torch rounds a scalar for an fp32 op."""
+    return float(torch.tensor(x, dtype=torch.float32))
+
+
+EPS32 = _fp32(EPS)
+
+
 def clip_coef(norm: torch.Tensor, max_norm: float) -> torch.Tensor:
     """torch's coefficient for an fp32 norm: ``clamp(max_norm / (norm + 1e-6), max=1)``.
 
     torch computes ``max_norm / t`` as ``t.reciprocal() * max_norm`` (Tensor.__rtruediv__) and
     rounds the Python floats to fp32 first; each op here is that fp32 op, done in float64 and
-    rounded once (exact for + * /: reference.py's note). A NaN norm gives a NaN coefficient."""
+    rounded once (exact for + * /: reference.py's note). A NaN norm gives a NaN coefficient.
+    The constants go to the device as kernel arguments, never as copies: the step can be captured
+    in a CUDA graph."""
     def r(x):
         return x.to(torch.float32).to(_F64)
-    eps = torch.tensor(EPS, dtype=torch.float32, device=norm.device).to(_F64)
-    c = torch.tensor(float(max_norm), dtype=torch.float32, device=norm.device).to(_F64)
-    denom = r(norm.to(_F64) + eps)
-    coef = r(r(1.0 / denom) * c)
-    return torch.where(coef > 1.0, torch.ones_like(coef), coef).to(torch.float32)
+    denom = r(norm.to(_F64) + EPS32)
+    coef = r(r(denom.reciprocal()) * _fp32(float(max_norm)))
+    return torch.clamp(coef, max=1.0).to(torch.float32)

@@ -114,3 +114,11 @@ def clip_scalars(grads: list[torch.Tensor], max_norm: float, grad_scale: torch.T
     norm = total_norm(grads, grad_scale)
     skip = (~torch.isfinite(norm)).to(torch.float32)
     return norm, grad_norm.clip_coef(norm, max_norm), skip
+
+
+def norm_holder(param_groups) -> torch.Tensor:
+    """The tensor a clipping optimizer writes each step's norm into: fp32, NaN until the first
+    step, on the first parameter's device (its local shard's for a DTensor)."""
+    p = param_groups[0]["params"][0]
+    device = local(p).device if is_dtensor(p) else p.device
+    return torch.full((), float("nan"), dtype=torch.float32, device=device)

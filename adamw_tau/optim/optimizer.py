@@ -75,7 +75,8 @@ class AdamWTau(torch.optim.Optimizer):
             ``torch.nn.utils.clip_grad_norm_(params, max_grad_norm)`` before it (after
             ``scaler.unscale_`` with a GradScaler), with the same norm on every backend and no
             host sync (docs/numerics.md, "Gradient clipping"). ``opt.grad_norm`` then holds the
-            last step's norm before clipping, a device tensor. A step whose norm is inf or NaN is
+            last step's norm before clipping, one device tensor written in place (NaN before the
+            first step). A step whose norm is inf or NaN is
             skipped, as a GradScaler skips one. None (the default): no clipping.
     """
 
@@ -100,7 +101,6 @@ class AdamWTau(torch.optim.Optimizer):
             raise TypeError(f"AdamWTau: step_in_backward must be True or False, got {step_in_backward!r}")
         self._step_in_backward = step_in_backward
         self._max_grad_norm = check_max_grad_norm(max_grad_norm, step_in_backward)
-        self.grad_norm: torch.Tensor | None = None  # the last step's gradient norm, with max_grad_norm
         self._in_backward = InBackward(self) if step_in_backward else None
         self._backend = backend
         self._seed = seed
@@ -115,6 +115,9 @@ class AdamWTau(torch.optim.Optimizer):
         self._caches()
         super().__init__(params, defaults)
         self.state = OptimizerState(self.state)
+        # the last step's gradient norm, with max_grad_norm: one tensor, written in place (a CUDA
+        # graph replays into it, and a compiled step writes it without an attribute store)
+        self.grad_norm = clipping.norm_holder(self.param_groups) if self._max_grad_norm is not None else None
 
     def _caches(self) -> None:
         """What the step keeps besides opt.state: all of it rebuilt from opt.state and the groups."""
@@ -196,7 +199,8 @@ class AdamWTau(torch.optim.Optimizer):
         self.__dict__.setdefault("_count_on_device", False)
         self.__dict__.setdefault("_step_in_backward", False)
         self.__dict__.setdefault("_max_grad_norm", None)
-        self.__dict__.setdefault("grad_norm", None)
+        if self.__dict__.get("grad_norm") is None:
+            self.grad_norm = clipping.norm_holder(self.param_groups) if self._max_grad_norm is not None else None
         if self._step_in_backward and self.__dict__.get("_in_backward") is None:  # unpickled, deep-copied
             self._in_backward = InBackward(self)
             for group in self.param_groups:
@@ -275,8 +279,9 @@ class AdamWTau(torch.optim.Optimizer):
         check_capture(launches, self._captured_tables)
         coef = None
         if clip:
-            self.grad_norm, coef, skip = clipping.clip_scalars([g for g in flat if g is not None],
-                                                               self._max_grad_norm, grad_scale)
+            norm, coef, skip = clipping.clip_scalars([g for g in flat if g is not None], self._max_grad_norm,
+                                                     grad_scale)
+            self.grad_norm.copy_(norm)
             found_inf = skip if found_inf is None else found_inf.to(skip.device, torch.float32) + skip
         self._launch(flat, launches, grad_scale, found_inf, coef)
         return loss

@@ -83,13 +83,14 @@ def test_grad_norm_is_clip_grad_norm_s_value():
     torch's fp32 sums), a tensor on the parameters' device."""
     model = _model()
     opt = AdamWTau(model.parameters(), lr=1e-3, max_grad_norm=1.0)
-    assert opt.grad_norm is None
+    assert math.isnan(float(opt.grad_norm)) and AdamWTau(model.parameters()).grad_norm is None
+    holder = opt.grad_norm
     for t in range(3):
         for p, g in zip(model.parameters(), _grads(model, t)):
             p.grad = g
         theirs = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()])
         opt.step()
-        assert isinstance(opt.grad_norm, torch.Tensor) and opt.grad_norm.dtype == torch.float32
+        assert opt.grad_norm is holder and opt.grad_norm.dtype == torch.float32  # written in place
         ulp = math.ulp(float(theirs)) * 2 ** 29  # an fp32 ulp
         assert abs(float(opt.grad_norm) - float(theirs)) <= 2 * ulp
 
