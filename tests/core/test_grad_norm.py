@@ -105,3 +105,18 @@ def test_tree_sum_order_is_fixed():
     x = torch.tensor([a, b, c], dtype=torch.float64)
     assert grad_norm.tree_sum(x).item() == (a + c) + (b + 0.0)
     assert (a + c) + b != (a + b) + c
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("scale", [None, 3.0])
+def test_cuda_norm_has_the_cpu_bits(scale):
+    """Element-wise float64 ops on the GPU: the CPU reference's bits, millions of elements included."""
+    for seed, sizes in enumerate([[1], [7, 2048, 2049, 1], [3000, 35, 1 << 20], [1 << 24, 5]]):
+        gs = _grads(seed, sizes)
+        s = None if scale is None else torch.tensor([scale])
+        want = grad_norm.grad_norm(gs, s)
+        got = clipping.total_norm([g.cuda() for g in gs], None if s is None else s.cuda())
+        assert got.device.type == "cuda" and torch.equal(got.cpu().view(torch.int32), want.view(torch.int32))
+        for c in (0.05, 1e9):
+            assert torch.equal(grad_norm.clip_coef(got, c).cpu().view(torch.int32),
+                               grad_norm.clip_coef(want, c).view(torch.int32))

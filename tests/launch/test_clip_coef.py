@@ -39,3 +39,17 @@ def test_coefficient_bits_equal_reference(request, backend, path, scale, coef, m
     step = _step(backend, request, mode)
     assert parity_bits(step, PATHS[path], SIZES, steps=2, grad_scale=scale, grad_coef=coef,
                        scalars=mode if backend != "cuda_body" else "tensor", amsgrad=True) == 0
+
+
+GPU_CASES = [(b, path, scale, coef) for b in ("triton", "cuda") for path in PATHS for scale in (None, 3.0)
+             for coef in COEFS]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend,path,scale,coef", GPU_CASES)
+def test_coefficient_bits_on_the_gpu(backend, path, scale, coef):
+    """The compiled kernels (not the interpreter, not the host build of the body): every case."""
+    require(backend, "cuda")
+    for mode in SCALAR_MODES:
+        assert parity_bits(backend, PATHS[path], SIZES, steps=2, grad_scale=scale, grad_coef=coef, device="cuda",
+                           scalars=mode, amsgrad=True) == 0

@@ -230,3 +230,52 @@ def test_max_grad_norm_survives_pickle_and_deepcopy():
     opt = AdamWTau(_model().parameters(), max_grad_norm=0.25)
     for other in (pickle.loads(pickle.dumps(opt)), copy.deepcopy(opt)):
         assert other._max_grad_norm == 0.25
+
+
+def _cuda_run(backend, device, capturable=False, graph=False, steps=4):
+    """A clipping run on ``device``; with ``graph``, steps 3.. replayed from a CUDA graph."""
+    model = _model().to(device)
+    opt = AdamWTau(model.parameters(), lr=1e-2, tau_iters=50.0, backend=backend, max_grad_norm=0.05,
+                   capturable=capturable, amsgrad=True)
+    params = list(model.parameters())
+    static = [torch.zeros_like(p) for p in params]
+    norms, captured = [], None
+    for t in range(steps):
+        for s, g in zip(static, _grads(model, t)):
+            s.copy_(g)
+        if graph and t >= 2:
+            if captured is None:
+                captured = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(captured):
+                    opt.step()
+            captured.replay()
+        else:
+            for p, s in zip(params, static):
+                p.grad = s
+            opt.step()
+        norms.append(opt.grad_norm.clone())
+    return model, opt, norms
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_gpu_clipping_has_the_cpu_reference_bits(backend):
+    require(backend, "cuda")
+    gpu_model, gpu_opt, gpu_norms = _cuda_run(backend, "cuda", capturable=True)
+    cpu_model, cpu_opt, cpu_norms = _cuda_run("reference", "cpu", capturable=True)
+    assert all(torch.equal(a.cpu(), b) for a, b in zip(gpu_norms, cpu_norms))
+    assert differing_lists([p.cpu() for p in gpu_model.parameters()], list(cpu_model.parameters())) == 0
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_clipping_step_replays_from_a_cuda_graph(backend):
+    """capturable=True: the norm, coefficient and step captured once, replayed on new gradients
+    written into the same tensors, give the eager bits."""
+    require(backend, "cuda")
+    eager_model, eager_opt, eager_norms = _cuda_run(backend, "cuda", capturable=True)
+    graph_model, graph_opt, graph_norms = _cuda_run(backend, "cuda", capturable=True, graph=True, steps=4)
+    torch.cuda.synchronize()
+    assert all(torch.equal(a, b) for a, b in zip(eager_norms, graph_norms))
+    assert differing_optimizers(list(eager_model.parameters()), eager_opt, list(graph_model.parameters()),
+                                graph_opt) == {}
