@@ -293,7 +293,7 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_dtype, seed, amsgrad,
         seed & 0xFFFFFFFF, seed >> 32, *h,
         **_constexprs(param_dtype, grad_dtype, state_dtype, bool(amsgrad), bool(maximize),
                       int(master), bool(stochastic_rounding), grad_scale is not None, found_inf is not None,
-                      bool(tables.aligned), on_host, tables.chunk, grad_coef is not None),
+                      grad_coef is not None, bool(tables.aligned), on_host, tables.chunk),
     )
 
 
@@ -306,7 +306,7 @@ def _device_to_enter(table: torch.Tensor) -> int | None:
 
 @functools.lru_cache(maxsize=None)
 def _constexprs(param_dtype, grad_dtype, state_dtype, amsgrad, maximize, master, stochastic_rounding, has_scale,
-                has_found_inf, aligned, host_scalars, chunk, has_coef) -> dict:
+                has_found_inf, has_coef, aligned, host_scalars, chunk) -> dict:
     """The kernel's compile-time arguments and launch options for one variant, built once."""
     return dict(P_DTYPE=_TL_DTYPE[param_dtype], G_DTYPE=_TL_DTYPE[grad_dtype], S_DTYPE=_TL_DTYPE[state_dtype],
                 AMSGRAD=amsgrad, MAXIMIZE=maximize, MASTER=master,

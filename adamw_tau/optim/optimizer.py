@@ -76,8 +76,8 @@ class AdamWTau(torch.optim.Optimizer):
             ``scaler.unscale_`` with a GradScaler), with the same norm on every backend and no
             host sync (docs/numerics.md, "Gradient clipping"). ``opt.grad_norm`` then holds the
             last step's norm before clipping, one device tensor written in place (NaN before the
-            first step). A step whose norm is inf or NaN is
-            skipped, as a GradScaler skips one. None (the default): no clipping.
+            first step). A step whose norm is inf or NaN is skipped, as a GradScaler skips one.
+            None (the default): no clipping. Not with step_in_backward.
     """
 
     # GradScaler hands over grad_scale and found_inf as attributes: the kernels unscale the
