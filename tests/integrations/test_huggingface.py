@@ -152,6 +152,7 @@ def _clip_run(tmp_path, name, **factory):
     return trainer, args
 
 
+@pytest.mark.slow  # full tier: two Trainer runs, 7.8 CPU s measured
 def test_max_grad_norm_moves_into_the_optimizer(tmp_path):
     """The factory takes args.max_grad_norm, sets the Trainer's to 0 (no second clipping), and the
     run follows the Trainer's own clipping (torch's clip_grad_norm_) within rounding."""
