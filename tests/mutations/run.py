@@ -100,7 +100,9 @@ def first_failure(text: str) -> str:
 def verdict(rc: int, text: str, touches_csrc: bool) -> str:
     if touches_csrc and ("building the extension failed" in text or "extension unavailable" in text):
         return "BUILD FAILED"
-    if rc == 1 and first_failure(text):
+    # pytest-xdist (-n auto in addopts) answers -x with exit 2 ("xdist.dsession.Interrupted: stopping
+    # after 1 failures"), not 1; a FAILED line says a test failed, not a collection or usage error
+    if rc in (1, 2) and first_failure(text):
         return "caught"
     if rc == 0:
         return "SURVIVED"
