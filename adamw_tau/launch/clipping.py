@@ -116,6 +116,16 @@ def clip_scalars(grads: list[torch.Tensor], max_norm: float, grad_scale: torch.T
     return norm, grad_norm.clip_coef(norm, max_norm), skip
 
 
+def clip_step(flat: list[torch.Tensor | None], max_norm: float, grad_scale: torch.Tensor | None,
+              found_inf: torch.Tensor | None, norm_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A clipping step's (coefficient, found_inf): the norm of the gradients in ``flat`` (None for
+    a parameter without one) written into ``norm_out`` (opt.grad_norm), and found_inf with the
+    skip flag added, so that a non-finite norm skips the step as a GradScaler's inf does."""
+    norm, coef, skip = clip_scalars([g for g in flat if g is not None], max_norm, grad_scale)
+    norm_out.copy_(norm)
+    return coef, skip if found_inf is None else found_inf.to(skip.device, torch.float32) + skip
+
+
 def norm_holder(param_groups) -> torch.Tensor:
     """The tensor a clipping optimizer writes each step's norm into: fp32, NaN until the first
     step, on the first parameter's device (its local shard's for a DTensor)."""

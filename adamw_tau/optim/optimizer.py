@@ -204,11 +204,9 @@ class AdamWTau(torch.optim.Optimizer):
         # torch's load_state_dict comes here too, with new state and groups
         super().__setstate__(state)
         self.state = tracked(self.state)
-        self.__dict__.setdefault("_backend", "auto")
-        self.__dict__.setdefault("_seed", 0)
-        self.__dict__.setdefault("_count_on_device", False)
-        self.__dict__.setdefault("_step_in_backward", False)
-        self.__dict__.setdefault("_max_grad_norm", None)
+        for name, default in (("_backend", "auto"), ("_seed", 0), ("_count_on_device", False),
+                              ("_step_in_backward", False), ("_max_grad_norm", None)):
+            self.__dict__.setdefault(name, default)  # pickled before the attribute existed
         if self.__dict__.get("grad_norm") is None:
             self.grad_norm = clipping.norm_holder(self.param_groups) if self._max_grad_norm is not None else None
         if self._step_in_backward and self.__dict__.get("_in_backward") is None:  # unpickled, deep-copied
@@ -293,12 +291,8 @@ class AdamWTau(torch.optim.Optimizer):
                                        lambda: self._layout.invalidate(forget_counts=False))
         check_groups(self.param_groups, self._hyper_checked)
         check_capture(launches, self._captured_tables)
-        coef = None
-        if clip:
-            norm, coef, skip = clipping.clip_scalars([g for g in flat if g is not None], self._max_grad_norm,
-                                                     grad_scale)
-            self.grad_norm.copy_(norm)
-            found_inf = skip if found_inf is None else found_inf.to(skip.device, torch.float32) + skip
+        coef, found_inf = (clipping.clip_step(flat, self._max_grad_norm, grad_scale, found_inf, self.grad_norm)
+                           if clip else (None, found_inf))
         self._launch(flat, launches, grad_scale, found_inf, coef)
         return loss
 
