@@ -288,7 +288,7 @@ MUTATIONS = [
          edits=[("coef = r(r(denom.reciprocal()) * _fp32(float(max_norm)))", "coef = r(_fp32(float(max_norm)) / denom)")],
          tests="clipping"),
     dict(id="clip-nonfinite-norm-steps", rule="clipping: an inf/NaN norm skips the step, no bit changed",
-         file="adamw_tau/optim/optimizer.py",
-         edits=[("found_inf = skip if found_inf is None else found_inf.to(skip.device, torch.float32) + skip",
-                 "pass")], tests="clipping"),
+         file="adamw_tau/launch/clipping.py",
+         edits=[("return coef, skip if found_inf is None else found_inf.to(skip.device, torch.float32) + skip",
+                 "return coef, found_inf")], tests="clipping"),
 ]
