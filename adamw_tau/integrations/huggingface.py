@@ -135,8 +135,9 @@ def check_step_in_backward(args) -> None:
     if args.max_grad_norm and args.max_grad_norm > 0:
         raise ValueError(
             f"{where}: TrainingArguments.max_grad_norm={args.max_grad_norm} (the Trainer's default is 1.0) clips by "
-            "the global norm after backward, when most parameters were already stepped and only the gradients still "
-            "waiting for their bucket are left to clip. Set max_grad_norm=0, or use step_in_backward=False to clip")
+            "the global norm after backward, when every parameter was already stepped inside it and its gradient "
+            "freed: it would clip nothing. Set max_grad_norm=0, or use step_in_backward=False (the factory then "
+            "hands max_grad_norm to the optimizer, which clips inside its step)")
     if args.fp16:
         raise ValueError(
             f"{where}: TrainingArguments.fp16=True steps through a GradScaler, which cannot undo a step taken inside "
