@@ -38,6 +38,9 @@ def _bench(args) -> int:
                   f"add --path {' --path '.join(left_out)} to run them)")
     print("\n" + host_cost.format_host_table(report.host_cost))
     print("\n" + host_cost.format_client_table(report.client))
+    if report.clip:
+        from .bench import clipping
+        print("\n" + clipping.format_clip_table(report.clip))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report.as_dict(), f, indent=2)

@@ -37,6 +37,9 @@ for row in r["rows"]:
 for h in r.get("host_cost", []):
     label = h["impl"] + (", new grads" if h.get("new_grads") else "")
     print(f"host cost {label:27} {h['tensors']:5d} tensors " + (f"{h['ms']:.3f} ms" if h["ms"] else f"FAILED: {h['error']}"))
+for c in r.get("clip", []):
+    print(f"clip+step {c['workload']:18} {c['impl']:22} " + (f"{c['ms']:.3f} ms, host {c['host_ms']:.3f} ms, norm "
+          f"{c['clip_norm_ulps']:.1f} ulp from torch's" if c.get("ms") else f"FAILED: {c['error']}"))
 for c in r.get("client", []):
     ratio = f" = {c['vs_torch_fused']:.2f}x torch fused" if c.get("vs_torch_fused") else ""
     print(f"client step {c['impl']:15} " + (f"{c['ms']:.3f} ms{ratio}" if c["ms"] else f"FAILED: {c['error']}"))

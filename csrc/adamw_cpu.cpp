@@ -14,7 +14,7 @@ namespace {
 
 template <Kind P, Kind G, Kind S, bool AMSGRAD, Write W, bool SCALE>
 __attribute__((noinline)) void step_range(const TensorArgs t, int64_t begin, int64_t end, const Scalars s, const float grad_scale,
-                const bool maximize, const uint32_t key) {
+                const bool maximize, const uint32_t key, const float coef, const bool clipped) {
   // by value and not inlined into the OpenMP region: there GCC does not vectorise the loop (measured: 3x slower)
   using PT = typename Storage<P>::type;
   using GT = typename Storage<G>::type;
@@ -31,7 +31,7 @@ __attribute__((noinline)) void step_range(const TensorArgs t, int64_t begin, int
     float mi = widen<S>(m[i]), vi = widen<S>(v[i]);
     float vm = AMSGRAD ? widen<S>(vmax[i]) : 0.0f;
     // without a GradScaler the division by 1 is skipped: g / 1 == g exactly, so the bits agree
-    update<AMSGRAD>(w, widen<G>(g[i]), mi, vi, vm, s, SCALE ? grad_scale : 1.0f, maximize, SCALE);
+    update<AMSGRAD>(w, widen<G>(g[i]), mi, vi, vm, s, SCALE ? grad_scale : 1.0f, maximize, SCALE, coef, clipped);
     m[i] = narrow<S>(mi);
     v[i] = narrow<S>(vi);
     if constexpr (AMSGRAD) vmax[i] = narrow<S>(vm);
@@ -44,7 +44,8 @@ constexpr int64_t kGrain = 1 << 15;  // elements per thread task at the least
 void launch_cpu(const at::Tensor& tensor_table, const at::Tensor& block_table, int64_t chunk, const at::Tensor& scalars,
                 at::ScalarType param_dtype, at::ScalarType grad_dtype, int64_t state_format, int64_t seed,
                 bool amsgrad, bool maximize, int64_t master, bool stochastic_rounding,
-                const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
+                const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
+                const std::optional<at::Tensor>& grad_coef) {
   const LaunchArgs b = launch_args(tensor_table, block_table, chunk, param_dtype, grad_dtype, state_format, seed, amsgrad,
                                    maximize, master, stochastic_rounding);
   TORCH_CHECK(tensor_table.is_cpu(), "adamw_tau: the CPU op takes CPU tables");
@@ -52,6 +53,8 @@ void launch_cpu(const at::Tensor& tensor_table, const at::Tensor& block_table, i
               "adamw_tau: scalars must be 9 float32 values on the CPU");
   if (found_inf.has_value() && found_inf->item<float>() != 0.0f) return;
   const float scale = grad_scale.has_value() ? grad_scale->item<float>() : 1.0f;
+  const bool scaled = grad_scale.has_value(), clipped = grad_coef.has_value();
+  const float coef = clipped ? grad_coef->item<float>() : 1.0f;
   const Scalars s = read_scalars(scalars.contiguous().data_ptr<float>());
   dispatch_kinds(b, [&]<Kind P, Kind G, Kind S>() {
     auto run = [&]<bool A, Write W>() {
@@ -70,11 +73,11 @@ void launch_cpu(const at::Tensor& tensor_table, const at::Tensor& block_table, i
           const uint32_t key = W == Write::Stochastic ? sr_key(b.seed, s.step, uint32_t(t.param_id)) : 0u;
           if constexpr (is_quantized(S)) {
             using C = typename CodecOf<S>::type;
-            if (grad_scale.has_value()) step_range_quant<C, P, G, A, W, true>(t, lo, hi, s, scale, b.maximize, key);
-            else step_range_quant<C, P, G, A, W, false>(t, lo, hi, s, scale, b.maximize, key);
+            if (scaled) step_range_quant<C, P, G, A, W, true>(t, lo, hi, s, scale, b.maximize, key, coef, clipped);
+            else step_range_quant<C, P, G, A, W, false>(t, lo, hi, s, scale, b.maximize, key, coef, clipped);
           } else {
-            if (grad_scale.has_value()) step_range<P, G, S, A, W, true>(t, lo, hi, s, scale, b.maximize, key);
-            else step_range<P, G, S, A, W, false>(t, lo, hi, s, scale, b.maximize, key);
+            if (scaled) step_range<P, G, S, A, W, true>(t, lo, hi, s, scale, b.maximize, key, coef, clipped);
+            else step_range<P, G, S, A, W, false>(t, lo, hi, s, scale, b.maximize, key, coef, clipped);
           }
         }
       });

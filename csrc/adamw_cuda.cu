@@ -23,7 +23,8 @@ namespace {
 void launch_cuda(const at::Tensor& tensor_table, const at::Tensor& block_table, int64_t chunk, const at::Tensor& scalars,
                  at::ScalarType param_dtype, at::ScalarType grad_dtype, int64_t state_format, int64_t seed,
                  bool amsgrad, bool maximize, int64_t master, bool stochastic_rounding,
-                 const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
+                 const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
+                 const std::optional<at::Tensor>& grad_coef) {
   const LaunchArgs b = launch_args(tensor_table, block_table, chunk, param_dtype, grad_dtype, state_format, seed, amsgrad,
                                    maximize, master, stochastic_rounding);
   const at::Device device = tensor_table.device();
@@ -34,25 +35,26 @@ void launch_cuda(const at::Tensor& tensor_table, const at::Tensor& block_table, 
                   scalars.numel() == 9 && scalars.is_contiguous(),
               "adamw_tau: scalars must be 9 contiguous float32 values on the CPU or on ", device);
   const Scalars host_s = on_host ? read_scalars(scalars.data_ptr<float>()) : Scalars{};
-  for (const auto& opt : {grad_scale, found_inf})
+  for (const auto& opt : {grad_scale, found_inf, grad_coef})
     TORCH_CHECK(!opt.has_value() || (opt->device() == device && opt->scalar_type() == at::kFloat),
-                "adamw_tau: grad_scale and found_inf must be float32 on ", device);
+                "adamw_tau: grad_scale, found_inf and grad_coef must be float32 on ", device);
   if (b.n_blocks == 0) return;
   TORCH_CHECK(b.n_blocks < (int64_t(1) << 31), "adamw_tau: too many blocks for one launch");
   const c10::cuda::CUDAGuard guard(device);
   const auto stream = at::cuda::getCurrentCUDAStream();
   const float* scale = grad_scale.has_value() ? grad_scale->data_ptr<float>() : nullptr;
   const float* inf = found_inf.has_value() ? found_inf->data_ptr<float>() : nullptr;
+  const float* coef = grad_coef.has_value() ? grad_coef->data_ptr<float>() : nullptr;
   dispatch_kinds(b, [&]<Kind P, Kind G, Kind S>() {
     auto launch = [&]<bool A, Write W>() {
       const float* device_s = on_host ? nullptr : scalars.data_ptr<float>();
       if constexpr (is_quantized(S))
         adamw_quant_kernel<typename CodecOf<S>::type, P, G, A, W>
             <<<unsigned(b.n_blocks), kQ8Threads, 0, stream>>>(
-            b.tensors, b.blocks, b.chunk, device_s, host_s, scale, inf, b.seed, b.maximize);
+            b.tensors, b.blocks, b.chunk, device_s, host_s, scale, inf, b.seed, b.maximize, coef);
       else
         adamw_kernel<P, G, S, A, W><<<unsigned(b.n_blocks), kThreads, 0, stream>>>(
-            b.tensors, b.blocks, b.chunk, device_s, host_s, scale, inf, b.seed, b.maximize);
+            b.tensors, b.blocks, b.chunk, device_s, host_s, scale, inf, b.seed, b.maximize, coef);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
     dispatch_flags<P>(b, launch);

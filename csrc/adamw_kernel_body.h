@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const TensorArgs* __res
                                                          const float* __restrict__ scalars, const Scalars host_s,
                                                          const float* __restrict__ grad_scale,
                                                          const float* __restrict__ found_inf, uint64_t seed,
-                                                         bool maximize) {
+                                                         bool maximize, const float* __restrict__ grad_coef) {
   using PT = typename Storage<P>::type;
   using GT = typename Storage<G>::type;
   using ST = typename Storage<S>::type;
@@ -73,6 +73,7 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const TensorArgs* __res
   // scalars built on the device (device-counted steps), or passed by value from the host
   const Scalars s = scalars == nullptr ? host_s : read_scalars(scalars);
   const float scale = grad_scale != nullptr ? *grad_scale : 1.0f;
+  const float coef = grad_coef != nullptr ? *grad_coef : 1.0f;  // clipping (core/grad_norm.py)
   const uint32_t key = W == Write::Stochastic ? sr_key(seed, s.step, uint32_t(t.param_id)) : 0u;
   PT* p = static_cast<PT*>(t.p);
   const GT* g = static_cast<const GT*>(t.g);
@@ -139,7 +140,7 @@ __global__ void __launch_bounds__(kThreads) adamw_kernel(const TensorArgs* __res
       else w = widen<P>(pv.v[j]);
       float mi = widen<S>(mv.v[j]), vi = widen<S>(vv.v[j]);
       float vm = AMSGRAD ? widen<S>(xv.v[j]) : 0.0f;
-      update<AMSGRAD>(w, widen<G>(gv.v[j]), mi, vi, vm, s, scale, maximize);
+      update<AMSGRAD>(w, widen<G>(gv.v[j]), mi, vi, vm, s, scale, maximize, true, coef, grad_coef != nullptr);
       mv.v[j] = narrow<S>(mi);
       vv.v[j] = narrow<S>(vi);
       if constexpr (AMSGRAD) xv.v[j] = narrow<S>(vm);

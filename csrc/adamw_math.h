@@ -200,8 +200,9 @@ template <Kind K> ADAMW_HD uint16_t stochastic_round(float w, uint32_t bits) {
 // narrows and stores.
 template <bool AMSGRAD>
 ADAMW_HD void update(float& w, float g, float& m, float& v, float& vmax, const Scalars& s, float grad_scale,
-                     bool maximize, bool scaled = true) {
+                     bool maximize, bool scaled = true, float grad_coef = 1.0f, bool clipped = false) {
   if (scaled) g = div(g, grad_scale);  // unscaled == divided by 1: the same bits
+  g = clipped ? mul(g, grad_coef) : g;  // clipping after unscaling (a select: the CPU loop still vectorises)
   g = as_float(as_bits(g) ^ (maximize ? 0x80000000u : 0u));  // -g, without a branch
   w = mul(w, s.decay);
   m = add(mul(s.beta1, m), mul(s.one_minus_beta1, g));

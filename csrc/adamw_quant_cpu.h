@@ -38,7 +38,8 @@ inline void store_codes(uint8_t* dst, int64_t first, const uint8_t* codes, int n
 
 template <class C, Kind P, Kind G, bool AMSGRAD, Write W, bool SCALE>
 __attribute__((noinline)) void step_range_quant(const TensorArgs t, int64_t begin, int64_t end, const Scalars s,
-                                                const float grad_scale, const bool maximize, const uint32_t key) {
+                                                const float grad_scale, const bool maximize, const uint32_t key,
+                                                const float coef, const bool clipped) {
   using PT = typename Storage<P>::type;
   using GT = typename Storage<G>::type;
   constexpr int B = C::kBlock;
@@ -62,7 +63,7 @@ __attribute__((noinline)) void step_range_quant(const TensorArgs t, int64_t begi
       float mi = C::template decode<true>(C::code_at(m, i), old_m);
       float vi = C::template decode<false>(C::code_at(v, i), old_v);
       float vm = AMSGRAD ? C::template decode<false>(C::code_at(vmax, i), old_vm) : 0.0f;
-      update<AMSGRAD>(w, widen<G>(g[i]), mi, vi, vm, s, SCALE ? grad_scale : 1.0f, maximize, SCALE);
+      update<AMSGRAD>(w, widen<G>(g[i]), mi, vi, vm, s, SCALE ? grad_scale : 1.0f, maximize, SCALE, coef, clipped);
       mb[k] = mi;
       vb[k] = vi;
       vmb[k] = vm;

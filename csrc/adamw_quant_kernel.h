@@ -74,7 +74,7 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_quant_kernel(const TensorArg
                                                               const float* __restrict__ scalars, const Scalars host_s,
                                                               const float* __restrict__ grad_scale,
                                                               const float* __restrict__ found_inf, uint64_t seed,
-                                                              bool maximize) {
+                                                              bool maximize, const float* __restrict__ grad_coef) {
   using PT = typename Storage<P>::type;
   using GT = typename Storage<G>::type;
   constexpr int B = C::kBlock;
@@ -85,6 +85,7 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_quant_kernel(const TensorArg
   const int64_t end = start + chunk < t.numel ? start + chunk : t.numel;
   const Scalars s = scalars == nullptr ? host_s : read_scalars(scalars);
   const float scale = grad_scale != nullptr ? *grad_scale : 1.0f;
+  const float coef = grad_coef != nullptr ? *grad_coef : 1.0f;  // clipping (core/grad_norm.py)
   const uint32_t key = W == Write::Stochastic ? sr_key(seed, s.step, uint32_t(t.param_id)) : 0u;
   PT* p = static_cast<PT*>(t.p);
   const GT* g = static_cast<const GT*>(t.g);
@@ -127,7 +128,7 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_quant_kernel(const TensorArg
         float mi = C::template decode<true>(C::code_at(m, i), old_m);
         float vi = C::template decode<false>(C::code_at(v, i), old_v);
         float vm = AMSGRAD ? C::template decode<false>(C::code_at(vmax, i), old_vm) : 0.0f;
-        update<AMSGRAD>(w, widen<G>(g[i]), mi, vi, vm, s, scale, maximize);
+        update<AMSGRAD>(w, widen<G>(g[i]), mi, vi, vm, s, scale, maximize, true, coef, grad_coef != nullptr);
         L.m[j] = mi;
         L.v[j] = vi;
         L.vm[j] = vm;

@@ -14,14 +14,14 @@ extern "C" int adamw_tau_host_body_threads() { return kThreads; }
 
 // Runs the kernel over the grid, with the arguments launch_cuda would pass it: scalars by
 // value (read here, as launch_cuda reads a CPU scalars tensor) or by address (a device
-// scalars tensor); grad_scale and found_inf null where absent. Returns the number of kernel
+// scalars tensor); grad_scale, found_inf and grad_coef null where absent. Returns the number of kernel
 // calls made, or -1 if the kinds or the master form cannot go together (launch_args's checks).
 extern "C" int64_t adamw_tau_host_body_launch(const int64_t* tensor_table, int64_t n_tensors,
                                               const int64_t* block_table, int64_t n_blocks, int64_t chunk,
                                               const float* scalars, int scalars_by_value, int param_kind,
                                               int grad_kind, int state_kind, uint64_t seed, int amsgrad, int maximize,
                                               int64_t master, int stochastic_rounding, const float* grad_scale,
-                                              const float* found_inf) {
+                                              const float* found_inf, const float* grad_coef) {
   const Kind p = Kind(param_kind), g = Kind(grad_kind);
   if (!grad_kind_ok(p, g) || !master_form_ok(p, master) || chunk <= 0 ||
       state_kind < 0 || state_kind >= kNumKinds ||
@@ -41,15 +41,16 @@ extern "C" int64_t adamw_tau_host_body_launch(const int64_t* tensor_table, int64
           // counted as 32 threads, so the caller's grid check holds
           for (int thread = 0; thread < kQ8Threads; thread += kLanesPerCall) {
             threadIdx.x = unsigned(thread);
-            adamw_quant_kernel<typename CodecOf<S>::type, P, G, A, W>(b.tensors, b.blocks, b.chunk, device_s, host_s, grad_scale, found_inf,
-                                        b.seed, b.maximize);
+            adamw_quant_kernel<typename CodecOf<S>::type, P, G, A, W>(b.tensors, b.blocks, b.chunk, device_s, host_s,
+                                                                      grad_scale, found_inf, b.seed, b.maximize,
+                                                                      grad_coef);
             calls += kLanesPerCall;
           }
         } else {
           for (int thread = 0; thread < kThreads; ++thread) {
             threadIdx.x = unsigned(thread);
             adamw_kernel<P, G, S, A, W>(b.tensors, b.blocks, b.chunk, device_s, host_s, grad_scale, found_inf,
-                                        b.seed, b.maximize);
+                                        b.seed, b.maximize, grad_coef);
             ++calls;
           }
         }

@@ -15,10 +15,11 @@ extern "C" PyObject* PyInit__C(void) {
 // `state_format` is the moments' format (adamw_tau/formats/registry.py ids, csrc/adamw_math.h
 // Kind: 0 fp32, 1 bf16, 2 fp16, 3 and up quantized codes); `master` says what the tensor
 // table's master column points at: 0 nothing, 1 an fp32 master, 2 the int16 remainder of a
-// bfloat16 param (csrc/adamw_args.h, MasterForm).
+// bfloat16 param (csrc/adamw_args.h, MasterForm). `grad_coef`: the gradient clipping
+// coefficient (adamw_tau/core/grad_norm.py), applied after unscaling.
 TORCH_LIBRARY(adamw_tau, m) {
   m.def(
       "launch_(Tensor tensor_table, Tensor block_table, int chunk, Tensor scalars, ScalarType param_dtype, "
       "ScalarType grad_dtype, int state_format, int seed, bool amsgrad, bool maximize, int master, "
-      "bool stochastic_rounding, Tensor? grad_scale, Tensor? found_inf) -> ()");
+      "bool stochastic_rounding, Tensor? grad_scale, Tensor? found_inf, Tensor? grad_coef=None) -> ()");
 }

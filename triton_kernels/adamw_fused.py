@@ -22,6 +22,9 @@ op is IEEE: CI checks the kernel's math there.
 """
 from __future__ import annotations
 
+import functools
+
+import torch
 import triton
 import triton.language as tl
 
@@ -34,7 +37,7 @@ NUM_WARPS = 8
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi", "h_step", "h_step_size", "h_bc2_sqrt", "h_decay", "h_beta1",
                                "h_omb1", "h_beta2", "h_omb2", "h_eps"])  # by value, as ints: never specialised
 def adamw_fused_kernel(
-    table_ptr, blocks_ptr, scalars_ptr, grad_scale_ptr, found_inf_ptr, qt_ptr, seed_lo, seed_hi,
+    table_ptr, blocks_ptr, scalars_ptr, grad_scale_ptr, found_inf_ptr, qt_ptr, grad_coef_ptr, seed_lo, seed_hi,
     h_step_size, h_bc2_sqrt, h_decay, h_beta1, h_omb1, h_beta2, h_omb2, h_eps, h_step,
     P_DTYPE: tl.constexpr, G_DTYPE: tl.constexpr, S_DTYPE: tl.constexpr,
     AMSGRAD: tl.constexpr, MAXIMIZE: tl.constexpr, MASTER: tl.constexpr, SR: tl.constexpr,
@@ -43,7 +46,7 @@ def adamw_fused_kernel(
     ZERO_BY_DECODE: tl.constexpr, COLUMNS: tl.constexpr,
     COL_P: tl.constexpr, COL_G: tl.constexpr, COL_M: tl.constexpr, COL_V: tl.constexpr, COL_VMAX: tl.constexpr,
     COL_MASTER: tl.constexpr, COL_NUMEL: tl.constexpr, COL_PARAM_ID: tl.constexpr, COL_M_SCALE: tl.constexpr,
-    COL_V_SCALE: tl.constexpr, COL_VMAX_SCALE: tl.constexpr,
+    COL_V_SCALE: tl.constexpr, COL_VMAX_SCALE: tl.constexpr, HAS_COEF: tl.constexpr,
 ):
     # COL_*: the tensor table's columns, by name (adamw_tau.launch.tables.COLUMNS). MASTER: the
     # master form (formats.registry.MASTER_FORMS): 0 nothing, 1 an fp32 master, 2 a bf16 param's
@@ -124,6 +127,7 @@ def adamw_fused_kernel(
 
     if HAS_SCALE:
         g = tl.math.div_rn(g, tl.load(grad_scale_ptr))
+    g = g * tl.load(grad_coef_ptr) if HAS_COEF else g  # gradient clipping, after unscaling (core/grad_norm.py)
     if MAXIMIZE:
         # not -g: compiled for an H100, -g of +0.0 gave +0.0 (the interpreter and the
         # contract give -0.0); a multiply by -1 flips the sign of zero on both (measured)
@@ -182,10 +186,6 @@ def adamw_fused_kernel(
 
 
 # --- launcher ---------------------------------------------------------------------------------
-import functools  # noqa: E402
-
-import torch  # noqa: E402
-
 _TL_DTYPE = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.uint8: tl.uint8}
 # The state formats by id (formats.registry; tests/formats/test_registry.py ties them): the
 # Triton dtype of the state tensors, then for quantized ones the bits a code, the elements a
@@ -200,7 +200,7 @@ _COLUMN_CONSTEXPRS = {"COLUMNS": len(COLUMNS), **{f"COL_{name.upper()}": i for i
 
 
 def launch(tables, scalars, param_dtype, grad_dtype, state_format, seed, amsgrad, maximize, master,
-           stochastic_rounding, grad_scale=None, found_inf=None, quant_tables=None):
+           stochastic_rounding, grad_scale=None, found_inf=None, grad_coef=None, quant_tables=None):
     """One launch over ``tables`` (a ``tables.LaunchTables``); a program per block.
 
     ``state_format``: the moments' format id (STATE_FORMATS). Quantized states: ``quant_tables``
@@ -225,7 +225,7 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_format, seed, amsgrad
     if index is not None:
         with torch.cuda.device(index):
             return launch(tables, scalars, param_dtype, grad_dtype, state_format, seed, amsgrad, maximize, master,
-                          stochastic_rounding, grad_scale, found_inf, quant_tables)
+                          stochastic_rounding, grad_scale, found_inf, grad_coef, quant_tables)
     seed &= 0xFFFFFFFFFFFFFFFF
     on_host = not isinstance(scalars, torch.Tensor)
     h = scalars.words() if on_host else _NO_HOST_SCALARS
@@ -234,11 +234,11 @@ def launch(tables, scalars, param_dtype, grad_dtype, state_format, seed, amsgrad
         tables.tensors, tables.blocks, ptr,
         grad_scale if grad_scale is not None else ptr,
         found_inf if found_inf is not None else ptr,
-        quant_tables if quant_tables is not None else ptr,
+        quant_tables if quant_tables is not None else ptr, grad_coef if grad_coef is not None else ptr,
         seed & 0xFFFFFFFF, seed >> 32, *h,
         **_constexprs(param_dtype, grad_dtype, int(state_format), bool(amsgrad), bool(maximize),
                       int(master), bool(stochastic_rounding), grad_scale is not None, found_inf is not None,
-                      bool(tables.aligned), on_host, tables.chunk),
+                      grad_coef is not None, bool(tables.aligned), on_host, tables.chunk),
     )
 
 
@@ -251,7 +251,7 @@ def _device_to_enter(table: torch.Tensor) -> int | None:
 
 @functools.lru_cache(maxsize=None)
 def _constexprs(param_dtype, grad_dtype, state_format, amsgrad, maximize, master, stochastic_rounding, has_scale,
-                has_found_inf, aligned, host_scalars, chunk) -> dict:
+                has_found_inf, has_coef, aligned, host_scalars, chunk) -> dict:
     """The kernel's compile-time arguments and launch options for one variant, built once."""
     s_dtype, qbits, qblock, zero_code, zero_by_decode = (*STATE_FORMATS[state_format], 0, 1, 0, False)[:5]
     return dict(P_DTYPE=_TL_DTYPE[param_dtype], G_DTYPE=_TL_DTYPE[grad_dtype], S_DTYPE=s_dtype,
@@ -259,7 +259,7 @@ def _constexprs(param_dtype, grad_dtype, state_format, amsgrad, maximize, master
                 SR=stochastic_rounding and not master and param_dtype != torch.float32,
                 HAS_SCALE=has_scale, HAS_FOUND_INF=has_found_inf, ALIGNED=aligned, HOST_SCALARS=host_scalars,
                 BLOCK=chunk, QBITS=qbits, QBLOCK=qblock, ZERO_CODE=zero_code, ZERO_BY_DECODE=zero_by_decode,
-                **_COLUMN_CONSTEXPRS, num_warps=NUM_WARPS,
+                **_COLUMN_CONSTEXPRS, HAS_COEF=has_coef, num_warps=NUM_WARPS,
                 enable_fp_fusion=False)
 
 

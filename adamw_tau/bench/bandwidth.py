@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..testing.parity import PATHS, parity_bits
+from .clipping import CLIP_WORKLOADS, clip_rows
 from .host_cost import client_cost, host_cost
 from .timing import copy_ms, cpu_name, roofline_name, time_ms, time_stream_ms, why
 from .workloads import (
@@ -59,12 +60,13 @@ class Report:
     failures: list = field(default_factory=list)  # rows that raised: "impl workload path: why"
     host_cost: list = field(default_factory=list)  # host_cost.HostRow
     client: list = field(default_factory=list)  # host_cost.ClientRow
+    clip: list = field(default_factory=list)  # clipping.ClipRow
 
     def as_dict(self) -> dict:
         return {"device": self.device, "device_name": self.device_name, "torch": self.torch_version,
                 "rows": [asdict(r) for r in self.rows], "parity_failures": self.parity_failures,
                 "failures": self.failures, "host_cost": [asdict(r) for r in self.host_cost],
-                "client": [asdict(r) for r in self.client]}
+                "client": [asdict(r) for r in self.client], "clip": [asdict(r) for r in self.clip]}
 
 
 def run(device: str | None = None, quick: bool = False, progress: bool = True, parity_steps: int = 3,
@@ -133,6 +135,10 @@ def run(device: str | None = None, quick: bool = False, progress: bool = True, p
                         report.parity_failures.append(f"{impl} {wname} {pname}: {row.parity_bits} words differ")
                     bar.update(1)
             report.rows.extend(rows.values())
+    if not host_only:
+        chosen = [w for w in CLIP_WORKLOADS if not only_workloads or w in only_workloads]
+        report.clip = clip_rows(device, [f"ours:{b}" for b in ours], quick, chosen)
+        report.failures += [f"{r.impl} {r.workload} (clip): {r.error}" for r in report.clip if r.error]
     bar.close()
     return report
 

@@ -80,12 +80,12 @@ def make_params(shapes, path: Path, device: str, seed: int = 0):
     return params
 
 
-def make_optimizer(impl: str, params, path: Path):
-    """impl: 'ours:<backend>' or 'torch:<for-loop|foreach|fused>'."""
+def make_optimizer(impl: str, params, path: Path, **options):
+    """impl: 'ours:<backend>' or 'torch:<for-loop|foreach|fused>'; ``options``: AdamWTau's others."""
     kind, name = impl.split(":")
     if kind == "ours":
         return AdamWTau(params, lr=1e-3, tau_iters=1000.0, backend=name, master_weights=path.master,
-                        state_dtype=path.state_dtype)
+                        state_dtype=path.state_dtype, **options)
     flags = {"for-loop": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}[name]
     return torch.optim.AdamW(params, lr=1e-3, weight_decay=1.0, **flags)
 

@@ -85,7 +85,7 @@ def adamw_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
                 scalars: torch.Tensor, param_ids, seed: int, amsgrad: bool, maximize: bool,
                 stochastic_rounding: bool, grad_scale: torch.Tensor | None = None,
                 found_inf: torch.Tensor | None = None, exp_avg_scales=(), exp_avg_sq_scales=(),
-                max_exp_avg_sq_scales=(), state_format=None) -> None:
+                max_exp_avg_sq_scales=(), state_format=None, grad_coef: torch.Tensor | None = None) -> None:
     """One AdamW step for tensors that share a dtype path; updates in place.
 
     ``scalars`` is contract.StepScalars.as_tensor(): fp32, on the parameters' device.
@@ -96,6 +96,8 @@ def adamw_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
     one the states' dtype implies). Quantized formats (registry.QUANTIZED): the state lists hold
     uint8 codes and the ``*_scales`` lists one fp32 scale tensor per param (empty otherwise);
     the step decodes them, updates in the contract's order, and encodes the new fp32 values.
+    ``grad_coef``: the clipping coefficient (core.grad_norm.clip_coef), fp32 on the device; each
+    gradient is multiplied by it after unscaling, as ``scaler.unscale_`` then ``clip_grad_norm_``.
     """
     fmt = registry.resolve(state_format, exp_avgs[0].dtype) if exp_avgs else registry.FP32
     s = scalars.to(_F64)
@@ -112,6 +114,8 @@ def adamw_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters,
         g = g.to(_F64)
         if grad_scale is not None:
             g = _r(g / grad_scale.to(_F64).expand_as(g))
+        if grad_coef is not None:
+            g = _r(g * grad_coef.to(_F64))
         if maximize:
             g = -g
         remainder = master is not None and registry.master_of([master]) == registry.REMAINDER_MASTER.id

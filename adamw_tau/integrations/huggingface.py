@@ -76,18 +76,22 @@ CARD_NAME = "adamw_tau"
 def from_training_arguments(args, kwargs: dict) -> dict:
     """``kwargs`` with what ``TrainingArguments`` set and they leave out, as transformers' own
     AdamW takes it: ``learning_rate`` as lr, ``(adam_beta1, adam_beta2)`` as betas,
-    ``adam_epsilon`` as eps, and ``weight_decay`` as λ when ``kwargs`` name no decay. What
-    ``kwargs`` give wins."""
+    ``adam_epsilon`` as eps, and ``weight_decay`` as λ when ``kwargs`` name no decay; and
+    ``max_grad_norm`` (> 0) as the optimizer's, which clips inside its step. What ``kwargs``
+    give wins (``max_grad_norm=None`` leaves the clipping to the Trainer)."""
     given = {"lr": args.learning_rate, "betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon}
     if not any(kwargs.get(k) is not None for k in DECAY_KWARGS):
         given["weight_decay"] = args.weight_decay
+    if "max_grad_norm" not in kwargs:
+        given["max_grad_norm"] = args.max_grad_norm if args.max_grad_norm and args.max_grad_norm > 0 else None
     return {**given, **kwargs}
 
 
 def record_in_training_arguments(args, kwargs: dict) -> None:
     """Write what ran into ``args``, the fields ``Trainer.create_model_card()`` reads for its
     optimizer line (``optim``, ``adam_beta1``/``adam_beta2``, ``adam_epsilon``, ``optim_args``)
-    and ``learning_rate``: transformers records ``args.optim`` there, which a factory replaces."""
+    and ``learning_rate``: transformers records ``args.optim`` there, which a factory replaces. An
+    optimizer that clips sets ``args.max_grad_norm`` to 0, so the Trainer does not clip again."""
     args.optim = CARD_NAME
     args.learning_rate = kwargs["lr"]
     args.adam_beta1, args.adam_beta2 = kwargs["betas"]
@@ -95,6 +99,8 @@ def record_in_training_arguments(args, kwargs: dict) -> None:
     rest = {k: ("+".join(sorted(v)) if isinstance(v, dict) else v)  # mup: the keys it was given
             for k, v in kwargs.items() if k not in ("lr", "betas", "eps") and v is not None}
     args.optim_args = ",".join(f"{k}={v}" for k, v in rest.items())  # transformers' "k=v,k=v" form
+    if kwargs.get("max_grad_norm") is not None:
+        args.max_grad_norm = 0.0  # the optimizer clips: the Trainer must not clip a second time
 
 
 class TrainerOptimizer:
@@ -129,8 +135,9 @@ def check_step_in_backward(args) -> None:
     if args.max_grad_norm and args.max_grad_norm > 0:
         raise ValueError(
             f"{where}: TrainingArguments.max_grad_norm={args.max_grad_norm} (the Trainer's default is 1.0) clips by "
-            "the global norm after backward, when most parameters were already stepped and only the gradients still "
-            "waiting for their bucket are left to clip. Set max_grad_norm=0, or use step_in_backward=False to clip")
+            "the global norm after backward, when every parameter was already stepped inside it and its gradient "
+            "freed: it would clip nothing. Set max_grad_norm=0, or use step_in_backward=False (the factory then "
+            "hands max_grad_norm to the optimizer, which clips inside its step)")
     if args.fp16:
         raise ValueError(
             f"{where}: TrainingArguments.fp16=True steps through a GradScaler, which cannot undo a step taken inside "

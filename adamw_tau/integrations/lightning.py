@@ -75,8 +75,9 @@ def _callback_class():
             if trainer.gradient_clip_val:
                 raise ValueError(
                     f"StepInBackward: Trainer(gradient_clip_val={trainer.gradient_clip_val}) clips by the global norm "
-                    "after backward, when most parameters were already stepped and only the gradients still waiting "
-                    "for their bucket are left to clip. Drop gradient_clip_val, or use step_in_backward=False to clip")
+                    "after backward, when every parameter was already stepped inside it and its gradient freed: it "
+                    "would clip nothing. Drop gradient_clip_val, or use step_in_backward=False and "
+                    "AdamWTau(max_grad_norm=...), which clips inside its step")
             if getattr(trainer.precision_plugin, "scaler", None) is not None:
                 raise ValueError(
                     "StepInBackward: this Trainer's precision steps through a GradScaler (16-mixed), which cannot "

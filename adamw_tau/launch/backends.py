@@ -93,9 +93,9 @@ def resolve(name: str, device: torch.device) -> str:
 @functools.lru_cache(maxsize=None)
 def launcher(name: str) -> Callable:
     """``launch(tables, scalars, param_dtype, grad_dtype, state_format, seed, amsgrad, maximize, master,
-    stochastic_rounding, grad_scale, found_inf)`` for a kernel backend; ``state_format`` is the
-    moments' format id (formats.registry), ``master`` the master form's (0 none, 1 fp32, 2 int16
-    remainders)."""
+    stochastic_rounding, grad_scale, found_inf, grad_coef)`` for a kernel backend; ``state_format``
+    is the moments' format id (formats.registry), ``master`` the master form's (0 none, 1 fp32,
+    2 int16 remainders), ``grad_coef`` the clipping coefficient (launch/clipping.py) or None."""
     if name == "triton":
         from ..triton_kernels.adamw_fused import launch as launch_triton
 
@@ -117,7 +117,7 @@ def launcher(name: str) -> Callable:
     local = threading.local()
 
     def launch(t, scalars, param_dtype, grad_dtype, state_format, seed, amsgrad, maximize, master,
-               stochastic_rounding, grad_scale=None, found_inf=None):
+               stochastic_rounding, grad_scale=None, found_inf=None, grad_coef=None):
         if not isinstance(scalars, torch.Tensor):  # contract.StepScalars
             buf = getattr(local, "buf", None)
             if buf is None:
@@ -126,5 +126,5 @@ def launcher(name: str) -> Callable:
             scalars.write(buf[0])
             scalars = buf[1]
         op(t.tensors, t.blocks, t.chunk, scalars, param_dtype, grad_dtype, state_format, seed, amsgrad, maximize,
-           int(master), stochastic_rounding, grad_scale, found_inf)
+           int(master), stochastic_rounding, grad_scale, found_inf, grad_coef)
     return launch

@@ -24,7 +24,7 @@ _MUTATED = ("params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs", "masters", "
 
 def run_bucket(backend: str, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, param_ids,
                seed, amsgrad, maximize, stochastic_rounding, grad_scale=None, found_inf=None, exp_avg_scales=(),
-               exp_avg_sq_scales=(), max_exp_avg_sq_scales=(), state_format=None) -> None:
+               exp_avg_sq_scales=(), max_exp_avg_sq_scales=(), state_format=None, grad_coef=None) -> None:
     """Check a bucket of contiguous tensors, plan its tables and launch ``backend`` on them
     (quantized states, ``state_format``: uint8 codes, and their scales in the ``*_scales`` lists)."""
     scales = (exp_avg_scales, exp_avg_sq_scales, max_exp_avg_sq_scales)
@@ -36,7 +36,7 @@ def run_bucket(backend: str, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_s
     for t in tables.plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids,
                          tables.chunk_for(backend), scales):
         launch(t, scalars, params[0].dtype, grads[0].dtype, fmt.id, seed, amsgrad, maximize,
-               tables.master_form(masters), stochastic_rounding, grad_scale, found_inf)
+               tables.master_form(masters), stochastic_rounding, grad_scale, found_inf, grad_coef)
 
 
 @torch.library.custom_op("adamw_tau::adamw_step_", mutates_args=_MUTATED)
@@ -45,12 +45,14 @@ def adamw_step_op(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tens
                   seed: int, amsgrad: bool, maximize: bool, stochastic_rounding: bool,
                   grad_scale: Optional[Tensor], found_inf: Optional[Tensor], backend: str,
                   exp_avg_scales: list[Tensor], exp_avg_sq_scales: list[Tensor],
-                  max_exp_avg_sq_scales: list[Tensor], state_format: int = -1) -> None:
+                  max_exp_avg_sq_scales: list[Tensor], state_format: int = -1,
+                  grad_coef: Optional[Tensor] = None) -> None:
     # state_format: formats.registry's id; -1 (callers of the op from before it had one): the
-    # format the states' dtype implies (registry.of_dtype)
+    # format the states' dtype implies (registry.of_dtype). grad_coef: the clipping coefficient
+    # (launch/clipping.py), applied after unscaling; None without clipping
     run_bucket(backend, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, param_ids, seed,
                amsgrad, maximize, stochastic_rounding, grad_scale, found_inf, exp_avg_scales, exp_avg_sq_scales,
-               max_exp_avg_sq_scales, None if state_format < 0 else state_format)
+               max_exp_avg_sq_scales, None if state_format < 0 else state_format, grad_coef)
 
 
 @adamw_step_op.register_fake
@@ -83,11 +85,11 @@ def list_step(backend: str):
 
     def step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, param_ids, seed, amsgrad,
              maximize, stochastic_rounding, grad_scale=None, found_inf=None, exp_avg_scales=(), exp_avg_sq_scales=(),
-             max_exp_avg_sq_scales=(), state_format=None):
+             max_exp_avg_sq_scales=(), state_format=None, grad_coef=None):
         fmt = registry.resolve(state_format, exp_avgs[0].dtype if len(exp_avgs) else torch.float32)
 
         def call(*a, state_format, **k):
-            op(*a, backend, **{n: list(v) for n, v in k.items()}, state_format=fmt.id)
+            op(*a, backend, **{n: list(v) for n, v in k.items()}, state_format=fmt.id, grad_coef=grad_coef)
         contiguous_call(call, params, grads,
                         exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, list(param_ids), seed, amsgrad,
                         maximize, stochastic_rounding, grad_scale, found_inf, exp_avg_scales=exp_avg_scales,

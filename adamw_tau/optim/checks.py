@@ -43,6 +43,19 @@ def check_seed(seed) -> None:
         raise ValueError(f"seed must be in [0, 2**63), got {seed}; take seed % 2**63 to keep its low bits")
 
 
+def check_max_grad_norm(value, step_in_backward: bool) -> float | None:
+    """``max_grad_norm``: None (no clipping) or a finite number >= 0, as a float."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"AdamWTau: max_grad_norm must be a number or None, got {value!r}")
+    c = finite("AdamWTau: max_grad_norm", value)
+    if step_in_backward:
+        raise ValueError("AdamWTau: max_grad_norm needs every gradient before the first parameter steps, and "
+                         "step_in_backward=True steps each one as soon as its gradient is ready; use one of them")
+    return c
+
+
 def decay_spec(src: dict, where: str) -> dict | None:
     """The decay form ``src`` names, normalised, or None if it names none."""
     given = {k: src[k] for k in DECAY_KEYS if src.get(k) is not None}

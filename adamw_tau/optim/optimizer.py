@@ -20,18 +20,18 @@ import torch
 
 from ..core.contract import bias_table
 from ..formats import registry
-from ..launch import backends, ops
+from ..launch import backends, clipping, ops
 from ..launch.buckets import Bucket, BucketLayout, build, master_form
 from ..launch.state import OptimizerState, tracked
 from ..launch.step_scalars import bucket_scalars
 from . import checkpoints, report, step_hooks
 from .step_in_backward import InBackward
-from .checks import (DECAY_KEYS, check_hyper, check_params, check_seed, check_state_dict, check_torch_switches,
-                     decay_spec, finite, tau_lambda)
+from .checks import (DECAY_KEYS, check_hyper, check_max_grad_norm, check_params, check_seed, check_state_dict,
+                     check_torch_switches, decay_spec, finite, tau_lambda)
 from .step_plan import check_capture, check_groups, plan_launches, seen
 
 # what pickle, deepcopy and torch.save(opt) keep beyond torch's defaults, state and param_groups
-_PICKLED = ("_backend", "_seed", "_default_decay", "_count_on_device", "_step_in_backward")
+_PICKLED = ("_backend", "_seed", "_default_decay", "_count_on_device", "_step_in_backward", "_max_grad_norm")
 
 
 class AdamWTau(torch.optim.Optimizer):
@@ -75,6 +75,13 @@ class AdamWTau(torch.optim.Optimizer):
             ordinary step, about the gradient's bytes less at the peak. ``opt.step()`` then
             finishes the step; the backward of every micro-batch but the last runs inside
             ``with opt.accumulating():``.
+        max_grad_norm: clip the gradients' global norm to this value inside the step, as
+            ``torch.nn.utils.clip_grad_norm_(params, max_grad_norm)`` before it (after
+            ``scaler.unscale_`` with a GradScaler), with the same norm on every backend and no
+            host sync (docs/numerics.md, "Gradient clipping"). ``opt.grad_norm`` then holds the
+            last step's norm before clipping, one device tensor written in place (NaN before the
+            first step). A step whose norm is inf or NaN is skipped, as a GradScaler skips one.
+            None (the default): no clipping. Not with step_in_backward.
     """
 
     # GradScaler hands over grad_scale and found_inf as attributes: the kernels unscale the
@@ -88,7 +95,8 @@ class AdamWTau(torch.optim.Optimizer):
                  capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
                  backend: str = "auto", master_weights: bool | str = False, stochastic_rounding: bool = False,
                  state_dtype: torch.dtype | str | None = None, min_quantized_numel: int | None = None,
-                 seed: int = 0, step_in_backward: bool = False, q8_min_numel: int | None = None):
+                 seed: int = 0, step_in_backward: bool = False, q8_min_numel: int | None = None,
+                 max_grad_norm: float | None = None):
         # torch.optim.AdamW's implementation switches: accepted, and our kernels run regardless
         check_torch_switches(dict(foreach=foreach, fused=fused, differentiable=differentiable), "AdamWTau")
         if backend != "auto" and backend not in backends.BACKENDS:
@@ -97,6 +105,7 @@ class AdamWTau(torch.optim.Optimizer):
         if not isinstance(step_in_backward, bool):
             raise TypeError(f"AdamWTau: step_in_backward must be True or False, got {step_in_backward!r}")
         self._step_in_backward = step_in_backward
+        self._max_grad_norm = check_max_grad_norm(max_grad_norm, step_in_backward)
         self._in_backward = InBackward(self) if step_in_backward else None
         self._backend = backend
         self._seed = seed
@@ -113,6 +122,9 @@ class AdamWTau(torch.optim.Optimizer):
         self._caches()
         super().__init__(params, defaults)
         self.state = OptimizerState(self.state)
+        # the last step's gradient norm, with max_grad_norm: one tensor, written in place (a CUDA
+        # graph replays into it, and a compiled step writes it without an attribute store)
+        self.grad_norm = clipping.norm_holder(self.param_groups) if self._max_grad_norm is not None else None
 
     def _caches(self) -> None:
         """What the step keeps besides opt.state: all of it rebuilt from opt.state and the groups."""
@@ -192,10 +204,11 @@ class AdamWTau(torch.optim.Optimizer):
         # torch's load_state_dict comes here too, with new state and groups
         super().__setstate__(state)
         self.state = tracked(self.state)
-        self.__dict__.setdefault("_backend", "auto")
-        self.__dict__.setdefault("_seed", 0)
-        self.__dict__.setdefault("_count_on_device", False)
-        self.__dict__.setdefault("_step_in_backward", False)
+        for name, default in (("_backend", "auto"), ("_seed", 0), ("_count_on_device", False),
+                              ("_step_in_backward", False), ("_max_grad_norm", None)):
+            self.__dict__.setdefault(name, default)  # pickled before the attribute existed
+        if self.__dict__.get("grad_norm") is None:
+            self.grad_norm = clipping.norm_holder(self.param_groups) if self._max_grad_norm is not None else None
         if self._step_in_backward and self.__dict__.get("_in_backward") is None:  # unpickled, deep-copied
             self._in_backward = InBackward(self)
             for group in self.param_groups:
@@ -268,7 +281,8 @@ class AdamWTau(torch.optim.Optimizer):
             return loss
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
-        if found_inf is not None and not self._count_on_device:
+        clip = self._max_grad_norm is not None
+        if (found_inf is not None or clip) and not self._count_on_device:
             # a skipped step must not advance step counts the host cannot see: count on the device
             self._count_on_device = True
             self._layout.invalidate(forget_counts=False)
@@ -277,10 +291,12 @@ class AdamWTau(torch.optim.Optimizer):
                                        lambda: self._layout.invalidate(forget_counts=False))
         check_groups(self.param_groups, self._hyper_checked)
         check_capture(launches, self._captured_tables)
-        self._launch(flat, launches, grad_scale, found_inf)
+        coef, found_inf = (clipping.clip_step(flat, self._max_grad_norm, grad_scale, found_inf, self.grad_norm)
+                           if clip else (None, found_inf))
+        self._launch(flat, launches, grad_scale, found_inf, coef)
         return loss
 
-    def _launch(self, flat, launches, grad_scale, found_inf) -> None:
+    def _launch(self, flat, launches, grad_scale, found_inf, grad_coef=None) -> None:
         """Launch planned, checked buckets (step_plan) and count their step."""
         work = [(b, tables, self.param_groups[b.group]) for b, tables in launches]
         work = [(b, tables, group, bucket_scalars(b, group, by_value=tables is not None))
@@ -289,14 +305,16 @@ class AdamWTau(torch.optim.Optimizer):
         for b, tables, group, scalars in work:
             scale = None if grad_scale is None else grad_scale.to(b.device, torch.float32, non_blocking=True)
             inf = None if found_inf is None else found_inf.to(b.device, torch.float32, non_blocking=True)
+            coef = None if grad_coef is None else grad_coef.to(b.device, non_blocking=True)
             maximize = bool(group["maximize"])
             sr = bool(group["stochastic_rounding"]) and not b.master
             if tables is not None:  # eager, contiguous, a kernel backend: launch from the bucket's tables
                 launch = backends.launcher(b.backend)
                 for t in tables:
-                    launch(t, scalars, *b.dtypes, seed, b.amsgrad, maximize, b.master, sr, scale, inf)
+                    launch(t, scalars, *b.dtypes, seed, b.amsgrad, maximize, b.master, sr, scale, inf, coef)
             else:
                 ops.step_function(b.backend)(
                     b.locals, b.grads(flat), b.exp_avgs, b.exp_avg_sqs, b.max_exp_avg_sqs, b.masters, scalars,
-                    b.ids, seed, b.amsgrad, maximize, sr, scale, inf, **b.scale_lists(), state_format=b.format.id)
+                    b.ids, seed, b.amsgrad, maximize, sr, scale, inf, **b.scale_lists(), state_format=b.format.id,
+                    grad_coef=coef)
             b.count_step(inf)

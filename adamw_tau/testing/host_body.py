@@ -68,24 +68,26 @@ class HostBody:
         fn.restype = ctypes.c_int64
         fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                        ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_uint64,
-                       ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+                       ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                       ctypes.c_void_p]
         self._fn = fn
         self.calls = 0  # kernel calls (block x thread) made so far
 
     def launch(self, t: tables.LaunchTables, scalars: torch.Tensor, param_dtype, grad_dtype, state_format, seed,
-               amsgrad, maximize, master, stochastic_rounding, grad_scale=None, found_inf=None, *,
+               amsgrad, maximize, master, stochastic_rounding, grad_scale=None, found_inf=None, grad_coef=None, *,
                by_value: bool = True) -> None:
         """One launch over ``t``: scalars passed by value (as launch_cuda does with a CPU scalars
         tensor) or read by the kernel from the tensor (a device scalars tensor)."""
-        for x in (t.tensors, t.blocks, scalars, grad_scale, found_inf):
+        for x in (t.tensors, t.blocks, scalars, grad_scale, found_inf, grad_coef):
             if x is not None and (x.device.type != "cpu" or not x.is_contiguous()):
-                raise RuntimeError("the host body takes contiguous CPU tables, scalars, grad_scale and found_inf")
+                raise RuntimeError("the host body takes contiguous CPU tables, scalars, grad_scale, found_inf and "
+                                   "grad_coef")
         if scalars.dtype != torch.float32 or scalars.numel() != 9:
             raise RuntimeError("the host body takes 9 float32 scalars")
         calls = self._fn(_address(t.tensors), t.tensors.shape[0], _address(t.blocks), t.n_blocks, t.chunk,
                          _address(scalars), int(by_value), KINDS[param_dtype], KINDS[grad_dtype], int(state_format),
                          seed & 0xFFFFFFFFFFFFFFFF, int(amsgrad), int(maximize), int(master),
-                         int(stochastic_rounding), _address(grad_scale), _address(found_inf))
+                         int(stochastic_rounding), _address(grad_scale), _address(found_inf), _address(grad_coef))
         if calls < 0:
             raise RuntimeError("adamw_tau: grads must be float32 or the params' dtype, a remainder master needs "
                                "bfloat16 params, and 8-bit states a chunk that is a multiple of 256")
@@ -99,7 +101,7 @@ class HostBody:
         with block size ``chunk``, and launches the host body on each table."""
         def step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, scalars, param_ids, seed, amsgrad,
                  maximize, stochastic_rounding, grad_scale=None, found_inf=None, exp_avg_scales=(),
-                 exp_avg_sq_scales=(), max_exp_avg_sq_scales=(), state_format=None):
+                 exp_avg_sq_scales=(), max_exp_avg_sq_scales=(), state_format=None, grad_coef=None):
             scales = (exp_avg_scales, exp_avg_sq_scales, max_exp_avg_sq_scales)
             fmt = tables.check_bucket(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids,
                                       amsgrad, scales, state_format)
@@ -108,6 +110,6 @@ class HostBody:
             for t in tables.plan(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, masters, param_ids, chunk,
                                  scales):
                 self.launch(t, scalars, params[0].dtype, grads[0].dtype, fmt.id, seed, amsgrad, maximize,
-                            tables.master_form(masters), stochastic_rounding, grad_scale, found_inf,
+                            tables.master_form(masters), stochastic_rounding, grad_scale, found_inf, grad_coef,
                             by_value=by_value)
         return step

@@ -210,11 +210,11 @@ def _by_value(backend: str):
 
 def step_both(backend: str | Callable, ours: dict, ref: dict, grads, hs, *, scalars: str = "tensor", ids=None,
               seed: int = 1234, amsgrad: bool = False, maximize: bool = False, stochastic_rounding: bool = False,
-              grad_scale=None, found_inf=None, state_format=None) -> int:
+              grad_scale=None, found_inf=None, state_format=None, grad_coef=None) -> int:
     """One step of ``backend`` on bucket ``ours`` and of the reference on ``ref`` (make_bucket's
     keys), the same gradients and host scalars ``hs`` (contract.StepScalars); returns the
     words in which the two buckets differ after it. ``scalars``: ``SCALAR_MODES`` (the
-    reference always reads a tensor)."""
+    reference always reads a tensor); ``grad_coef``: a clipping coefficient tensor."""
     if scalars not in SCALAR_MODES:
         raise ValueError(f"scalars must be one of {SCALAR_MODES}, got {scalars!r}")
     by_value = scalars == "values" and not callable(backend) and backend != "reference"
@@ -222,10 +222,11 @@ def step_both(backend: str | Callable, ours: dict, ref: dict, grads, hs, *, scal
     device = ours["params"][0].device if ours["params"] else "cpu"
     s = hs.as_tensor(device)
     ids = list(range(len(ours["params"]))) if ids is None else ids
+    coef = {} if grad_coef is None else {"grad_coef": grad_coef}
     for impl, st, sc in ((fn, ours, hs if by_value else s), (reference.adamw_step_, ref, s)):
         impl(st["params"], grads, st["exp_avgs"], st["exp_avg_sqs"], st["max_exp_avg_sqs"], st["masters"],
              sc, ids, seed, amsgrad, maximize, stochastic_rounding, grad_scale, found_inf, **scale_lists(st),
-             state_format=state_format)
+             state_format=state_format, **coef)
     return differing_words(ours, ref)
 
 
@@ -234,7 +235,7 @@ def parity_bits(backend: str | Callable, path: Path, sizes, *, steps: int = 3, d
                 seed: int = 0, check_every_step: bool = True, betas=(0.9, 0.999), eps: float = 1e-8,
                 offsets=None, grad_span_extra: float = 0.0, skip_step: int | None = None,
                 scalars: str = "tensor", guard: int = 0, found_inf: float | None = None,
-                lr: float = 1e-3) -> int:
+                lr: float = 1e-3, grad_coef: float | None = None) -> int:
     """Words differing between ``backend`` and the reference after each of ``steps`` steps (summed).
 
     ``offsets``: storage offsets (elements) that misalign the tensors; ``grad_span_extra``:
@@ -243,7 +244,8 @@ def parity_bits(backend: str | Callable, path: Path, sizes, *, steps: int = 3, d
     for every step instead (nonzero: every step is skipped); ``scalars``: ``SCALAR_MODES``;
     ``backend``: a backend's name, or a step function with the reference's signature;
     ``guard``: elements of memory after each written tensor that must stay as they were
-    (make_bucket), counted if not; ``lr``: the lr at step t is (1 + 0.37 t) lr.
+    (make_bucket), counted if not; ``lr``: the lr at step t is (1 + 0.37 t) lr; ``grad_coef``: a
+    gradient clipping coefficient applied every step (launch/clipping.py).
     The last step's gradients are zeros of both signs.
     """
     ours = make_bucket(sizes, path, amsgrad=amsgrad, device=device, seed=seed, offsets=offsets, guard=guard)
@@ -251,6 +253,7 @@ def parity_bits(backend: str | Callable, path: Path, sizes, *, steps: int = 3, d
     gen = torch.Generator().manual_seed(seed + 1)
     ids = list(range(7, 7 + len(sizes)))
     scale = None if grad_scale is None else torch.tensor([grad_scale], dtype=torch.float32, device=device)
+    coef = None if grad_coef is None else torch.tensor(grad_coef, dtype=torch.float32, device=device)
     total = 0
     for t in range(1, steps + 1):
         span = grad_span(path) + grad_span_extra
@@ -268,7 +271,7 @@ def parity_bits(backend: str | Callable, path: Path, sizes, *, steps: int = 3, d
                           decay_mode=decay, tau_iters=300.0, weight_decay=0.1)
         bits = step_both(backend, ours, ref, grads, hs, scalars=scalars, ids=ids, amsgrad=amsgrad, maximize=maximize,
                          stochastic_rounding=path.stochastic_rounding, grad_scale=scale, found_inf=inf,
-                         state_format=path.format.id)
+                         state_format=path.format.id, grad_coef=coef)
         if check_every_step or t == steps:
             total += bits
     return total

@@ -238,3 +238,26 @@ def test_step_in_backward_trainer_accumulation_without_the_factory_raises_at_the
     trainer = transformers.Trainer(model=model, args=args, train_dataset=_Tokens(2 * BATCH), optimizers=(opt, None))
     with pytest.raises(RuntimeError, match="got a second gradient before opt.step"):
         trainer.train()
+
+
+def _clip_run(tmp_path, name, **factory):
+    args = _adam_args(tmp_path / name, max_grad_norm=0.05)
+    args.max_steps = 4
+    trainer = transformers.Trainer(model=_model(), args=args, train_dataset=_Tokens(16), optimizer_cls_and_kwargs=(
+        TrainerOptimizer, dict(args=args, tau_iters=100.0, **factory)))
+    trainer.train()
+    return trainer, args
+
+
+@pytest.mark.slow  # full tier: two Trainer runs, 7.8 CPU s measured
+def test_max_grad_norm_moves_into_the_optimizer(tmp_path):
+    """The factory takes args.max_grad_norm, sets the Trainer's to 0 (no second clipping), and the
+    run follows the Trainer's own clipping (torch's clip_grad_norm_) within rounding."""
+    ours, args = _clip_run(tmp_path, "ours")
+    opt = _raw(ours.optimizer)
+    assert opt._max_grad_norm == 0.05 and args.max_grad_norm == 0.0 and "max_grad_norm=0.05" in args.optim_args
+    assert float(opt.grad_norm) > 0.05  # it clipped
+    theirs, their_args = _clip_run(tmp_path, "theirs", max_grad_norm=None)
+    assert _raw(theirs.optimizer)._max_grad_norm is None and their_args.max_grad_norm == 0.05
+    for (n, p), q in zip(ours.model.named_parameters(), theirs.model.parameters()):
+        assert torch.allclose(p, q, rtol=1e-4, atol=1e-6), n

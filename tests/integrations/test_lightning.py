@@ -271,3 +271,34 @@ def test_step_in_backward_callback_without_such_an_optimizer_says_so():
     from adamw_tau.integrations.lightning import StepInBackward
     with pytest.raises(ValueError, match="no optimizer of this Trainer is an AdamWTau.step_in_backward=True"):
         _fit_with(pl.Trainer(callbacks=[StepInBackward()], **_trainer_args(max_steps=2)), _automatic(False))
+
+
+def _clipped_by_hand(autocast=None, scaler=None):
+    module = Base()
+    opt = run_recipe("lightning-clip", Base=Base, clip=CLIP)["ClippedModel"].configure_optimizers(module)
+    for x, y in torch.utils.data.DataLoader(_data(), batch_size=BATCH, shuffle=False):
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=autocast, cache_enabled=False, enabled=autocast is not None):
+            loss = ((module.net(x).float() - y) ** 2).mean()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    return module, opt
+
+
+@pytest.mark.parametrize("precision, autocast", [("32-true", None), ("16-mixed", torch.float16)])
+def test_clipping_inside_the_optimizer_is_the_hand_loop(precision, autocast):
+    """The recipe's optimizer clips (its norm above CLIP at the last step) in Lightning as in the
+    hand-written loop, bit for bit; fp16-mixed with Lightning's own plugin."""
+    model = run_recipe("lightning-clip", Base=Base, clip=CLIP)["ClippedModel"]()
+    plugins = [MixedPrecision("16-mixed", "cpu")] if precision == "16-mixed" else []
+    trainer = _fit(model, plugins=plugins) if plugins else _fit(model, precision=precision)
+    opt = trainer.optimizers[0]
+    assert float(opt.grad_norm) > CLIP
+    want, want_opt = _clipped_by_hand(autocast, torch.amp.GradScaler("cpu") if autocast is not None else None)
+    assert torch.equal(bits(opt.grad_norm), bits(want_opt.grad_norm))
+    _same(model, want)

@@ -15,11 +15,11 @@ that function's arguments, so a new one is toggled here without an edit. Dtype p
 every param, grad and state dtype the launcher maps (``_TL_DTYPE``; the optimizer takes
 any of them for a gradient), each plain, with master weights, with stochastic rounding,
 and (bf16 params) with master remainders, one per distinct compile-time result: 81, a superset of what the optimizer
-launches. The full product of those with the 2^5 flag settings (amsgrad, maximize, grad
-scale, found_inf, host scalars) and both alignments would be 4,608 compiles, too slow for
+launches. The full product of those with the 2^6 flag settings (amsgrad, maximize, grad
+scale, found_inf, clipping coefficient, host scalars) and both alignments would be 9,216 compiles, too slow for
 CI on 2 cores. Instead every path is compiled aligned with a flag setting and its
 complement, the settings rotating over the paths, so that every flag is on and off on
-every path and all 32 settings appear; and unaligned once for every path whose gradient
+every path and all 64 settings appear; and unaligned once for every path whose gradient
 has the param's dtype (27), which covers every param/state dtype and mode. 189 compiles,
 checked by ``test_the_variants_cover_the_launcher``.
 
@@ -50,11 +50,12 @@ from adamw_tau.launch.tables import chunk_for  # noqa: E402
 from adamw_tau.triton_kernels import adamw_fused  # noqa: E402
 
 RUNTIME_TYPES = {"table_ptr": "*i64", "blocks_ptr": "*i64", "scalars_ptr": "*fp32", "grad_scale_ptr": "*fp32",
-                 "found_inf_ptr": "*fp32", "qt_ptr": "*fp32", "seed_lo": "i64", "seed_hi": "i64",
+                 "found_inf_ptr": "*fp32", "qt_ptr": "*fp32", "grad_coef_ptr": "*fp32", "seed_lo": "i64",
+                 "seed_hi": "i64",
                  # the step and the fp32 scalars' bits (StepScalars.words)
                  **{n: "i32" for n in inspect.signature(adamw_fused.adamw_fused_kernel.fn).parameters
                     if n.startswith("h_")}}
-POINTERS = ("table_ptr", "blocks_ptr", "scalars_ptr", "grad_scale_ptr", "found_inf_ptr", "qt_ptr")
+POINTERS = ("table_ptr", "blocks_ptr", "scalars_ptr", "grad_scale_ptr", "found_inf_ptr", "qt_ptr", "grad_coef_ptr")
 
 # the launcher's arguments (adamw_fused._constexprs): dtypes, then flags, then the block size
 LAUNCH_ARGS = list(inspect.signature(adamw_fused._constexprs).parameters)
@@ -231,11 +232,12 @@ def _streams(args: dict) -> tuple[int, int]:
 
 
 def _expected_bases(args: dict) -> set:
-    """The parameters the kernel reads: the tables, and the device scalars, grad scale and
-    found_inf only where the variant has them."""
+    """The parameters the kernel reads: the tables, and the device scalars, grad scale,
+    found_inf and clipping coefficient only where the variant has them."""
     return ({"table_ptr", "blocks_ptr"} | ({"scalars_ptr"} if not args["host_scalars"] else set())
             | ({"grad_scale_ptr"} if args["has_scale"] else set())
-            | ({"found_inf_ptr"} if args["has_found_inf"] else set()))
+            | ({"found_inf_ptr"} if args["has_found_inf"] else set())
+            | ({"grad_coef_ptr"} if args["has_coef"] else set()))
 
 
 def _count(accesses, kind, vec=None):

@@ -34,6 +34,8 @@ TESTS = {
                      "host_body or 8bit"],
     # the 4-bit format: alone and on every backend
     "q4": ["tests/formats/test_q4_blockwise.py", "tests/optim/test_4bit_states.py"],
+    # gradient clipping: the norm, the coefficient, and its use in every backend and the optimizer
+    "clipping": ["tests/core/test_grad_norm.py", "tests/launch/test_clip_coef.py", "tests/optim/test_clipping.py"],
     "optimizer": ["tests/optim/test_hard_steps.py", "tests/optim/test_optimizer.py", "tests/optim/test_dropin.py",
                   "tests/optim/test_amp_capturable.py", "-k", "not triton"],
 }
@@ -270,4 +272,23 @@ MUTATIONS = [
          file="adamw_tau/launch/backends.py",
          edits=[("return extension.unavailable_reason(cuda=True) or extension.kernel_problem(device)",
                  "return extension.unavailable_reason(cuda=True)")], tests="backends"),
+    # --- gradient clipping (docs/numerics.md, "Gradient clipping") ------------------------------
+    dict(id="math-clip-coefficient-ignored", rule="clipping: every unscaled gradient times the coefficient",
+         file=MATH, edits=[("g = clipped ? mul(g, grad_coef) : g;", "g = g;")], tests="clipping"),
+    dict(id="triton-clip-coefficient-ignored", rule="clipping: every unscaled gradient times the coefficient",
+         file=TRITON, edits=[("if HAS_COEF else g", "if HAS_COEF and False else g")], tests="clipping"),
+    dict(id="reference-clip-product-unrounded", rule="rounding: g * clip_coef is one correctly rounded fp32 op",
+         file=REFERENCE, edits=[("g = _r(g * grad_coef.to(_F64))", "g = g * grad_coef.to(_F64)")], tests="clipping"),
+    dict(id="norm-squares-in-fp32", rule="clipping: squares and sums in float64",
+         file="adamw_tau/core/grad_norm.py",
+         edits=[("return flat64.mul_(flat64)", "return (flat64.float() * flat64.float()).double()")],
+         tests="clipping"),
+    dict(id="clip-coef-divides-directly", rule="clipping: torch's coefficient (c / t as t.reciprocal() * c)",
+         file="adamw_tau/core/grad_norm.py",
+         edits=[("coef = r(r(denom.reciprocal()) * _fp32(float(max_norm)))", "coef = r(_fp32(float(max_norm)) / denom)")],
+         tests="clipping"),
+    dict(id="clip-nonfinite-norm-steps", rule="clipping: an inf/NaN norm skips the step, no bit changed",
+         file="adamw_tau/launch/clipping.py",
+         edits=[("return coef, skip if found_inf is None else found_inf.to(skip.device, torch.float32) + skip",
+                 "return coef, found_inf")], tests="clipping"),
 ]

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from adamw_tau import AdamWTau
+from adamw_tau.launch import clipping
 
 WORLD = 2
 STEPS = 6
@@ -24,6 +25,44 @@ OPTIONS = dict(lr=1e-2, tau_iters=40.0, amsgrad=True, backend="cpu")
 VARIANTS = {"fp32": (torch.float32, OPTIONS),
             "remainder": (torch.bfloat16, dict(OPTIONS, master_weights="remainder")),
             "8bit": (torch.float32, dict(OPTIONS, state_dtype="8bit", q8_min_numel=512))}
+
+
+# clipping runs: every weight's shard a whole number of norm chunks (2048 elements: the weights of
+# 4096 and 12288 elements split in 2, 1 and 3 chunks a rank), so the FSDP2 norm has one process's
+# bits (launch/clipping.py's note); 14 chunks, so that the order in which they are summed shows
+CLIP = 0.05
+
+
+def clip_model(dtype=torch.float32):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 64, bias=False), torch.nn.Tanh(),
+                               torch.nn.Linear(64, 192, bias=False), torch.nn.Tanh(),
+                               torch.nn.Linear(192, 64, bias=False)).to(dtype)
+
+
+def clip_train(net, opt, steps=STEPS) -> list[torch.Tensor]:
+    """Train with clipping inside the step; each step's norm (all above CLIP: clipped), then the
+    last step's chunk sums."""
+    dtype = next(net.parameters()).dtype
+    norms = []
+    for t in range(steps):
+        g = torch.Generator().manual_seed(200 + t)
+        x, y = torch.randn(10, 64, generator=g).to(dtype), torch.randn(10, 64, generator=g).to(dtype)
+        opt.zero_grad()
+        ((net(x) - y) ** 2).mean().backward()
+        opt.step()
+        norms.append(opt.grad_norm.clone())
+    # the last step's chunk sums in float64: their order shows here, not in the fp32 norm
+    norms.append(clipping.all_chunk_sums([p.grad for p in net.parameters()]))
+    return norms
+
+
+def clip_single_process(variant: str = "fp32") -> dict:
+    dtype, options = VARIANTS[variant]
+    net = clip_model(dtype)
+    opt = AdamWTau(net.parameters(), max_grad_norm=CLIP, **options)
+    norms = clip_train(net, opt)
+    return {"params": [p.detach().clone() for p in net.parameters()] + _masters(opt, net), "norms": norms}
 
 
 def model(dtype=torch.float32):
@@ -81,7 +120,8 @@ def run(rank: int, engine: str, rendezvous: str, out: str) -> None:
     try:
         name, variant = engine.split(":")
         engines = {"ddp": _ddp, "zero": _zero, "fsdp2": _fsdp2, "dcp": _dcp, "ddp_in_backward": _ddp_in_backward,
-                   "fsdp2_in_backward": _fsdp2_in_backward, "ddp_unregistered": _ddp_unregistered}
+                   "fsdp2_in_backward": _fsdp2_in_backward, "ddp_unregistered": _ddp_unregistered,
+                   "ddp_clip": _ddp_clip, "fsdp2_clip": _fsdp2_clip}
         result = engines[name](out, *VARIANTS[variant])
         if rank == 0:
             torch.save(result, os.path.join(out, f"{engine}.pt"))
@@ -146,9 +186,28 @@ def _zero(out, dtype, options):
     return [_full(p) for p in net.parameters()]  # each rank's optimizer holds only its own params' states
 
 
-def _sharded(dtype):
+def _ddp_clip(out, dtype, options):
+    """DDP: replicated gradients, each rank's norm is the local one."""
+    net = torch.nn.parallel.DistributedDataParallel(clip_model(dtype))
+    opt = AdamWTau(net.parameters(), max_grad_norm=CLIP, **options)
+    norms = clip_train(net, opt)
+    return {"params": [_full(p) for p in net.module.parameters()] + _masters(opt, net.module), "norms": norms}
+
+
+def _fsdp2_clip(out, dtype, options):
+    """FSDP2: each rank's chunk sums gathered, in rank order; every rank gets the same norm."""
+    net = _sharded(dtype, clip_model)
+    opt = AdamWTau(net.parameters(), max_grad_norm=CLIP, **options)
+    norms = clip_train(net, opt)
+    gathered = [torch.zeros(len(norms) - 1) for _ in range(WORLD)]
+    dist.all_gather(gathered, torch.stack(norms[:-1]))
+    return {"params": [_full(p) for p in net.parameters()] + _masters(opt, net), "norms": norms,
+            "ranks_agree": all(torch.equal(gathered[0], g) for g in gathered)}
+
+
+def _sharded(dtype, build=None):
     from torch.distributed.fsdp import fully_shard
-    net = model(dtype)
+    net = (build or model)(dtype)
     for layer in net:
         if isinstance(layer, torch.nn.Linear):
             fully_shard(layer)

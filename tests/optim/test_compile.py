@@ -120,3 +120,21 @@ def test_compiled_8bit_step_keeps_the_eager_bits(backend):
         assert differing_optimizers(list(eager_model.parameters()), eager,
                                     list(compiled_model.parameters()), compiled) == {}, t
     assert compiled.state[next(compiled_model.parameters())]["exp_avg_q8"].dtype == torch.uint8
+
+
+def test_compiled_step_with_clipping_is_one_graph_with_the_eager_bits():
+    """max_grad_norm: the norm, the coefficient and the skip flag trace into the same graph."""
+    require("cpu")
+    torch._dynamo.reset()
+    eager_model, compiled_model = _model(), _model()
+    kw = dict(lr=1e-2, tau_iters=30.0, backend="cpu", max_grad_norm=0.5)
+    eager, compiled = AdamWTau(eager_model.parameters(), **kw), AdamWTau(compiled_model.parameters(), **kw)
+    step = torch.compile(compiled.step, backend="aot_eager", fullgraph=True)
+    for t in range(4):
+        _grads(eager_model, t)
+        _grads(compiled_model, t)
+        eager.step()
+        step()
+        assert torch.equal(eager.grad_norm, compiled.grad_norm) and float(eager.grad_norm) > 0.5
+        assert differing_optimizers(list(eager_model.parameters()), eager,
+                                    list(compiled_model.parameters()), compiled) == {}, t

@@ -86,3 +86,26 @@ def test_fsdp2_step_in_backward(tmp_path, variant):
 def test_ddp_step_in_backward_unregistered_is_refused(tmp_path):
     got = _launch("ddp_unregistered", "fp32", tmp_path)
     assert got["unchanged"] and "opt.register_ddp(ddp_model)" in got["message"]
+
+
+@pytest.fixture(scope="module")
+def clip_single():
+    return {v: w.clip_single_process(v) for v in ("fp32", "remainder", "8bit")}
+
+
+def test_ddp_clipping(tmp_path, clip_single):
+    """DDP with max_grad_norm: the local norm of the all-reduced gradients, one process's bits."""
+    got, want = _launch("ddp_clip", "fp32", tmp_path), clip_single["fp32"]
+    _same_bits(got["params"], want["params"])
+    _same_bits(got["norms"], want["norms"])
+    assert min(float(n) for n in want["norms"][:-1]) > w.CLIP  # clipped at every step
+
+
+@pytest.mark.parametrize("name", ["fp32", "remainder", "8bit"])
+def test_fsdp2_clipping(tmp_path, clip_single, name):
+    """FSDP2 with max_grad_norm, shards at whole norm chunks: every rank computes the same norm,
+    the one process's, and the run keeps its bits."""
+    got, want = _launch("fsdp2_clip", name, tmp_path), clip_single[name]
+    assert got["ranks_agree"]
+    _same_bits(got["norms"], want["norms"])
+    _same_bits(got["params"], want["params"])
