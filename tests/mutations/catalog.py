@@ -33,7 +33,8 @@ TESTS = {
     "q8_host_body": ["tests/optim/test_8bit_states.py", "tests/launch/test_cuda_body_on_host.py", "-k",
                      "host_body or 8bit"],
     # the 4-bit format: alone and on every backend
-    "q4": ["tests/formats/test_q4_blockwise.py", "tests/optim/test_4bit_states.py"],
+    "q4": ["tests/formats/test_q4_blockwise.py", "tests/optim/test_4bit_states.py", "tests/launch/test_triton.py",
+           "tests/launch/test_cuda_body_on_host.py", "-k", "4bit or q4"],
     # gradient clipping: the norm, the coefficient, and its use in every backend and the optimizer
     "clipping": ["tests/core/test_grad_norm.py", "tests/launch/test_clip_coef.py", "tests/optim/test_clipping.py"],
     "optimizer": ["tests/optim/test_hard_steps.py", "tests/optim/test_optimizer.py", "tests/optim/test_dropin.py",
