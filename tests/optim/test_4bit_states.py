@@ -163,6 +163,21 @@ def test_a_bad_min_size_is_refused():
         AdamWTau(_params(), state_dtype="4bit", min_quantized_numel=-1)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_the_gpu_backends_through_the_optimizer_give_the_references_bits(backend):
+    """Compiled Triton and the CUDA kernel on the GPU (bench/gpu_check.sh runs this), 4-bit states
+    through the optimizer, odd sizes and sizes under the minimum included, against the reference
+    (the list-form paths: test_8bit_states.py's GPU test covers every quantized path)."""
+    ps = [p.detach().cuda().requires_grad_() for p in _params()]
+    qs = [p.detach().clone().requires_grad_() for p in ps]
+    oa, ob = AdamWTau(ps, backend=backend, **KW), AdamWTau(qs, backend="reference", **KW)
+    for t in range(3):
+        _step(oa, ps, t)
+        _step(ob, qs, t)
+    assert differing_optimizers(ps, oa, qs, ob) == {}
+
+
 @pytest.fixture
 def mesh(tmp_path):
     """A 1-process gloo mesh: DTensor parameters in the fast tier (2 processes: test_distributed.py)."""
