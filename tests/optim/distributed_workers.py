@@ -125,7 +125,8 @@ def run(rank: int, engine: str, rendezvous: str, out: str) -> None:
         name, variant = engine.split(":")
         engines = {"ddp": _ddp, "zero": _zero, "fsdp2": _fsdp2, "dcp": _dcp, "ddp_in_backward": _ddp_in_backward,
                    "fsdp2_in_backward": _fsdp2_in_backward, "ddp_unregistered": _ddp_unregistered,
-                   "ddp_clip": _ddp_clip, "fsdp2_clip": _fsdp2_clip, "fsdp2_uneven": _fsdp2_uneven}
+                   "ddp_clip": _ddp_clip, "fsdp2_clip": _fsdp2_clip, "fsdp2_uneven": _fsdp2_uneven,
+                   "dcp_from_torch": _dcp_from_torch}
         result = engines[name](out, *VARIANTS[variant])
         if rank == 0:
             torch.save(result, os.path.join(out, f"{engine}.pt"))
@@ -246,6 +247,57 @@ def _fsdp2_uneven(out, dtype, options):
         message = None
     return {"message": message, "states": len(opt.state),
             "unchanged": all(torch.equal(a, _full(b)) for a, b in zip(before, net.parameters()))}
+
+
+# torch AdamW's checkpoint into AdamWTau: its hyperparameters (no τ: λ as torch's) on both sides
+FROM_TORCH = dict(lr=1e-2, weight_decay=0.01, amsgrad=True)
+FROM_TORCH_STEPS = 3
+
+
+def from_torch_single_process(variant: str) -> list[torch.Tensor]:
+    """torch AdamW for 3 steps, its state dict loaded into AdamWTau (encoded), 3 steps more."""
+    dtype, options = VARIANTS[variant]
+    net = model(dtype)
+    topt = torch.optim.AdamW(net.parameters(), **FROM_TORCH)
+    train(net, topt, FROM_TORCH_STEPS)
+    opt = AdamWTau(net.parameters(), **_from_torch_options(options))
+    opt.load_state_dict(topt.state_dict())
+    loaded = _masters(opt, net)
+    train(net, opt, FROM_TORCH_STEPS, start=FROM_TORCH_STEPS)
+    return loaded + [p.detach().clone() for p in net.parameters()] + _masters(opt, net)
+
+
+def _from_torch_options(options):
+    return {**{k: v for k, v in options.items() if k not in ("lr", "tau_iters")}, **FROM_TORCH}
+
+
+def _dcp_from_torch(out, dtype, options):
+    """An FSDP2 torch AdamW checkpoint (flattened, DCP) loaded into an FSDP2 AdamWTau through
+    GroupKeysLoadPlanner: its fp32 moments are read into temporaries sharded as the params and
+    encoded shard by shard."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict, set_model_state_dict,
+                                                         set_optimizer_state_dict)
+
+    from adamw_tau.integrations.dcp import GroupKeysLoadPlanner
+    flat = StateDictOptions(flatten_optimizer_state_dict=True)
+    net = _sharded(dtype)
+    topt = torch.optim.AdamW(net.parameters(), **FROM_TORCH)
+    train(net, topt, FROM_TORCH_STEPS)
+    path = os.path.join(out, "dcp_torch_checkpoint")
+    dcp.save({"model": get_model_state_dict(net), "optim": get_optimizer_state_dict(net, topt, options=flat)},
+             checkpoint_id=path)
+    dist.barrier()
+    resumed = _sharded(dtype)
+    ropt = AdamWTau(resumed.parameters(), **_from_torch_options(options))
+    state = {"model": get_model_state_dict(resumed), "optim": get_optimizer_state_dict(resumed, ropt, options=flat)}
+    dcp.load(state, checkpoint_id=path, planner=GroupKeysLoadPlanner())
+    set_model_state_dict(resumed, state["model"])
+    set_optimizer_state_dict(resumed, ropt, state["optim"], options=flat)
+    loaded = _masters(ropt, resumed)
+    train(resumed, ropt, FROM_TORCH_STEPS, start=FROM_TORCH_STEPS)
+    return loaded + [_full(p) for p in resumed.parameters()] + _masters(ropt, resumed)
 
 
 def _dcp(out, dtype, options):

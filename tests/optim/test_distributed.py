@@ -89,6 +89,14 @@ def test_fsdp2_4bit_distributed_checkpoint_resume(tmp_path, four_bit):
     _same_bits(got["params"], four_bit)
 
 
+@pytest.mark.parametrize("name", ["8bit", "4bit"])
+def test_fsdp2_torch_adamw_checkpoint_into_quantized_states(tmp_path, name):
+    """A torch AdamW FSDP2 checkpoint (DCP, flattened) into AdamWTau's sharded 8-bit or 4-bit
+    states: encoded shard by shard to load_state_dict's codes and scales in one process, and
+    the run goes on with its bits."""
+    _same_bits(_launch("dcp_from_torch", name, tmp_path), w.from_torch_single_process(name))
+
+
 def test_fsdp2_4bit_shards_not_whole_blocks_are_refused(tmp_path):
     """Shards of 264 elements: refused before any state is made, with what, which param and what to do."""
     got = _launch("fsdp2_uneven", "4bit", tmp_path)
