@@ -83,6 +83,12 @@ def test_fsdp2_4bit_steps_local_shards(tmp_path, four_bit):
     _same_bits(got["params"], four_bit)
 
 
+@pytest.mark.slow
+def test_fsdp2_4bit_step_in_backward(tmp_path, four_bit):
+    """4-bit states stepped inside backward after FSDP2's reduce-scatter: the one process's bits."""
+    _same_bits(_launch("fsdp2_in_backward", "4bit", tmp_path), four_bit)
+
+
 def test_fsdp2_4bit_distributed_checkpoint_resume(tmp_path, four_bit):
     got = _launch("dcp", "4bit", tmp_path)
     assert got["steps"] == {float(w.STEPS)}
