@@ -44,6 +44,10 @@ def add_parser(sub, func) -> None:
                    help="lm-fair: run nothing; summarize the runs already in --out (a partial grid too)")
     s.add_argument("--lr", type=float, default=None, help="states, masters: the peak lr (default: the config's, 1e-2)")
     s.add_argument("--seed", type=int, default=None, help="states, masters: the init and data-order seed (default 0)")
+    s.add_argument("--rows", default=None, metavar="ROW,ROW",
+                   help="states: only these rows, comma-separated (ours_fp32, ours_8bit, ours_4bit, torchao_8bit, "
+                        "torchao_4bit, bnb_8bit, torch_fp32; default: all). The gaps are to ours_fp32, so without it "
+                        "first they are left empty")
     s.set_defaults(func=func)
 
 
@@ -71,9 +75,11 @@ def main(args) -> int:
 def _quality(args) -> int:
     from .quality import masters, states, training
     lm_only = [f"--{k}" for k in ("medium", "part", "plan", "compile") if getattr(args, k, None)]
-    if lm_only or (args.which == "masters" and args.workers is not None):
-        raise SystemExit(f"sweep {args.which}: {', '.join(lm_only) or '--workers'} "
-                         f"{'is' if len(lm_only) < 2 else 'are'} not an option of this sweep (see --help)")
+    states_only = [f"--{k}" for k in ("workers", "rows") if getattr(args, k, None) is not None]
+    wrong = lm_only or (states_only if args.which == "masters" else [])
+    if wrong:
+        raise SystemExit(f"sweep {args.which}: {', '.join(wrong)} {'is' if len(wrong) < 2 else 'are'} not an option "
+                         "of this sweep (see --help)")
     device = args.device or "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"sweep {args.which}: --device cuda asked for, but torch sees no CUDA device")
@@ -83,7 +89,12 @@ def _quality(args) -> int:
         if args.which == "states":
             cfg = training.vary(training.STATES_QUICK if args.quick else training.STATES_FULL, **given)
             workers = args.workers if args.workers is not None else (2 if device == "cpu" else 1)
-            r = states.run(out, cfg, device=device, backend=args.backend, workers=max(1, workers),
+            rows = states.ROWS if args.rows is None else tuple(r.strip() for r in args.rows.split(","))
+            unknown = [r for r in rows if r not in states.ROWS]
+            if unknown or not rows:
+                raise SystemExit(f"sweep states: --rows {args.rows!r}: unknown rows {unknown}; the rows are "
+                                 f"{', '.join(states.ROWS)}")
+            r = states.run(out, cfg, rows=rows, device=device, backend=args.backend, workers=max(1, workers),
                            progress=not args.no_progress)
         else:
             cfg = training.vary(training.MASTERS_QUICK if args.quick else training.MASTERS_FULL, **given)

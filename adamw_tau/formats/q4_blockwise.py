@@ -40,7 +40,6 @@ CODES_SUFFIX = "_q4"
 SCALE_SUFFIX = "_scale"
 BITS = 4
 ZERO_CODE = {True: 7, False: 0}
-SHARDABLE = False  # flat bytes of the local shard: no DTensor placement yet (the optimizer refuses DTensors)
 ZERO_BY_DECODE = True  # the zero rule reads v's decoded value: the unsigned map has no zero code
 
 SIGNED_MAP_BITS = (
@@ -72,8 +71,10 @@ def n_bytes(numel: int) -> int:
 
 
 def codes_shape(p: torch.Tensor, local: torch.Tensor) -> tuple:
-    """The codes' shape for parameter ``p`` (``local``: the shard a kernel steps): flat bytes."""
-    return (n_bytes(local.numel()),)
+    """The codes' shape for parameter ``p``: flat bytes of its whole numel (a DTensor's codes are
+    a Shard(0) DTensor of that global shape, each rank's local bytes its shard's:
+    launch/sharded_scales.py; ``local`` is unused, the codec interface's)."""
+    return (n_bytes(p.numel()),)
 
 
 def _words(bits) -> torch.Tensor:

@@ -61,7 +61,6 @@ STATE_DTYPE = "8bit"    # the group option that selects it
 SCALE_SUFFIX = "_scale"
 CODES_SUFFIX = "_q8"    # codes live under "exp_avg_q8", never "exp_avg": torch.optim.AdamW reads that key
 ZERO_CODE = {True: 127, False: 0}  # signed map, unsigned map
-SHARDABLE = True        # DTensor params: codes of the param's placement, scales sharded (launch/sharded_scales.py)
 ZERO_BY_DECODE = False  # the zero rule reads v's code (0), not its decoded value
 
 _F64 = torch.float64

@@ -106,10 +106,16 @@ class GroupKeysLoadPlanner(DefaultLoadPlanner):
             # fp32 or bf16 moments into 8-bit codes: read them, then encode
             saved = present[key]
             # codes of the moment's shape (8-bit: a DTensor's too) take a temporary like them; flat codes
-            # (several codes a byte) one of the saved moment's shape
-            temp = torch.empty_like(live_codes, dtype=saved.properties.dtype) \
-                if tuple(live_codes.shape) == tuple(saved.size) \
-                else torch.empty(tuple(saved.size), dtype=saved.properties.dtype, device=live_codes.device)
+            # (several codes a byte) one of the saved moment's shape, a DTensor's sharded on dim 0 as
+            # its parameter is (launch/sharded_scales.py: this rank's bytes are its shard's)
+            if tuple(live_codes.shape) == tuple(saved.size):
+                temp = torch.empty_like(live_codes, dtype=saved.properties.dtype)
+            elif hasattr(live_codes, "to_local"):
+                from torch.distributed.tensor import Shard, empty
+                temp = empty(tuple(saved.size), dtype=saved.properties.dtype, device_mesh=live_codes.device_mesh,
+                             placements=[Shard(0)])
+            else:
+                temp = torch.empty(tuple(saved.size), dtype=saved.properties.dtype, device=live_codes.device)
             out = {codes_key: self.state_dict.pop(codes_key)}
             if scale_key not in present:
                 out[scale_key] = self.state_dict.pop(scale_key)

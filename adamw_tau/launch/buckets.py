@@ -20,7 +20,7 @@ import torch
 
 from ..formats import bf16_remainder, registry
 from ..formats.registry import MOMENTS
-from .sharded_scales import as_sharded, is_dtensor, local
+from .sharded_scales import flat_codes_problem, is_dtensor, local, placed
 from .state import CHANGES, OptimizerState, ParamState
 from .tables import FP32_MASTER, NO_MASTER, REMAINDER_MASTER, CaptureWithoutWarmup, TablePlanner, chunk_for
 
@@ -96,14 +96,14 @@ def state_format(group: dict, p: torch.Tensor, master: int) -> registry.StateFor
 def init_state(state: dict, group: dict, p: torch.Tensor, master: int, fmt: registry.StateFormat) -> dict:
     """Create what ``state`` lacks. Writes with ``dict.__setitem__``: our own writes are not a
     user's change (state.py). Quantized moments start as the zero code with zero scales (the
-    scales cover the local shard's blocks)."""
+    scales cover the local shard's blocks; a DTensor's as sharded_scales.placed places them)."""
     if "step" not in state:
         dict.__setitem__(state, "step", torch.tensor(0.0, dtype=torch.float32))
     for key in MOMENTS[:3 if group["amsgrad"] else 2]:
         if fmt.key(key) in state:
             continue
         for k, t in fmt.new(key, p, local(p)).items():
-            dict.__setitem__(state, k, as_sharded(p, t) if k == fmt.scale_key(key) else t)
+            dict.__setitem__(state, k, placed(p, fmt, k, t))
     if master == FP32_MASTER and "master_param" not in state:
         dict.__setitem__(state, "master_param", p.detach().to(torch.float32, copy=True))
     if master == REMAINDER_MASTER and bf16_remainder.STATE_KEY not in state:
@@ -243,10 +243,9 @@ def build(opt, flat_grads, counts_on_device, previous: list[Bucket] | None = Non
                 continue
             master = master_form(group, p, f"param group {gi}: params[{pid}]")
             fmt = state_format(group, p, master)
-            if fmt.quantized and not fmt.codec.SHARDABLE and is_dtensor(p):
-                raise RuntimeError(f"param group {gi}: params[{pid}] is a DTensor, but its group's state_dtype "
-                                   f"{fmt.option!r} does not support sharded parameters yet; use \"8bit\" for "
-                                   "FSDP2/DTensor parameters, or raise min_quantized_numel above its size")
+            problem = flat_codes_problem(p, fmt)  # before any state is made
+            if problem:
+                raise RuntimeError(f"param group {gi}: params[{pid}] {problem}")
             step = opt.state.get(p, {}).get("step")
             if step is None:  # a new parameter, or its state cleared
                 done = 0

@@ -46,7 +46,7 @@ import torch
 from ..formats import bf16_remainder, q8_blockwise, registry
 from ..formats.registry import MOMENTS
 from ..launch.buckets import MASTER_KEYS, master_form, state_format
-from ..launch.sharded_scales import unplaceable
+from ..launch.sharded_scales import dtensor_module, is_dtensor, local, placed, unplaceable
 from ..launch.state import plain
 from ..launch.tables import FP32_MASTER, REMAINDER_MASTER
 
@@ -103,27 +103,60 @@ def saved_codes(src: dict, key: str) -> tuple[registry.StateFormat, torch.Tensor
     return fmt, src[fmt.key(key)] if fmt.key(key) in src else src[key]
 
 
-def fp32_moment(src: dict, key: str, shape) -> torch.Tensor:
-    """A saved moment as fp32 values of ``shape``: decoded from codes and scales, or widened."""
+def fp32_moment(src: dict, key: str, shape, p: torch.Tensor | None = None) -> torch.Tensor:
+    """A saved moment as fp32 values of ``shape``: decoded from codes and scales, or widened.
+    A DTensor parameter ``p``'s codes (a DTensor whose shards are p's, launch/sharded_scales.py)
+    decode shard by shard into a DTensor of p's placement."""
     found = saved_codes(src, key)
-    if found is not None:
-        fmt, codes = found
-        return fmt.decode(codes, src[fmt.scale_key(key)].to(codes.device), key, shape)
-    return src[key].to(torch.float32)
+    if found is None:
+        return src[key].to(torch.float32)
+    fmt, codes = found
+    scales = src[fmt.scale_key(key)]
+    if is_dtensor(codes) and is_dtensor(p):
+        values = fmt.decode(local(codes), local(scales).to(local(codes).device), key, local(p).shape)
+        return like_param(p, values)
+    return fmt.decode(codes, scales.to(codes.device), key, shape)
 
 
-def decoded(state_dict: dict, shapes=None) -> dict:
+def like_param(p: torch.Tensor, shard: torch.Tensor) -> torch.Tensor:
+    """``shard`` (this rank's, p's local shape) as a DTensor of DTensor ``p``'s placement."""
+    dt = dtensor_module()
+    return dt.DTensor.from_local(shard, p.device_mesh, p.placements, run_check=False, shape=p.shape,
+                                 stride=p.stride())
+
+
+def encoded(fmt: registry.StateFormat, values: torch.Tensor, key: str, p: torch.Tensor) -> tuple:
+    """(main tensor, scales or None) of fp32 moment ``values`` for parameter ``p``. A DTensor
+    ``p``'s are encoded shard by shard (its local blocks are the ones the kernels step) and
+    placed as a fresh state is (launch/sharded_scales.py)."""
+    if not is_dtensor(p):
+        return fmt.encode(values, key)
+    dt = dtensor_module()
+    if not is_dtensor(values):  # a plain whole moment (the same on every rank): this rank's shard of it
+        values = dt.distribute_tensor(values, p.device_mesh, p.placements)
+    elif tuple(values.placements) != tuple(p.placements):
+        values = values.redistribute(p.device_mesh, p.placements)
+    main, scales = fmt.encode(local(values), key)
+    if not fmt.quantized or tuple(fmt.codes_shape(p, p)) == tuple(p.shape):
+        main = like_param(p, main.reshape(local(p).shape))
+    else:
+        main = placed(p, fmt, fmt.key(key), main)
+    return main, None if scales is None else placed(p, fmt, fmt.scale_key(key), scales)
+
+
+def decoded(state_dict: dict, params=None) -> dict:
     """``state_dict`` in torch.optim.AdamW's form: every moment fp32, no codes, scales or version.
-    ``shapes``: saved id -> the parameter's shape (needed for codes that are flat,
-    without it a moment decodes to the shape of its params' fp32 states: the codes' for 8-bit)."""
+    ``params``: saved id -> the parameter (its shape is needed for codes that are flat; a
+    DTensor's codes decode into a DTensor of its placement; without it a moment decodes to the
+    shape of its codes: 8-bit's)."""
     state = {}
     for pid, src in state_dict["state"].items():
         out = {k: v for k, v in src.items() if k not in _QUANTIZED_KEYS and k != VERSION_KEY}
         for key in MOMENTS:
             found = saved_codes(src, key)
             if found is not None:
-                shape = shapes[pid] if shapes is not None else found[1].shape
-                out[key] = fp32_moment(src, key, shape)
+                p = params[pid] if params is not None else None
+                out[key] = fp32_moment(src, key, found[1].shape if p is None else p.shape, p)
         state[pid] = out
     return {**state_dict, "state": state}
 
@@ -140,7 +173,7 @@ def restore_dtypes(param_groups: list[dict], state: dict, saved: dict) -> None:
         master = master_form(group, p, f"params[{pid}]")
         fmt = state_format(group, p, master)
         dict.pop(state[p], VERSION_KEY, None)
-        encoded = False  # codes encoded here from fp32 moments (or another format's codes)
+        encoded_here = False  # codes encoded here from fp32 moments (or another format's codes)
         for key in STATE_TENSORS:
             if key in _FIXED_DTYPES:
                 if isinstance(src.get(key), torch.Tensor):
@@ -154,15 +187,16 @@ def restore_dtypes(param_groups: list[dict], state: dict, saved: dict) -> None:
             if found is not None and found[0] is fmt:  # codes of this format: the same bits
                 main, scales = found[1], src[fmt.scale_key(key)]
             else:
-                main, scales = fmt.encode(fp32_moment(src, key, p.shape), key)
-                encoded = encoded or fmt.quantized
-            main = main.to(device=p.device, copy=True).contiguous()
+                main, scales = encoded(fmt, fp32_moment(src, key, p.shape, p), key, p)
+                encoded_here = encoded_here or fmt.quantized
+            main = main.to(device=p.device, copy=True)
+            main = main if is_dtensor(main) else main.contiguous()
             dict.__setitem__(state[p], fmt.key(key), main)
             if scales is not None:
                 dict.__setitem__(state[p], fmt.scale_key(key), scales.to(device=p.device, dtype=torch.float32,
                                                                           copy=True))
-        if encoded:
-            _zero_rule(state[p], group, fmt, p.numel())
+        if encoded_here:
+            _zero_rule(state[p], group, fmt, local(p).numel())
         convert_master(state[p], p, master)
 
 
@@ -172,7 +206,8 @@ def _zero_rule(st: dict, group: dict, fmt: registry.StateFormat, numel: int) -> 
     v = "max_exp_avg_sq" if group.get("amsgrad") and fmt.key("max_exp_avg_sq") in st else "exp_avg_sq"
     m_key = fmt.key("exp_avg")
     if st.get(m_key) is not None and fmt.key(v) in st:
-        dict.__setitem__(st, m_key, fmt.zero_rule(st[m_key], st[fmt.key(v)], st[fmt.scale_key(v)], numel))
+        m = local(st[m_key])  # a DTensor's shard by shard: its local blocks are the whole tensor's
+        m.copy_(fmt.zero_rule(m, local(st[fmt.key(v)]), local(st[fmt.scale_key(v)]), numel).reshape(m.shape))
 
 
 @torch.no_grad()

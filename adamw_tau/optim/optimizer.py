@@ -182,7 +182,7 @@ class AdamWTau(torch.optim.Optimizer):
         """A torch.optim.AdamW state dict of this optimizer: 8-bit moments decoded to fp32
         (map[code] * scale), no scales, so torch.optim.AdamW (or any AdamWTau) loads it."""
         params = [p for g in self.param_groups for p in g["params"]]
-        return checkpoints.decoded(self.state_dict(), {i: p.shape for i, p in enumerate(params)})
+        return checkpoints.decoded(self.state_dict(), dict(enumerate(params)))
 
     def load_state_dict(self, state_dict: dict) -> None:
         """torch's load, after checking that every saved state fits its parameter (nothing

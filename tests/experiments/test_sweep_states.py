@@ -133,6 +133,10 @@ def test_bad_settings_stop_before_training(monkeypatch):
         cli.main(["sweep", "states", "--medium"])
     with pytest.raises(SystemExit, match="--workers is not an option"):
         cli.main(["sweep", "masters", "--quick", "--workers", "2"])
+    with pytest.raises(SystemExit, match="--rows is not an option"):
+        cli.main(["sweep", "masters", "--quick", "--rows", "ours_fp32"])
+    with pytest.raises(SystemExit, match=r"unknown rows \['torchao_2bit'\]"):
+        cli.main(["sweep", "states", "--quick", "--rows", "ours_fp32,torchao_2bit"])
     with pytest.raises(SystemExit, match="--lr must be a finite number > 0, got -0.1"):
         cli.main(["sweep", "states", "--quick", "--lr", "-0.1"])
     with pytest.raises(ValueError, match="τ_iter = tau_frac x steps = 0.5"):

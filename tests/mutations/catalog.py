@@ -37,6 +37,11 @@ TESTS = {
            "tests/launch/test_cuda_body_on_host.py", "-k", "4bit or q4"],
     # gradient clipping: the norm, the coefficient, and its use in every backend and the optimizer
     "clipping": ["tests/core/test_grad_norm.py", "tests/launch/test_clip_coef.py", "tests/optim/test_clipping.py"],
+    # quantized states of DTensor parameters (1-process mesh; the 2-process runs are in test_distributed.py)
+    "sharded": ["tests/launch/test_sharded_scales.py", "tests/optim/test_4bit_states.py", "-k",
+                "shard or dim_0 or fit or placements"],
+    # quantized states under torch.compile, capturable and a GradScaler
+    "quantized_compile": ["tests/optim/test_compile.py", "tests/optim/test_amp_capturable.py", "-k", "quantized"],
     "optimizer": ["tests/optim/test_hard_steps.py", "tests/optim/test_optimizer.py", "tests/optim/test_dropin.py",
                   "tests/optim/test_amp_capturable.py", "-k", "not triton"],
 }
@@ -292,4 +297,27 @@ MUTATIONS = [
          file="adamw_tau/launch/clipping.py",
          edits=[("return coef, skip if found_inf is None else found_inf.to(skip.device, torch.float32) + skip",
                  "return coef, found_inf")], tests="clipping"),
+    # --- quantized states of sharded parameters (launch/sharded_scales.py's notes) ----------------
+    dict(id="sharded-4bit-codes-not-placed", rule="FSDP2: a shard's flat 4-bit codes are a Shard(0) DTensor",
+         file="adamw_tau/launch/sharded_scales.py",
+         edits=[("    if not is_dtensor(p) or is_dtensor(t):\n        return t\n    scales",
+                 "    if not is_dtensor(p) or is_dtensor(t) or not key.endswith(SCALE_SUFFIX):\n        return t\n    scales")],
+         tests="sharded"),
+    dict(id="sharded-4bit-layout-not-refused", rule="FSDP2: 4-bit codes no checkpoint can place are refused first",
+         file="adamw_tau/launch/sharded_scales.py",
+         edits=[("            or flat_codes_fit(p, fmt):\n        return None", "            or True:\n        return None")],
+         tests="sharded"),
+    dict(id="sharded-split-not-chunks", rule="FSDP2: a sharded state's split is torch.chunk's",
+         file="adamw_tau/launch/sharded_scales.py",
+         edits=[("    return counts if counts == _chunks(sum(counts), len(counts)) else None", "    return counts")],
+         tests="sharded"),
+    dict(id="sharded-load-encodes-the-dtensor", rule="a sharded parameter's loaded moments are encoded shard by shard",
+         file="adamw_tau/optim/checkpoints.py",
+         edits=[("    main, scales = fmt.encode(local(values), key)", "    main, scales = fmt.encode(values, key)")],
+         tests="sharded"),
+    # --- quantized states under torch.compile and device-counted steps -----------------------------
+    dict(id="list-path-drops-the-format-id", rule="one format id to every kernel (the op's state_format)",
+         file="adamw_tau/optim/optimizer.py",
+         edits=[("**b.scale_lists(), state_format=b.format.id,", "**b.scale_lists(), state_format=None,")],
+         tests="quantized_compile"),
 ]

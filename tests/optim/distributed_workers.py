@@ -22,9 +22,11 @@ OPTIONS = dict(lr=1e-2, tau_iters=40.0, amsgrad=True, backend="cpu")
 # 8-bit: the first weight (64 x 8 = 512 elements) is quantized; FSDP2 shards it at 256, a block
 # boundary, so the run is the single process's (docs/numerics.md, the sharding rule); the rest
 # is under q8_min_numel and keeps fp32 states
+# 4-bit: the same weight, its shards of 256 elements two blocks of 128 each (tests of it: FSDP2 only)
 VARIANTS = {"fp32": (torch.float32, OPTIONS),
             "remainder": (torch.bfloat16, dict(OPTIONS, master_weights="remainder")),
-            "8bit": (torch.float32, dict(OPTIONS, state_dtype="8bit", q8_min_numel=512))}
+            "8bit": (torch.float32, dict(OPTIONS, state_dtype="8bit", q8_min_numel=512)),
+            "4bit": (torch.float32, dict(OPTIONS, state_dtype="4bit", min_quantized_numel=512))}
 
 
 # clipping runs: every weight's shard a whole number of norm chunks (2048 elements: the weights of
@@ -93,12 +95,14 @@ def single_process(variant: str = "fp32") -> list[torch.Tensor]:
 
 
 def _masters(opt, net) -> list[torch.Tensor]:
-    """The remainders and 8-bit codes (whole tensors) a run keeps, in parameter order; none otherwise."""
+    """The remainders, 8-bit and 4-bit codes and their scales (whole tensors) a run keeps, in
+    parameter order; none otherwise."""
     out = []
     for p in net.parameters():
-        for key in ("master_remainder", "exp_avg_q8", "exp_avg_sq_q8"):
+        for key in ("master_remainder", "exp_avg_q8", "exp_avg_sq_q8", "exp_avg_q4", "exp_avg_sq_q4",
+                    "max_exp_avg_sq_q4", "exp_avg_scale", "exp_avg_sq_scale"):
             t = opt.state[p].get(key)
-            if t is not None and t.dtype in (torch.int16, torch.uint8):
+            if t is not None and (t.dtype in (torch.int16, torch.uint8) or key.endswith("_scale")):
                 out.append(_full(t))
     return out
 
@@ -121,7 +125,8 @@ def run(rank: int, engine: str, rendezvous: str, out: str) -> None:
         name, variant = engine.split(":")
         engines = {"ddp": _ddp, "zero": _zero, "fsdp2": _fsdp2, "dcp": _dcp, "ddp_in_backward": _ddp_in_backward,
                    "fsdp2_in_backward": _fsdp2_in_backward, "ddp_unregistered": _ddp_unregistered,
-                   "ddp_clip": _ddp_clip, "fsdp2_clip": _fsdp2_clip}
+                   "ddp_clip": _ddp_clip, "fsdp2_clip": _fsdp2_clip, "fsdp2_uneven": _fsdp2_uneven,
+                   "dcp_from_torch": _dcp_from_torch}
         result = engines[name](out, *VARIANTS[variant])
         if rank == 0:
             torch.save(result, os.path.join(out, f"{engine}.pt"))
@@ -222,6 +227,77 @@ def _fsdp2(out, dtype, options):
     return {"params": [_full(p) for p in net.parameters()] + _masters(opt, net),
             "dtensor_states": all(type(v).__name__ == "DTensor" for st in opt.state.values()
                                   for k, v in st.items() if k != "step")}
+
+
+def _fsdp2_uneven(out, dtype, options):
+    """A 4-bit weight whose shards are not whole blocks (Linear(8, 66): 264 elements a rank, not a
+    multiple of 128): refused at the first step, before any state is made or any param written."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 66), torch.nn.Tanh(), torch.nn.Linear(66, 4)).to(dtype)
+    net = _sharded(dtype, lambda d: net)
+    opt = AdamWTau(net.parameters(), **options)
+    before = [_full(p) for p in net.parameters()]
+    x, y = batch(0, dtype)
+    ((net(x) - y) ** 2).mean().backward()
+    try:
+        opt.step()
+    except RuntimeError as e:
+        message = str(e)
+    else:
+        message = None
+    return {"message": message, "states": len(opt.state),
+            "unchanged": all(torch.equal(a, _full(b)) for a, b in zip(before, net.parameters()))}
+
+
+# torch AdamW's checkpoint into AdamWTau: its hyperparameters (no τ: λ as torch's) on both sides
+FROM_TORCH = dict(lr=1e-2, weight_decay=0.01, amsgrad=True)
+FROM_TORCH_STEPS = 3
+
+
+def from_torch_single_process(variant: str) -> list[torch.Tensor]:
+    """torch AdamW for 3 steps, its state dict loaded into AdamWTau (encoded), 3 steps more."""
+    dtype, options = VARIANTS[variant]
+    net = model(dtype)
+    topt = torch.optim.AdamW(net.parameters(), **FROM_TORCH)
+    train(net, topt, FROM_TORCH_STEPS)
+    opt = AdamWTau(net.parameters(), **_from_torch_options(options))
+    opt.load_state_dict(topt.state_dict())
+    loaded = _masters(opt, net)
+    train(net, opt, FROM_TORCH_STEPS, start=FROM_TORCH_STEPS)
+    return loaded + [p.detach().clone() for p in net.parameters()] + _masters(opt, net)
+
+
+def _from_torch_options(options):
+    return {**{k: v for k, v in options.items() if k not in ("lr", "tau_iters")}, **FROM_TORCH}
+
+
+def _dcp_from_torch(out, dtype, options):
+    """An FSDP2 torch AdamW checkpoint (flattened, DCP) loaded into an FSDP2 AdamWTau through
+    GroupKeysLoadPlanner: its fp32 moments are read into temporaries sharded as the params and
+    encoded shard by shard."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict, set_model_state_dict,
+                                                         set_optimizer_state_dict)
+
+    from adamw_tau.integrations.dcp import GroupKeysLoadPlanner
+    flat = StateDictOptions(flatten_optimizer_state_dict=True)
+    net = _sharded(dtype)
+    topt = torch.optim.AdamW(net.parameters(), **FROM_TORCH)
+    train(net, topt, FROM_TORCH_STEPS)
+    path = os.path.join(out, "dcp_torch_checkpoint")
+    dcp.save({"model": get_model_state_dict(net), "optim": get_optimizer_state_dict(net, topt, options=flat)},
+             checkpoint_id=path)
+    dist.barrier()
+    resumed = _sharded(dtype)
+    ropt = AdamWTau(resumed.parameters(), **_from_torch_options(options))
+    state = {"model": get_model_state_dict(resumed), "optim": get_optimizer_state_dict(resumed, ropt, options=flat)}
+    dcp.load(state, checkpoint_id=path, planner=GroupKeysLoadPlanner())
+    set_model_state_dict(resumed, state["model"])
+    set_optimizer_state_dict(resumed, ropt, state["optim"], options=flat)
+    loaded = _masters(ropt, resumed)
+    train(resumed, ropt, FROM_TORCH_STEPS, start=FROM_TORCH_STEPS)
+    return loaded + [_full(p) for p in resumed.parameters()] + _masters(ropt, resumed)
 
 
 def _dcp(out, dtype, options):

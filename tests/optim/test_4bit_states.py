@@ -2,7 +2,8 @@
 states"), built on the format registry: which tensors it applies to (the minimum size on the
 whole parameter, under its new and its old name), the same bits on every backend CI runs
 (odd sizes: the last byte's high nibble), checkpoints that resume bit for bit, torch AdamW's
-state dicts in and out, an 8-bit checkpoint converted, and a GradScaler skip."""
+state dicts in and out, an 8-bit checkpoint converted, a GradScaler skip, and DTensor
+parameters on a 1-process mesh (2 processes: tests/optim/test_distributed.py)."""
 import copy
 import io
 
@@ -162,24 +163,83 @@ def test_a_bad_min_size_is_refused():
         AdamWTau(_params(), state_dtype="4bit", min_quantized_numel=-1)
 
 
-def test_a_sharded_parameter_is_refused_before_any_state_is_made(tmp_path):
-    """4-bit codes are flat bytes of the local shard, with no DTensor placement yet: a DTensor
-    parameter under state_dtype="4bit" is refused with a clear error, and opt.state stays empty."""
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_the_gpu_backends_through_the_optimizer_give_the_references_bits(backend):
+    """Compiled Triton and the CUDA kernel on the GPU (bench/gpu_check.sh runs this), 4-bit states
+    through the optimizer, odd sizes and sizes under the minimum included, against the reference
+    (the list-form paths: test_8bit_states.py's GPU test covers every quantized path)."""
+    ps = [p.detach().cuda().requires_grad_() for p in _params()]
+    qs = [p.detach().clone().requires_grad_() for p in ps]
+    oa, ob = AdamWTau(ps, backend=backend, **KW), AdamWTau(qs, backend="reference", **KW)
+    for t in range(3):
+        _step(oa, ps, t)
+        _step(ob, qs, t)
+    assert differing_optimizers(ps, oa, qs, ob) == {}
+
+
+@pytest.fixture
+def mesh(tmp_path):
+    """A 1-process gloo mesh: DTensor parameters in the fast tier (2 processes: test_distributed.py)."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Shard, distribute_tensor
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:
-        mesh = init_device_mesh("cpu", (1,))
-        p = torch.nn.Parameter(distribute_tensor(torch.randn(64, 128), mesh, [Shard(0)]))
-        opt = AdamWTau([p], state_dtype="4bit", backend="reference")
-        p.grad = distribute_tensor(torch.randn(64, 128), mesh, [Shard(0)])
-        before = p.detach().full_tensor().clone()
-        with pytest.raises(RuntimeError, match="does not support sharded parameters"):
-            opt.step()
-        assert len(opt.state) == 0 and differing(p.detach().full_tensor(), before) == 0
+        yield init_device_mesh("cpu", (1,))
     finally:
         dist.destroy_process_group()
+
+
+def _full(t):
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+@pytest.mark.parametrize("fmt", registry.QUANTIZED, ids=lambda f: f.name)
+def test_a_sharded_parameter_keeps_sharded_codes_and_one_process_bits(mesh, fmt):
+    """A Shard(0) DTensor parameter (odd size: a partial last block and byte): codes and scales
+    are Shard(0) DTensors holding a plain parameter's bits, step after step; torch AdamW's state
+    dict goes in and comes out the same as a plain parameter's."""
+    from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+    w = torch.randn(65, 129, generator=torch.Generator().manual_seed(0))
+    grads = [torch.randn(65, 129, generator=torch.Generator().manual_seed(t)) for t in range(3)]
+    kw = {**KW, "state_dtype": fmt.option}
+    sharded = torch.nn.Parameter(distribute_tensor(w.clone(), mesh, [Shard(0)]))
+    plain = torch.nn.Parameter(w.clone())
+    torch_p = torch.nn.Parameter(w.clone())
+    torch_opt = torch.optim.AdamW([torch_p], lr=1e-2, amsgrad=True)
+    torch_p.grad = grads[0].clone()
+    torch_opt.step()
+    opts = [AdamWTau([p], backend="cpu", **kw) for p in (sharded, plain)]
+    for opt in opts:
+        opt.load_state_dict(copy.deepcopy(torch_opt.state_dict()))
+    for g in grads:
+        sharded.grad = distribute_tensor(g.clone(), mesh, [Shard(0)])
+        plain.grad = g.clone()
+        for opt in opts:
+            opt.step()
+    got, want = opts[0].state[sharded], opts[1].state[plain]
+    assert differing(sharded.full_tensor(), plain.detach()) == 0
+    assert sorted(got) == sorted(want)
+    for key in want:
+        if key != "step":
+            assert isinstance(got[key], DTensor) and differing(_full(got[key]), want[key]) == 0, key
+    out, want_out = opts[0].torch_state_dict()["state"][0], opts[1].torch_state_dict()["state"][0]
+    for key in MOMENTS:
+        assert differing(_full(out[key]), want_out[key]) == 0, key
+
+
+def test_a_parameter_not_sharded_on_dim_0_is_refused_before_any_state_is_made(mesh):
+    """4-bit codes are flat bytes: a DTensor placed other than Shard(0) on a 1-d mesh has no place
+    for them, and is refused with what, which parameter and what to do; opt.state stays empty."""
+    from torch.distributed.tensor import Shard, distribute_tensor
+    p = torch.nn.Parameter(distribute_tensor(torch.randn(64, 128), mesh, [Shard(1)]))
+    opt = AdamWTau([p], state_dtype="4bit", backend="reference")
+    p.grad = distribute_tensor(torch.randn(64, 128), mesh, [Shard(1)])
+    before = p.detach().full_tensor().clone()
+    with pytest.raises(RuntimeError, match=r"params\[0\] is a DTensor .* multiple of 128 elements") as e:
+        opt.step()
+    assert "Shard(dim=1)" in str(e.value) and 'state_dtype="8bit"' in str(e.value)
+    assert len(opt.state) == 0 and differing(p.detach().full_tensor(), before) == 0
 
 
 @pytest.mark.parametrize("fmt", registry.QUANTIZED, ids=lambda f: f.name)

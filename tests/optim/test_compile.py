@@ -6,6 +6,7 @@ from required import require
 from torch._dynamo.utils import counters
 
 from adamw_tau import AdamWTau
+from adamw_tau.formats import registry
 from adamw_tau.testing.bits import differing_optimizers
 
 CPU_BACKENDS = ["cpu", "triton", "reference"]  # each must run in CI (required.require)
@@ -103,23 +104,49 @@ def test_compiled_graph_holds_our_op_as_one_node(backend):
     assert not [t for t in targets if "sqrt" in str(t) or "maximum" in str(t)], targets
 
 
-@pytest.mark.parametrize("backend", tiered([(b,) for b in CPU_BACKENDS], [("cpu",)]))  # triton 23, reference 14 CPU s
-def test_compiled_8bit_step_keeps_the_eager_bits(backend):
-    """state_dtype="8bit" (every tensor, q8_min_numel=0): the scales ride in the op's lists."""
-    require(backend)
+def _quantized_model(device="cpu"):
+    """Tensors of 660, 33, 99 and 3 elements: several blocks of 128 and 256, partial last blocks,
+    odd counts (a 4-bit tensor's last byte half used)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(20, 33), torch.nn.Tanh(), torch.nn.Linear(33, 3)).to(device)
+
+
+def _check_compiled_quantized_step(backend, fmt, device):
     torch._dynamo.reset()
-    eager_model, compiled_model = _model(), _model()
-    kw = dict(lr=1e-2, tau_iters=30.0, amsgrad=True, backend=backend, state_dtype="8bit", q8_min_numel=0)
+    eager_model, compiled_model = _quantized_model(device), _quantized_model(device)
+    kw = dict(lr=1e-2, tau_iters=30.0, amsgrad=True, backend=backend, state_dtype=fmt.option, min_quantized_numel=0)
     eager, compiled = AdamWTau(eager_model.parameters(), **kw), AdamWTau(compiled_model.parameters(), **kw)
     step = torch.compile(compiled.step, backend="aot_eager", fullgraph=True)
     for t in range(4):
-        _grads(eager_model, t)
-        _grads(compiled_model, t)
+        for model in (eager_model, compiled_model):
+            g = torch.Generator().manual_seed(t)
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=g).to(device)
         eager.step()
         compiled.step() if t == 0 else step()
         assert differing_optimizers(list(eager_model.parameters()), eager,
                                     list(compiled_model.parameters()), compiled) == {}, t
-    assert compiled.state[next(compiled_model.parameters())]["exp_avg_q8"].dtype == torch.uint8
+    state = compiled.state[next(compiled_model.parameters())]
+    assert state[fmt.key("exp_avg")].dtype == torch.uint8 and fmt.scale_key("exp_avg") in state
+
+
+# triton 23, reference 14 CPU s (8-bit); the 4-bit ones alike
+@pytest.mark.parametrize("backend,fmt", tiered([(b, f) for b in CPU_BACKENDS for f in registry.QUANTIZED],
+                                               [("cpu", registry.Q8), ("cpu", registry.Q4)]),
+                         ids=lambda v: getattr(v, "name", v))
+def test_compiled_quantized_step_keeps_the_eager_bits(backend, fmt):
+    """state_dtype="8bit" and "4bit" (every tensor, min_quantized_numel=0): the codes and scales
+    ride in the op's lists, and a compiled step has the eager step's bits."""
+    require(backend)
+    _check_compiled_quantized_step(backend, fmt, "cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("fmt", registry.QUANTIZED, ids=lambda f: f.name)
+def test_compiled_quantized_step_on_the_gpu_keeps_the_eager_bits(backend, fmt):
+    """The same on the GPU (bench/gpu_check.sh runs it)."""
+    _check_compiled_quantized_step(backend, fmt, "cuda")
 
 
 def test_compiled_step_with_clipping_is_one_graph_with_the_eager_bits():

@@ -37,10 +37,16 @@ def _same_bits(got, want):
         assert a.dtype == b.dtype and differing(a, b) == 0
 
 
-@pytest.fixture(scope="module", params=list(w.VARIANTS))
+@pytest.fixture(scope="module", params=["fp32", "remainder", "8bit"])
 def variant(request):
-    """fp32 params; bf16 params with master_weights='remainder' (the remainders compared too)."""
+    """fp32 params; bf16 params with master_weights='remainder' (the remainders compared too);
+    8-bit states (codes and scales compared too)."""
     return request.param, w.single_process(request.param)
+
+
+@pytest.fixture(scope="module")
+def four_bit():
+    return w.single_process("4bit")
 
 
 def test_ddp(tmp_path, variant):
@@ -66,6 +72,44 @@ def test_fsdp2_distributed_checkpoint_resume(tmp_path, variant):
     got = _launch("dcp", name, tmp_path)
     assert got["steps"] == {float(w.STEPS)}
     _same_bits(got["params"], single)
+
+
+def test_fsdp2_4bit_steps_local_shards(tmp_path, four_bit):
+    """4-bit states of a weight sharded at whole blocks of 128: its codes and scales Shard(0)
+    DTensors, gathered they are one process's (codes, scales and params, bit for bit)."""
+    got = _launch("fsdp2", "4bit", tmp_path)
+    assert got["dtensor_states"], "4-bit codes and scales of DTensor parameters should be DTensors"
+    assert len(got["params"]) > len(list(w.model().parameters())) + 2  # codes and scales compared too
+    _same_bits(got["params"], four_bit)
+
+
+@pytest.mark.slow
+def test_fsdp2_4bit_step_in_backward(tmp_path, four_bit):
+    """4-bit states stepped inside backward after FSDP2's reduce-scatter: the one process's bits."""
+    _same_bits(_launch("fsdp2_in_backward", "4bit", tmp_path), four_bit)
+
+
+def test_fsdp2_4bit_distributed_checkpoint_resume(tmp_path, four_bit):
+    got = _launch("dcp", "4bit", tmp_path)
+    assert got["steps"] == {float(w.STEPS)}
+    _same_bits(got["params"], four_bit)
+
+
+@pytest.mark.parametrize("name", ["8bit", "4bit"])
+def test_fsdp2_torch_adamw_checkpoint_into_quantized_states(tmp_path, name):
+    """A torch AdamW FSDP2 checkpoint (DCP, flattened) into AdamWTau's sharded 8-bit or 4-bit
+    states: encoded shard by shard to load_state_dict's codes and scales in one process, and
+    the run goes on with its bits."""
+    _same_bits(_launch("dcp_from_torch", name, tmp_path), w.from_torch_single_process(name))
+
+
+def test_fsdp2_4bit_shards_not_whole_blocks_are_refused(tmp_path):
+    """Shards of 264 elements: refused before any state is made, with what, which param and what to do."""
+    got = _launch("fsdp2_uneven", "4bit", tmp_path)
+    assert got["states"] == 0 and got["unchanged"]
+    message = got["message"]
+    assert message is not None and "params[0]" in message and "multiple of 128" in message
+    assert "[264, 264]" in message and "state_dtype=\"8bit\"" in message
 
 
 @pytest.mark.slow
