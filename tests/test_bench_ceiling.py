@@ -1,8 +1,9 @@
 """The bench's CPU ceiling (adamw_tau/bench/ceiling.py, [note: the CPU ceiling]): each path's bytes
 by how the step moves them, counted from the format registry and read off a stepped optimizer's
-real tensors, the same; and the passes that time them move those bytes."""
+real tensors, the same; and the pass that times them moves those bytes."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,47 +39,69 @@ def test_torch_fused_holds_the_same_bytes():
     assert ceiling.step_streams(opt) == ceiling.path_streams(p, SHAPES)
 
 
+def _totals(streams):
+    return streams.rw, streams.ro, streams.wo
+
+
 def test_streams_by_path():
     """Per parameter of a large tensor (the issue's counts): fp32 reads and writes p, m, v and
     reads g; an fp32 master is read and written and the bf16 param only written; 8-bit moments
     are a code and a 256th of a scale each; small tensors keep fp32 states on a quantized path."""
     n = 4096 * 256
-    assert ceiling.tensor_streams(PATHS["fp32"], n) == ceiling.Streams(rw=12 * n, ro=4 * n)
-    assert ceiling.tensor_streams(PATHS["bf16_master"], n) == ceiling.Streams(rw=12 * n, ro=2 * n, wo=2 * n)
-    assert ceiling.tensor_streams(PATHS["bf16_remainder"], n) == ceiling.Streams(rw=12 * n, ro=2 * n)
-    assert ceiling.tensor_streams(PATHS["fp32_8bit"], n) == ceiling.Streams(rw=4 * n + 2 * (n + n // 64), ro=4 * n)
-    assert ceiling.tensor_streams(PATHS["fp32_4bit"], n) == ceiling.Streams(rw=4 * n + 2 * (n // 2 + n // 32),
-                                                                            ro=4 * n)
+    assert _totals(ceiling.tensor_streams(PATHS["fp32"], n)) == (12 * n, 4 * n, 0)
+    assert _totals(ceiling.tensor_streams(PATHS["bf16_master"], n)) == (12 * n, 2 * n, 2 * n)
+    assert _totals(ceiling.tensor_streams(PATHS["bf16_remainder"], n)) == (12 * n, 2 * n, 0)
+    assert _totals(ceiling.tensor_streams(PATHS["fp32_8bit"], n)) == (4 * n + 2 * (n + n // 64), 4 * n, 0)
+    assert _totals(ceiling.tensor_streams(PATHS["fp32_4bit"], n)) == (4 * n + 2 * (n // 2 + n // 32), 4 * n, 0)
+    assert [r for r, _, _ in ceiling.tensor_streams(PATHS["bf16_master_8bit"], n).buffers] == sorted(
+        ["param", "grad", "exp_avg_q8", "exp_avg_scale", "exp_avg_sq_q8", "exp_avg_sq_scale", "master_param"])
     small = registry.MIN_QUANTIZED_NUMEL - 1
     assert ceiling.tensor_streams(PATHS["fp32_8bit"], small) == ceiling.tensor_streams(PATHS["fp32"], small)
     for name in ("fp32", "bf16_master", "bf16_states", "bf16_remainder", "fp32_8bit", "bf16_master_8bit"):
         assert ceiling.tensor_streams(PATHS[name], n).moved == pytest.approx(n * workloads.bytes_per_element(PATHS[name]))
 
 
-class _Buffer:
-    """A stand-in for a ceiling buffer: its size and the ops called on it."""
+def test_the_ceiling_pass_moves_each_buffer_its_way():
+    """stream_pass (csrc/stream_cpu.cpp) over buffers of odd sizes: every read-write byte read
+    and written back (xor with the key: 0 leaves it, 0xFF flips every byte), every write-only
+    byte written, read-only bytes read (their xor comes back) and left alone."""
+    from adamw_tau.launch import extension
+    extension.load(cuda=False)
+    gen = torch.Generator().manual_seed(0)
+    rw = [torch.randint(0, 256, (n,), dtype=torch.uint8, generator=gen) for n in (100_003, 7, 4096 * 9 + 1)]
+    ro = [torch.randint(0, 256, (n,), dtype=torch.uint8, generator=gen) for n in (50_001,)]
+    wo = [torch.zeros(n, dtype=torch.uint8) for n in (33_333, 64)]
+    before = [t.clone() for t in rw + ro]
+    op = torch.ops.adamw_tau.stream_pass
+    expected = int(np.bitwise_xor.reduce(ro[0].numpy()))
+    assert op(rw, ro, wo, 123_457, 0) == expected
+    assert all(torch.equal(a, b) for a, b in zip(rw + ro, before))
+    assert all(bool((t == 0).all()) for t in wo)
+    op(rw, ro, wo, 123_457, 0xFF)
+    assert all(torch.equal(a, b ^ 0xFF) for a, b in zip(rw, before)) and torch.equal(ro[0], before[3])
+    assert all(bool((t == 0xFF).all()) for t in wo)
+    with pytest.raises(RuntimeError, match="uint8"):
+        op([torch.zeros(4)], [], [], 1, 0)
 
-    def __init__(self, n):
-        self.n, self.ops = n, []
 
-    def __getattr__(self, name):
-        return lambda *args: self.ops.append((name, args))
-
-
-def test_the_ceiling_passes_move_their_bytes(monkeypatch):
-    """Each nonzero stream is one timed pass of its kind over a buffer of its bytes: read-write
-    x.mul_(1.0), read-only x.sum(), write-only x.fill_(1.0); the times add. (That torch does
-    not skip a multiply by one is measured, not tested: ceiling.py's note.)"""
-    buffers = []
+def test_ceiling_times_one_pass_over_a_buffer_per_role(monkeypatch):
+    """ceiling_ms hands stream_pass a buffer per role, of its bytes, in its mode's list."""
+    calls = []
 
     def fake_time_ms(fn, device, reps, warmup, budget_s=None):
         fn()
-        return 1.0
+        return 2.5
     monkeypatch.setattr(ceiling, "time_ms", fake_time_ms)
-    monkeypatch.setattr(ceiling.torch, "ones", lambda n: buffers.append(_Buffer(n)) or buffers[-1])
-    assert ceiling.ceiling_ms(ceiling.Streams(rw=4000, ro=400, wo=40), 1, 0) == 3.0
-    assert [(b.n * 4, b.ops) for b in buffers] == [(4000, [("mul_", (1.0,))]), (400, [("sum", ())]),
-                                                   (40, [("fill_", (1.0,))])]
-    buffers.clear()
-    assert ceiling.ceiling_ms(ceiling.Streams(rw=4000, ro=400), 1, 0) == 2.0
-    assert len(buffers) == 2
+    from adamw_tau.launch import extension
+    extension.load(cuda=False)
+    real = torch.ops.adamw_tau.stream_pass
+
+    class Op:
+        def __call__(self, rw, ro, wo, numel, key):
+            calls.append(([t.numel() for t in rw], [t.numel() for t in ro], [t.numel() for t in wo], numel, key))
+            return real(rw, ro, wo, numel, key)
+    monkeypatch.setattr(torch.ops.adamw_tau, "stream_pass", Op(), raising=False)
+    s = ceiling.tensor_streams(PATHS["bf16_master"], 8192)
+    assert ceiling.ceiling_ms(s, 8192, 1, 0) == 2.5
+    rw = [b for _, m, b in s.buffers if m == "rw"]
+    assert calls == [(rw, [2 * 8192], [2 * 8192], 8192, 0)]

@@ -3,9 +3,9 @@
 Every row times ``optimizer.step()`` (host work included) of one implementation on one
 workload and dtype path, beside a device-to-device copy of the same number of bytes
 measured in the same run: % of copy = copy time / step time. On the CPU the roofline is the
-ceiling of ceiling.py instead ([note: the CPU ceiling]): the step's own bytes moved its way, a
-read-write pass, a read-only pass for the gradients and a write-only one for params behind an
-fp32 master, on the step's threads: % ceiling = ceiling time / step time. Bytes are counted as
+ceiling of ceiling.py instead ([note: the CPU ceiling]): the step's own bytes moved its way in one pass
+on the step's threads, each buffer read-written, read or written as the step does:
+% ceiling = ceiling time / step time. Bytes are counted as
 the fewest a one-pass step must move, from the path's formats for each tensor
 (ceiling.path_streams: small tensors keep fp32 states on a quantized path): each tensor the step
 reads, read once; each it writes, written once. The parity column runs each of our backends
@@ -100,7 +100,7 @@ def run(device: str | None = None, quick: bool = False, progress: bool = True, p
             streams = path_streams(path, shapes)
             nbytes = streams.moved
             # the roofline: a device copy of the bytes on a GPU, the step's own streams on the CPU
-            cms = copy_ms(nbytes, device, reps, warmup) if device == "cuda" else ceiling_ms(streams, reps, warmup)
+            cms = copy_ms(nbytes, device, reps, warmup) if device == "cuda" else ceiling_ms(streams, numel, reps, warmup)
             rows = {}
             for impl in impls:
                 row = Row(wname, pname, impl, len(shapes), numel, nbytes, copy_ms=cms)
@@ -173,8 +173,8 @@ def format_table(report: Report) -> str:
             f"ms = median time of one step() from an idle device, host work included; "
             f"{roofline_name(report.device)} = "
             + ("a copy of the same bytes / step time; " if report.device == "cuda" else
-               "the CPU's ceiling for the row's own bytes (read-write, read-only and write-only passes, as the step "
-               "moves them, on its threads) / step time; ") +
+               "one pass over the row's own bytes shaped like the step (each buffer read and written back, read "
+               "or written as the step does, on its threads) / step time; ") +
             ("b2b = per step, 10 steps issued back to back (the host's work overlaps the kernels); "
                if any(r.ms_stream for r in report.rows) else "") +
             "parity = words differing from the reference (0 required)\n")
