@@ -16,6 +16,11 @@ namespace {
 
 constexpr int64_t kStreamBlock = 4096;        // parameter elements a block: the op's chunk (tables.CHUNK)
 constexpr int64_t kStreamGrain = 1 << 15;     // elements a thread task at the least: the op's kGrain
+// A block moves its share of the buffers in kPieces rounds, each round a piece of every buffer
+// (256 bytes of an fp32 one), so that all the step's streams are in flight at once, as in the
+// step's element loop: buffer after buffer, 16 KB each, the pass took 200 ms on GPT-2 fp32
+// where the step took 160 (2-core machine, loaded).
+constexpr int64_t kPieces = 64;
 
 struct Span {
   uint8_t* data;
@@ -32,10 +37,10 @@ std::vector<Span> spans(const std::vector<at::Tensor>& ts, const char* what) {
   return out;
 }
 
-// bytes [lo, hi) of a buffer for block k of n_blocks, on 64-byte lines
-inline void share(const Span& s, int64_t k, int64_t n_blocks, int64_t& lo, int64_t& hi) {
-  lo = k == 0 ? 0 : (s.bytes * k / n_blocks) & ~int64_t(63);
-  hi = k + 1 == n_blocks ? s.bytes : (s.bytes * (k + 1) / n_blocks) & ~int64_t(63);
+// bytes [lo, hi) of a buffer for piece k of n, on 64-byte lines
+inline void share(const Span& s, int64_t k, int64_t n, int64_t& lo, int64_t& hi) {
+  lo = k == 0 ? 0 : (s.bytes * k / n) & ~int64_t(63);
+  hi = k + 1 == n ? s.bytes : (s.bytes * (k + 1) / n) & ~int64_t(63);
 }
 
 int64_t stream_pass(const std::vector<at::Tensor>& rw, const std::vector<at::Tensor>& ro,
@@ -43,23 +48,36 @@ int64_t stream_pass(const std::vector<at::Tensor>& rw, const std::vector<at::Ten
   const auto a = spans(rw, "read-write"), b = spans(ro, "read-only"), c = spans(wo, "write-only");
   TORCH_CHECK(numel > 0, "adamw_tau: stream_pass needs the parameter count the buffers belong to");
   const int64_t n_blocks = (numel + kStreamBlock - 1) / kStreamBlock;
+  const int64_t n_pieces = n_blocks * kPieces;
   const uint8_t k8 = uint8_t(key);
   std::vector<int64_t> sums(at::get_num_threads() + 1, 0);
   at::parallel_for(0, n_blocks, std::max<int64_t>(1, kStreamGrain / kStreamBlock), [&](int64_t begin, int64_t end) {
+    // local __restrict__ pointers and lengths: through a plain uint8_t* every store may alias the
+    // spans and bounds, and g++ reloaded them each byte instead of vectorising (the pass ran at
+    // a tenth of the step's speed on GPT-2, measured on the 2-core machine)
+    const uint8_t key8 = k8;  // a local: the captured reference is a uint8_t that every store may alias
     uint8_t acc = 0;
-    for (int64_t k = begin; k < end; ++k) {
+    for (int64_t k = begin * kPieces; k < end * kPieces; ++k) {
       int64_t lo, hi;
       for (const Span& s : a) {
-        share(s, k, n_blocks, lo, hi);
-        for (int64_t i = lo; i < hi; ++i) s.data[i] ^= k8;
+        share(s, k, n_pieces, lo, hi);
+        uint8_t* __restrict__ d = s.data + lo;
+        const int64_t len = hi - lo;
+        for (int64_t i = 0; i < len; ++i) d[i] ^= key8;
       }
       for (const Span& s : b) {
-        share(s, k, n_blocks, lo, hi);
-        for (int64_t i = lo; i < hi; ++i) acc ^= s.data[i];
+        share(s, k, n_pieces, lo, hi);
+        const uint8_t* __restrict__ d = s.data + lo;
+        const int64_t len = hi - lo;
+        uint8_t x = 0;
+        for (int64_t i = 0; i < len; ++i) x ^= d[i];
+        acc ^= x;
       }
       for (const Span& s : c) {
-        share(s, k, n_blocks, lo, hi);
-        for (int64_t i = lo; i < hi; ++i) s.data[i] = k8;
+        share(s, k, n_pieces, lo, hi);
+        uint8_t* __restrict__ d = s.data + lo;
+        const int64_t len = hi - lo;
+        for (int64_t i = 0; i < len; ++i) d[i] = key8;
       }
     }
     sums[at::get_thread_num()] ^= acc;

@@ -88,7 +88,8 @@ def test_ceiling_times_one_pass_over_a_buffer_per_role(monkeypatch):
     """ceiling_ms hands stream_pass a buffer per role, of its bytes, in its mode's list."""
     calls = []
 
-    def fake_time_ms(fn, device, reps, warmup, budget_s=None):
+    def fake_time_ms(fn, device, reps, warmup, budget_s=None, best=False):
+        assert best  # a ceiling is the fastest pass
         fn()
         return 2.5
     monkeypatch.setattr(ceiling, "time_ms", fake_time_ms)

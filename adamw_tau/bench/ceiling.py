@@ -11,7 +11,8 @@ ceiling either: on the loaded 2-core machine bench/cpu_stream.cpp's one-pass upd
 flight at once. So the ceiling is one pass shaped like the step: the extension's stream_pass
 (csrc/stream_cpu.cpp) runs at::parallel_for over blocks of 4096 parameter elements, as the CPU
 op does, each block touching its share of a buffer per role of the step (params, gradients,
-each state key) at once, read-written, read or written as the step does, with no math.
+each state key) in rounds of a piece of every buffer (all the streams in flight at once, as
+in the step's element loop), read-written, read or written as the step does, with no math.
 
 The bytes come from the path and the workload's shapes through the format registry
 (``path_streams``: which format each tensor's moments take, the master form), and the same
@@ -128,10 +129,11 @@ def ceiling_ms(streams: Streams, numel: int, reps: int, warmup: int, budget_s: f
     """Milliseconds for the CPU to move ``streams`` of a step over ``numel`` parameters the step's
     way ([note: the CPU ceiling]): one pass of the extension's stream_pass over a buffer per
     role, each block of 4096 parameter elements touching its share of every buffer at once, on
-    torch's threads, as the CPU op steps a bucket."""
+    torch's threads, as the CPU op steps a bucket. The fastest of the timed passes: the rows are
+    medians, and on a shared machine a median pass is slowed by the load it meets."""
     from ..launch import extension
     extension.load(cuda=False)
     op = torch.ops.adamw_tau.stream_pass
     buffers = {m: [torch.zeros(b, dtype=torch.uint8) for _, mode, b in streams.buffers if mode == m] for m in MODES}
     return time_ms(lambda: op(buffers["rw"], buffers["ro"], buffers["wo"], max(1, numel), 0), "cpu", reps, warmup,
-                   budget_s)
+                   budget_s, best=True)
