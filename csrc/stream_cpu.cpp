@@ -17,10 +17,12 @@ namespace {
 constexpr int64_t kStreamBlock = 4096;        // parameter elements a block: the op's chunk (tables.CHUNK)
 constexpr int64_t kStreamGrain = 1 << 15;     // elements a thread task at the least: the op's kGrain
 // A block moves its share of the buffers in kPieces rounds, each round a piece of every buffer
-// (256 bytes of an fp32 one), so that all the step's streams are in flight at once, as in the
-// step's element loop: buffer after buffer, 16 KB each, the pass took 200 ms on GPT-2 fp32
-// where the step took 160 (2-core machine, loaded).
-constexpr int64_t kPieces = 64;
+// (2 KB of an fp32 one), so that all the step's streams are in flight at once, as in the step's
+// element loop. Measured on GPT-2 fp32 (2-core machine, loaded): buffer after buffer, 16 KB
+// each, the pass took 200 ms where the step took 160; 64 rounds (256-byte pieces) 111-135 ms
+// against 124-150, and 149 ms for the 8-bit path's 16 B/param (the rounds' overhead); 8 rounds
+// 84-86 ms against the step's 92-93 and 47 ms for 8-bit.
+constexpr int64_t kPieces = 8;
 
 struct Span {
   uint8_t* data;

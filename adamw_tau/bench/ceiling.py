@@ -12,7 +12,7 @@ flight at once. So the ceiling is one pass shaped like the step: the extension's
 (csrc/stream_cpu.cpp) runs at::parallel_for over blocks of 4096 parameter elements, as the CPU
 op does, each block touching its share of a buffer per role of the step (params, gradients,
 each state key) in rounds of a piece of every buffer (all the streams in flight at once, as
-in the step's element loop), read-written, read or written as the step does, with no math.
+in the step's element loop: csrc/stream_cpu.cpp has the measurements), read-written, read or written as the step does, with no math.
 
 The bytes come from the path and the workload's shapes through the format registry
 (``path_streams``: which format each tensor's moments take, the master form), and the same
