@@ -11,8 +11,9 @@ ceiling either: on the loaded 2-core machine bench/cpu_stream.cpp's one-pass upd
 flight at once. So the ceiling is one pass shaped like the step: the extension's stream_pass
 (csrc/stream_cpu.cpp) runs at::parallel_for over blocks of 4096 parameter elements, as the CPU
 op does, each block touching its share of a buffer per role of the step (params, gradients,
-each state key) in rounds of a piece of every buffer (all the streams in flight at once, as
-in the step's element loop: csrc/stream_cpu.cpp has the measurements), read-written, read or written as the step does, with no math.
+each state key) in rounds of a piece of every buffer, so that all the streams are in flight at
+once as in the step's element loop (csrc/stream_cpu.cpp has the measurements): read and
+written back, read, or written as the step does, with no math.
 
 The bytes come from the path and the workload's shapes through the format registry
 (``path_streams``: which format each tensor's moments take, the master form), and the same
