@@ -1,8 +1,9 @@
 // The CPU's memory ceiling for the AdamW update, beside `adamw-tau bench --device cpu`:
-// one pass that reads p, g, m, v and writes p, m, v (28 B/param, fp32) with trivial math; the
-// same bytes as the bench's ceiling moves them (adamw_tau/bench/ceiling.py): a read-write pass
-// over p, m, v and a read-only pass over g, timed apart and added; an in-place stream over 14
-// B/param (x *= c: the bench's roofline before, half reads); and a pass that only reads the four
+// one pass that reads p, g, m, v and writes p, m, v (28 B/param, fp32) with trivial math (the
+// shape of the bench's ceiling, csrc/stream_cpu.cpp); the same bytes in passes apart, a
+// read-write pass over each of p, m, v and a read-only one over g (slower than the one pass:
+// fewer streams in flight, adamw_tau/bench/ceiling.py); an in-place stream over 14 B/param
+// (x *= c: the bench's roofline before, half reads); and a pass that only reads the four
 // (16 B/param). GPT-2-124M's parameter count; 2 GB of arrays.
 //   g++ -O3 -march=native -fopenmp bench/cpu_stream.cpp -o /tmp/cpu_stream && /tmp/cpu_stream
 #include <chrono>
@@ -48,7 +49,7 @@ int main() {
 #pragma omp parallel for simd reduction(+ : s)
     for (long i = 0; i < n; ++i) s += g[i];  // read-only: the gradient
     ms += ms_since(t0);
-    report(s > 0 ? "rw p, m, v + ro g (bench ceiling)" : "", 28, ms, n);
+    report(s > 0 ? "rw p, m, v + ro g, passes apart" : "", 28, ms, n);
   }
   for (int rep = 0; rep < 5; ++rep) {
     // the same 28 B/param as one in-place stream over 14 B/param (p, m, v and half of g, read
