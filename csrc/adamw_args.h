@@ -52,19 +52,27 @@ ADAMW_HD float read_weight(const typename Storage<P>::type* p, const float* mast
   else return widen<P>(p[i]);
 }
 
+// ``element``: the element's index in its tensor, which keys its stochastic rounding bits, when
+// p, master and rem are a lane's registers indexed by ``i`` (adamw_quant_kernel.h).
 template <Kind P, Write W>
 ADAMW_HD void write_weight(float w, typename Storage<P>::type* p, float* master, int16_t* rem, int64_t i,
-                           uint32_t key) {
+                           uint32_t key, int64_t element) {
   if constexpr (W == Write::Master) {
     master[i] = w;
     p[i] = narrow<P>(w);
   } else if constexpr (W == Write::Remainder) {
     split_remainder(w, p[i], rem[i]);
   } else if constexpr (W == Write::Stochastic && P != Kind::F32) {
-    p[i] = stochastic_round<P>(w, sr_bits(key, i));
+    p[i] = stochastic_round<P>(w, sr_bits(key, element));
   } else {
     p[i] = narrow<P>(w);
   }
+}
+
+template <Kind P, Write W>
+ADAMW_HD void write_weight(float w, typename Storage<P>::type* p, float* master, int16_t* rem, int64_t i,
+                           uint32_t key) {
+  write_weight<P, W>(w, p, master, rem, i, key, i);
 }
 
 // The op's `int master`: which master the tensor table's master column points at.

@@ -39,6 +39,13 @@ namespace adamw_tau {
 namespace {
 
 constexpr int kQ8Threads = 256;
+// [note: quantized registers] At least 2 thread blocks an SM: registers capped at 128. Left to
+// itself, ptxas (nvcc 13.0, sm_90) gave the lane-access kernel 76-107 registers and spilled 16
+// bytes in the bf16 remainder variant at 80 (the byte-load kernel before it spilled 28 bytes
+// in the bf16 amsgrad master one); with the cap it takes 92-118 and spills nothing
+// (tests/launch/test_cuda_quant_ptx.py). 2 blocks are 16 warps an SM, each lane with 40 to 88
+// bytes of loads in flight: NOT MEASURED ON A GPU against the uncapped occupancy.
+constexpr int kQ8MinBlocks = 2;
 constexpr int kWarpSize = 32;
 constexpr int kMaxPerLane = kQuantChunkMultiple / kWarpSize;  // elements a lane at most (every block divides it)
 #if defined(ADAMW_HOST_EMULATION)
@@ -68,8 +75,98 @@ ADAMW_HD float warp_max(const Q8Lane (&lanes)[N], float Q8Lane::*field) {
   return x;
 }
 
+// [note: lane accesses] A lane's elements are consecutive, so each stream of a lane is one
+// run of bytes: 8 codes (8-bit) are 8 bytes, moved as one 8-byte access (uint2) instead of 8
+// byte loads; 8 fp32 params are two 16-byte accesses, 8 bf16 ones one. lane_load and
+// lane_store are the one place the kernel touches p, g, the master, the remainder and the codes:
+// whole (the lane lies inside the tensor and the launch's addresses allow it, quant_lanes_aligned)
+// they move the run in accesses of min(16, its bytes); otherwise element by element, the first
+// `count`. Between them the lane works on registers: the codec reads and writes codes in a
+// register copy of the lane's bytes (C::code_at, C::store at the lane's own indices), so the
+// byte layout stays the codec's. The host build moves the run with memcpy after checking the
+// alignment a device access needs (host_emulation.h: host_lane_access aborts otherwise) and
+// counts the bytes, so the CPU tests see which lanes went whole
+// (tests/launch/test_cuda_body_on_host.py) and that the decision never lets a device access
+// fault; tests/launch/test_cuda_quant_ptx.py checks that nvcc made the accesses vectors.
+// On the device the accesses are __ldca / __stwb, each one PTX instruction (ld.global.ca,
+// st.global.wb: the default caching): written as plain uint4 stores, LLVM split the registers
+// and stored the first 16 bytes of an fp32 lane as four 4-byte stores (nvcc 13.0, sm_90 PTX).
+constexpr int kLaneAccessBytes = 16;  // sm_90 has no wider global access
+
+#if defined(__CUDACC__)
+template <int BYTES> struct AccessOf;
+template <> struct AccessOf<16> { using type = uint4; };
+template <> struct AccessOf<8> { using type = uint2; };
+template <> struct AccessOf<4> { using type = uint32_t; };
+template <> struct AccessOf<2> { using type = uint16_t; };
+#endif
+
+template <class T, int N>
+ADAMW_HD void lane_load(T (&dst)[N], const T* src, bool whole, int count) {
+  constexpr int kBytes = int(sizeof(T)) * N;
+  constexpr int kAccess = kBytes < kLaneAccessBytes ? kBytes : kLaneAccessBytes;
+  static_assert(kBytes % kAccess == 0, "a lane's run is whole accesses");
+  if (whole) {
+#if defined(__CUDA_ARCH__)
+    using A = typename AccessOf<kAccess>::type;
+#pragma unroll
+    for (int k = 0; k < kBytes / kAccess; ++k) {
+      const A a = __ldca(reinterpret_cast<const A*>(src) + k);
+      memcpy(reinterpret_cast<char*>(dst) + k * kAccess, &a, kAccess);
+    }
+#else
+#if defined(ADAMW_HOST_EMULATION)
+    host_lane_access(src, kAccess, kBytes);
+#endif
+    std::memcpy(dst, src, kBytes);
+#endif
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j)
+      if (j < count) dst[j] = src[j];
+  }
+}
+
+template <class T, int N>
+ADAMW_HD void lane_store(T* dst, const T (&src)[N], bool whole, int count) {
+  constexpr int kBytes = int(sizeof(T)) * N;
+  constexpr int kAccess = kBytes < kLaneAccessBytes ? kBytes : kLaneAccessBytes;
+  if (whole) {
+#if defined(__CUDA_ARCH__)
+    using A = typename AccessOf<kAccess>::type;
+#pragma unroll
+    for (int k = 0; k < kBytes / kAccess; ++k) {
+      A a;
+      memcpy(&a, reinterpret_cast<const char*>(src) + k * kAccess, kAccess);
+      __stwb(reinterpret_cast<A*>(dst) + k, a);
+    }
+#else
+#if defined(ADAMW_HOST_EMULATION)
+    host_lane_access(dst, kAccess, kBytes);
+#endif
+    std::memcpy(dst, src, kBytes);
+#endif
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j)
+      if (j < count) dst[j] = src[j];
+  }
+}
+
+// Whether a block's whole lanes may move in whole accesses: every address the launch reads or
+// writes is 16-byte aligned (tables.py's VEC_BYTES, the test of its aligned split), and the
+// block starts on a quantization block. Then each lane's run starts at a multiple of its own
+// size in bytes from an aligned address (a lane's first element is a multiple of kBlock / 32),
+// so each access is aligned to its width. Decided per thread block, uniformly for its warps.
+template <int B, bool AMSGRAD, Write W>
+ADAMW_HD bool quant_lanes_aligned(const TensorArgs& t, int64_t start) {
+  auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % kLaneAccessBytes == 0; };
+  return start % B == 0 && aligned(t.p) && aligned(t.g) && aligned(t.m) && aligned(t.v) &&
+         (!AMSGRAD || aligned(t.vmax)) && (W == Write::Plain || W == Write::Stochastic || aligned(t.master));
+}
+
 template <class C, Kind P, Kind G, bool AMSGRAD, Write W>
-__global__ void __launch_bounds__(kQ8Threads) adamw_quant_kernel(const TensorArgs* __restrict__ tensors,
+__global__ void __launch_bounds__(kQ8Threads, kQ8MinBlocks) adamw_quant_kernel(const TensorArgs* __restrict__ tensors,
                                                               const int64_t* __restrict__ blocks, int64_t chunk,
                                                               const float* __restrict__ scalars, const Scalars host_s,
                                                               const float* __restrict__ grad_scale,
@@ -79,6 +176,8 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_quant_kernel(const TensorArg
   using GT = typename Storage<G>::type;
   constexpr int B = C::kBlock;
   constexpr int kPerLane = B / kWarpSize;
+  constexpr int kLaneBytes = kPerLane / C::kCodesPerByte;  // a lane's codes of one state
+  constexpr bool kMaster = W == Write::Master, kRem = W == Write::Remainder;
   if (found_inf != nullptr && *found_inf != 0.0f) return;
   const TensorArgs t = tensors[blocks[2 * blockIdx.x]];
   const int64_t start = blocks[2 * blockIdx.x + 1];
@@ -105,7 +204,8 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_quant_kernel(const TensorArg
   __builtin_assume(__isGlobal(v_scale));
   if constexpr (AMSGRAD) __builtin_assume(__isGlobal(vmax));
   if constexpr (AMSGRAD) __builtin_assume(__isGlobal(vmax_scale));
-  if constexpr (W == Write::Master || W == Write::Remainder) __builtin_assume(__isGlobal(t.master));
+  if constexpr (kMaster || kRem) __builtin_assume(__isGlobal(t.master));
+  const bool aligned = quant_lanes_aligned<B, AMSGRAD, W>(t, start);
 
   const int warp = int(threadIdx.x) / kWarpSize;
   const int first_lane = int(threadIdx.x) % kWarpSize;  // the host: 0, and kLanesPerCall lanes from it
@@ -119,24 +219,42 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_quant_kernel(const TensorArg
       Q8Lane& L = lanes[l];
       L.max_m = L.max_v = L.max_vm = 0.0f;
       const int64_t first = qb + int64_t(first_lane + l) * kPerLane;
+      // the lane's elements inside the tensor (kPerLane, fewer in its last block, or none)
+      const int n = end - first >= kPerLane ? kPerLane : end > first ? int(end - first) : 0;
+      const bool whole = aligned && n == kPerLane;
+      const int n_bytes = (n + C::kCodesPerByte - 1) / C::kCodesPerByte;
+      PT pl[kPerLane];
+      GT gl[kPerLane];
+      float wl[kPerLane];
+      int16_t rl[kPerLane];
+      uint8_t ml[kLaneBytes], vl[kLaneBytes], xl[kLaneBytes];
+      if constexpr (kMaster) lane_load(wl, master + first, whole, n);
+      else lane_load(pl, p + first, whole, n);
+      if constexpr (kRem) lane_load(rl, rem + first, whole, n);
+      lane_load(gl, g + first, whole, n);
+      lane_load(ml, m + first / C::kCodesPerByte, whole, n_bytes);
+      lane_load(vl, v + first / C::kCodesPerByte, whole, n_bytes);
+      if constexpr (AMSGRAD) lane_load(xl, vmax + first / C::kCodesPerByte, whole, n_bytes);
 #pragma unroll
       for (int j = 0; j < kPerLane; ++j) {
-        const int64_t i = first + j;
         L.m[j] = L.v[j] = L.vm[j] = 0.0f;
-        if (i >= end) continue;
-        float w = read_weight<P, W>(p, master, rem, i);
-        float mi = C::template decode<true>(C::code_at(m, i), old_m);
-        float vi = C::template decode<false>(C::code_at(v, i), old_v);
-        float vm = AMSGRAD ? C::template decode<false>(C::code_at(vmax, i), old_vm) : 0.0f;
-        update<AMSGRAD>(w, widen<G>(g[i]), mi, vi, vm, s, scale, maximize, true, coef, grad_coef != nullptr);
+        if (j >= n) continue;
+        float w = read_weight<P, W>(pl, wl, rl, j);
+        float mi = C::template decode<true>(C::code_at(ml, j), old_m);
+        float vi = C::template decode<false>(C::code_at(vl, j), old_v);
+        float vm = AMSGRAD ? C::template decode<false>(C::code_at(xl, j), old_vm) : 0.0f;
+        update<AMSGRAD>(w, widen<G>(gl[j]), mi, vi, vm, s, scale, maximize, true, coef, grad_coef != nullptr);
         L.m[j] = mi;
         L.v[j] = vi;
         L.vm[j] = vm;
         L.max_m = q8_max(L.max_m, q8_abs(mi));
         L.max_v = q8_max(L.max_v, q8_abs(vi));
         if constexpr (AMSGRAD) L.max_vm = q8_max(L.max_vm, q8_abs(vm));
-        write_weight<P, W>(w, p, master, rem, i, key);
+        write_weight<P, W>(w, pl, wl, rl, j, key, first + j);
       }
+      if constexpr (kMaster) lane_store(master + first, wl, whole, n);
+      if constexpr (kRem) lane_store(rem + first, rl, whole, n);
+      lane_store(p + first, pl, whole, n);
     }
     const float new_m = warp_max(lanes, &Q8Lane::max_m);
     const float new_v = warp_max(lanes, &Q8Lane::max_v);
@@ -145,6 +263,9 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_quant_kernel(const TensorArg
     for (int l = 0; l < kLanesPerCall; ++l) {  // phase 2
       const Q8Lane& L = lanes[l];
       const int64_t first = qb + int64_t(first_lane + l) * kPerLane;
+      const int n = end - first >= kPerLane ? kPerLane : end > first ? int(end - first) : 0;
+      const bool whole = aligned && n == kPerLane;
+      const int n_bytes = (n + C::kCodesPerByte - 1) / C::kCodesPerByte;
       uint32_t cm[kMaxPerLane], cv[kMaxPerLane], cvm[kMaxPerLane];
 #pragma unroll
       for (int j = 0; j < kPerLane; ++j) {
@@ -153,14 +274,16 @@ __global__ void __launch_bounds__(kQ8Threads) adamw_quant_kernel(const TensorArg
         cm[j] = C::zero_rule(C::template encode<true>(L.m[j], new_m), AMSGRAD ? cvm[j] : cv[j],
                              AMSGRAD ? new_vm : new_v);
       }
+      uint8_t ml[kLaneBytes], vl[kLaneBytes], xl[kLaneBytes];
 #pragma unroll
-      for (int j = 0; j < kPerLane; j += C::kCodesPerByte) {  // a byte at a time (C::store)
-        const int64_t i = first + j;
-        if (i >= end) continue;
-        C::store(m, i, cm + j, end);
-        C::store(v, i, cv + j, end);
-        if constexpr (AMSGRAD) C::store(vmax, i, cvm + j, end);
+      for (int j = 0; j < kPerLane; j += C::kCodesPerByte) {  // the lane's bytes (C::store: past n, 0 codes)
+        C::store(ml, j, cm + j, n);
+        C::store(vl, j, cv + j, n);
+        if constexpr (AMSGRAD) C::store(xl, j, cvm + j, n);
       }
+      lane_store(m + first / C::kCodesPerByte, ml, whole, n_bytes);
+      lane_store(v + first / C::kCodesPerByte, vl, whole, n_bytes);
+      if constexpr (AMSGRAD) lane_store(vmax + first / C::kCodesPerByte, xl, whole, n_bytes);
     }
     if (first_lane == 0) {
       m_scale[b] = new_m;

@@ -12,6 +12,10 @@ using namespace adamw_tau;
 // The threads a block has on the GPU, so the caller can check the grid it ran.
 extern "C" int adamw_tau_host_body_threads() { return kThreads; }
 
+// The bytes the quantized kernel's lanes have moved in whole accesses since the library was
+// loaded (host_emulation.h: host_lane_access): the tests' view of which lanes went whole.
+extern "C" int64_t adamw_tau_host_body_lane_bytes() { return host_lane_bytes; }
+
 // Runs the kernel over the grid, with the arguments launch_cuda would pass it: scalars by
 // value (read here, as launch_cuda reads a CPU scalars tensor) or by address (a device
 // scalars tensor); grad_scale, found_inf and grad_coef null where absent. Returns the number of kernel

@@ -2,9 +2,14 @@
 
 Every row times ``optimizer.step()`` (host work included) of one implementation on one
 workload and dtype path, beside a device-to-device copy of the same number of bytes
-measured in the same run: % of copy = copy time / step time. Bytes are counted as the
-fewest a one-pass step must move: each tensor the step reads, read once; each it writes,
-written once. The parity column runs each of our backends against the reference.
+measured in the same run: % of copy = copy time / step time. On the CPU the roofline is the
+ceiling of ceiling.py instead ([note: the CPU ceiling]): the step's own bytes moved its way in one pass
+on the step's threads, each buffer read-written, read or written as the step does:
+% ceiling = ceiling time / step time. Bytes are counted as
+the fewest a one-pass step must move, from the path's formats for each tensor
+(ceiling.path_streams: small tensors keep fp32 states on a quantized path): each tensor the step
+reads, read once; each it writes, written once. The parity column runs each of our backends
+against the reference.
 """
 from __future__ import annotations
 
@@ -14,12 +19,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from ..testing.parity import PATHS, parity_bits
+from .ceiling import ceiling_ms, path_streams
 from .clipping import CLIP_WORKLOADS, clip_rows
 from .host_cost import client_cost, host_cost
 from .timing import copy_ms, cpu_name, roofline_name, time_ms, time_stream_ms, why
 from .workloads import (
     BENCH_PATHS,
-    bytes_per_element,
     default_paths,
     make_optimizer,
     make_params,
@@ -92,8 +97,10 @@ def run(device: str | None = None, quick: bool = False, progress: bool = True, p
         numel = sum(math.prod(s) for s in shapes)
         for pname in paths:
             path = PATHS[pname]
-            nbytes = math.ceil(numel * bytes_per_element(path))
-            cms = copy_ms(nbytes, device, reps, warmup)
+            streams = path_streams(path, shapes)
+            nbytes = streams.moved
+            # the roofline: a device copy of the bytes on a GPU, the step's own streams on the CPU
+            cms = copy_ms(nbytes, device, reps, warmup) if device == "cuda" else ceiling_ms(streams, numel, reps, warmup)
             rows = {}
             for impl in impls:
                 row = Row(wname, pname, impl, len(shapes), numel, nbytes, copy_ms=cms)
@@ -165,8 +172,10 @@ def format_table(report: Report) -> str:
     head = (f"device: {report.device_name} ({report.device}), torch {report.torch_version}\n"
             f"ms = median time of one step() from an idle device, host work included; "
             f"{roofline_name(report.device)} = "
-            f"{'a copy' if report.device == 'cuda' else 'an in-place stream'} of the same bytes / step time; "
-            + ("b2b = per step, 10 steps issued back to back (the host's work overlaps the kernels); "
+            + ("a copy of the same bytes / step time; " if report.device == "cuda" else
+               "one pass over the row's own bytes shaped like the step (each buffer read and written back, read "
+               "or written as the step does, on its threads) / step time; ") +
+            ("b2b = per step, 10 steps issued back to back (the host's work overlaps the kernels); "
                if any(r.ms_stream for r in report.rows) else "") +
             "parity = words differing from the reference (0 required)\n")
     stream = any(r.ms_stream for r in report.rows)

@@ -71,7 +71,14 @@ class HostBody:
                        ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                        ctypes.c_void_p]
         self._fn = fn
+        self._lane_bytes = lib.adamw_tau_host_body_lane_bytes
+        self._lane_bytes.restype = ctypes.c_int64
         self.calls = 0  # kernel calls (block x thread) made so far
+
+    def lane_bytes(self) -> int:
+        """Bytes the quantized kernel's lanes have moved in whole accesses so far (csrc/adamw_quant_kernel.h,
+        [note: lane accesses]): what the device build moves in vector loads and stores."""
+        return self._lane_bytes()
 
     def launch(self, t: tables.LaunchTables, scalars: torch.Tensor, param_dtype, grad_dtype, state_format, seed,
                amsgrad, maximize, master, stochastic_rounding, grad_scale=None, found_inf=None, grad_coef=None, *,

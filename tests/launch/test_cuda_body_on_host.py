@@ -173,6 +173,46 @@ def test_8bit_warps_at_every_block_size(body, path, chunk):
                            grad_scale=3.0, offsets=OFFSETS, guard=GUARD) == 0
 
 
+def _lane_run_bytes(bucket, path, amsgrad: bool, which) -> int:
+    """The bytes a step's whole lanes move for tensors ``which`` of ``bucket`` (every lane whole):
+    p read and written (written only behind an fp32 master, which is read and written), the
+    gradient read, each moment's codes and a remainder read and written; scales are not lane runs."""
+    total = 0
+    for i in which:
+        p, n = bucket["params"][i], bucket["params"][i].numel()
+        codes = n * path.format.codec.BITS // 8
+        total += p.element_size() * n * (1 if path.master is True else 2) + p.element_size() * n  # p, g
+        total += 2 * codes * (3 if amsgrad else 2)
+        if path.master:
+            total += 2 * bucket["masters"][i].element_size() * n
+    return total
+
+
+# fast tier: each write form once, on the two formats in turn (2.7 s a path on the 2-core machine)
+_FAST_LANE_PATHS = ["fp32_8bit", "bf16_master_4bit", "bf16_sr_8bit", "bf16_remainder_4bit"]
+
+
+@pytest.mark.parametrize("path", tiered([(p,) for p in Q8_PATHS], [(p,) for p in _FAST_LANE_PATHS]))
+def test_quantized_lanes_go_whole_where_the_addresses_allow(body, path):
+    """The kernel's own decision (quant_lanes_aligned), seen through the host build's count of
+    whole-access bytes: a bucket of aligned tensors, whole lanes only, moves every byte of its
+    lane runs in whole accesses; misaligned by a storage offset, a tensor moves none (its lanes
+    go element by element, and the host build aborts on a whole access its address would fault);
+    the bits are the reference's either way."""
+    p = PATHS[path]
+    sizes = [4096, 512]
+    # (storage offsets of each tensor's states and params, of its gradient; the tensors that go whole)
+    for offsets, grad_offsets, whole in (([0, 0], [0, 0], [0, 1]), ([3, 0], [0, 0], [1]), ([0, 1], [0, 0], [0]),
+                                         ([0, 0], [0, 1], [0]), ([5, 2], [0, 0], [])):
+        b = make_bucket(sizes, p, amsgrad=True, offsets=offsets, seed=4)
+        grads = [[torch.zeros(n + k, dtype=p.param_dtype)[k:].copy_(torch.randn(n))
+                  for n, k in zip(sizes, grad_offsets)]]
+        before = body.lane_bytes()
+        ref = _steps_of_both(body.step(), b, p, grads, amsgrad=True, maximize=False)
+        assert differing_words(b, ref) == 0
+        assert body.lane_bytes() - before == _lane_run_bytes(b, p, True, whole), (offsets, whole)
+
+
 def test_8bit_states_refuse_a_chunk_off_256(body):
     """A q8 block must not cross thread blocks: the planner and the driver refuse other chunks."""
     with pytest.raises(ValueError, match="multiple of 256"):

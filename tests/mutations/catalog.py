@@ -3,12 +3,15 @@ docs/numerics.md (or a claim of the README), the exact text it replaces (which m
 once in the file, else the run says the catalog is stale), and the tests that must catch it.
 
 Fields: id, rule (what it breaks), file, edits [(old, new), ...], tests (a key of TESTS).
-Mutations of the CUDA-only branches (__CUDA_ARCH__) are absent: CI cannot run them, and
-gpu_check.sh's random GPU cases are their check.
+Mutations of the CUDA-only branches (__CUDA_ARCH__) are absent where only a GPU could see them
+(gpu_check.sh's random GPU cases are their check); those that change the kernel's PTX are
+here, caught by the nvcc PTX test (set "cuda_quant_ptx", which skips without nvcc).
 """
 
 # pytest arguments per test set (paths relative to the tree's root)
 TESTS = {
+    # the quantized CUDA kernel's sm_90 PTX and ptxas report (nvcc, no GPU)
+    "cuda_quant_ptx": ["tests/launch/test_cuda_quant_ptx.py"],
     # the C++ CPU op, every test that runs it (the nvcc-only tests excluded: no kernel math there)
     "cpu_op": ["tests/launch/test_extension.py", "tests/launch/test_rules.py", "tests/launch/test_tables.py",
                "tests/launch/test_gpu_parity.py", "tests/optim/test_hard_steps.py",
@@ -253,6 +256,19 @@ MUTATIONS = [
          edits=[("    t.v_scale[b] = max_v;\n", "")], tests="q8_cpu"),
     dict(id="q8-cuda-body-scale-not-written", rule="8-bit: the new scale is the block max of the new values",
          file=Q8_KERNEL, edits=[("      m_scale[b] = new_m;\n", "")], tests="q8_host_body"),
+    # the quantized CUDA kernel's lane accesses ([note: lane accesses] in the kernel)
+    dict(id="cuda-quant-lanes-back-to-byte-loads", rule="CUDA quantized kernel: a lane's runs load in whole vectors",
+         file=Q8_KERNEL, edits=[("      const A a = __ldca(reinterpret_cast<const A*>(src) + k);",
+                                 "      A a;\n      for (int j = 0; j < kAccess; ++j) reinterpret_cast<char*>(&a)[j] = "
+                                 "reinterpret_cast<const char*>(src)[k * kAccess + j];")],
+         tests="cuda_quant_ptx"),
+    dict(id="cuda-quant-registers-uncapped", rule="CUDA quantized kernel: no spills ([note: quantized registers])",
+         file=Q8_KERNEL, edits=[("__launch_bounds__(kQ8Threads, kQ8MinBlocks)", "__launch_bounds__(kQ8Threads)")],
+         tests="cuda_quant_ptx"),
+    dict(id="cuda-quant-lanes-whole-past-a-misaligned-grad",
+         rule="CUDA quantized kernel: whole lane accesses only where every address allows them",
+         file=Q8_KERNEL, edits=[("aligned(t.p) && aligned(t.g) && aligned(t.m)", "aligned(t.p) && aligned(t.m)")],
+         tests="q8_host_body"),
     dict(id="q8-triton-partial-block-scale-dropped", rule="8-bit: the last, partial block's scale is written",
          file=Q8_TRITON, edits=[("mask=q * QBLOCK < numel)", "mask=q * QBLOCK + QBLOCK <= numel)")], tests="q8_triton"),
     # --- the 4-bit format: its own rules on each backend ------------------------------------------
