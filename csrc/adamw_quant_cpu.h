@@ -37,14 +37,14 @@ namespace {
 template <class C> struct CpuTables;
 template <> struct CpuTables<Q8Codec> {
   template <bool SIGNED>
-  using Search = std::conditional_t<SIGNED, BucketSearch<kQ8SignedThresholds, 255, 13>,
-                                    BucketSearch<kQ8UnsignedThresholds, 255, 14>>;
+  using Search = std::conditional_t<SIGNED, BucketSearch<kQ8SignedThresholds, 255>,
+                                    BucketSearch<kQ8UnsignedThresholds, 255>>;
   template <bool SIGNED> static const uint32_t* map() { return SIGNED ? kQ8SignedMap : kQ8UnsignedMap; }
 };
 template <> struct CpuTables<Q4Codec> {
   template <bool SIGNED>
-  using Search = std::conditional_t<SIGNED, BucketSearch<kQ4SignedThresholds, 15, 11>,
-                                    BucketSearch<kQ4UnsignedThresholds, 15, 11>>;
+  using Search = std::conditional_t<SIGNED, BucketSearch<kQ4SignedThresholds, 15>,
+                                    BucketSearch<kQ4UnsignedThresholds, 15>>;
   template <bool SIGNED> static const uint32_t* map() { return SIGNED ? kQ4SignedMap : kQ4UnsignedMap; }
 };
 
@@ -52,12 +52,20 @@ template <> struct CpuTables<Q4Codec> {
 template <class C, bool SIGNED>
 inline void decode_block(const uint8_t* codes, int n, float scale, float* out) {
   int k = 0;
-#if defined(__AVX2__)
   const float* map = reinterpret_cast<const float*>(CpuTables<C>::template map<SIGNED>());
+#if defined(__AVX2__)
   const __m256 s = _mm256_set1_ps(scale);
   for (; k + 8 <= n; k += 8) {
     const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + k)));
-    _mm256_storeu_ps(out + k, _mm256_mul_ps(_mm256_i32gather_ps(map, c, 4), s));
+    __m256 value;
+    if constexpr (C::kCodes == 16) {  // the map in two registers: a permute of each, picked by bit 3
+      const __m256 low = _mm256_permutevar8x32_ps(_mm256_loadu_ps(map), c);
+      const __m256 high = _mm256_permutevar8x32_ps(_mm256_loadu_ps(map + 8), c);
+      value = _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(c, 28)));
+    } else {
+      value = _mm256_i32gather_ps(map, c, 4);
+    }
+    _mm256_storeu_ps(out + k, _mm256_mul_ps(value, s));
   }
 #endif
   for (; k < n; ++k) out[k] = C::template decode<SIGNED>(codes[k], scale);

@@ -1,22 +1,23 @@
 // The CPU's threshold search for the blockwise formats: #{k : x > T[k]} over a hard-coded
 // ascending table T (q8_blockwise.h, q4_blockwise.h), the count the binary search of q8_encode
-// and Q4Codec::encode gives, found from a bucket table built at compile time from T itself.
-// Host only (the CUDA kernel keeps the binary search); used by adamw_quant_cpu.h, and checked
-// against the binary search over every fp32 bit pattern by csrc/encode_check.cpp
-// (tests/formats/test_bucket_search.py).
+// and Q4Codec::encode gives, read from a table built at compile time from T itself: one table
+// load per value instead of 8 (or 4) dependent ones. Host only (the CUDA kernel keeps the
+// binary search); used by adamw_quant_cpu.h, and checked against the binary search over every
+// fp32 bit pattern by csrc/encode_check.cpp (tests/formats/test_bucket_search.py).
 //
 // [note: bucket search] A float's bits map to a key whose unsigned order is the float order
 // (non-NaN values; -0.0 and +0.0 are adjacent keys): key = bits ^ (sign ? 0xFFFFFFFF : 0x80000000).
-// The top BITS bits of the key pick a bucket; base[b] = #{k : key(T[k]) < the bucket's first
-// key} is the count of its first value, and the count rises by at most K inside a bucket (K:
-// the most thresholds any bucket holds). T ascending means x > T[k] exactly for k < count(x),
-// so for x in bucket b, count(x) = base[b] + #{j < K : x > T[base[b] + j]}, with T padded by K
-// +infs that no x exceeds. The K comparisons are the format's fp32 `>` on the values; the key
-// only chooses where to look. A NaN is sent to key 0 (bucket 0, base 0) and exceeds nothing:
-// count 0, as the binary search gives. With integer keys, `x > T[k]` and key(x) > key(T[k])
-// agree for every non-NaN x as long as no threshold is -0.0 or NaN (static_asserted): -0.0 and
-// +0.0 are then never split by a threshold that the float order would not split them by.
-// docs/numerics.md, "8-bit states", says why this is the same rule.
+// With no threshold -0.0 or NaN (static_asserted), x > T[k] is key(x) > key(T[k]) for every
+// non-NaN x: +0.0 and -0.0 are split only by a threshold between them, and there is none.
+// The top 16 bits of the key pick a bucket; every table here has at most one threshold in a
+// bucket (static_asserted), so count(x) = base + (low 16 bits of key(x) > low 16 bits of that
+// threshold's key), base = #{k : key(T[k]) < the bucket's first key}; a bucket without a
+// threshold stores 0xFFFF, which no low half exceeds. An entry is base | low << 8.
+// Only the buckets between the smallest and the largest magnitude of the normal thresholds are
+// stored, for each sign (x of larger magnitude takes the last, empty bucket of its sign: its
+// count is the same); below, x is compared with the subnormal and zero thresholds (the signed
+// map's 0x80000001 and 0x00000000) one by one, after the count of the normal negative ones,
+// which all lie below it. A NaN exceeds nothing: count 0. docs/numerics.md, "8-bit states".
 #pragma once
 
 #include <cstdint>
@@ -31,77 +32,117 @@ namespace adamw_tau {
 
 constexpr uint32_t order_key(uint32_t bits) { return bits ^ ((bits >> 31) ? 0xFFFFFFFFu : 0x80000000u); }
 
-// The bucket table of the N ascending thresholds `words`, BITS bits of key per bucket.
-template <const uint32_t* WORDS, int N, int BITS>
+// The search over the N ascending thresholds WORDS (fp32 bits).
+template <const uint32_t* WORDS, int N>
 struct BucketSearch {
-  static constexpr int kShift = 32 - BITS;
-  static constexpr uint32_t kBuckets = 1u << BITS;
+  static constexpr uint32_t kNormal = 0x00800000u;  // below: the thresholds compared one by one
+  static constexpr uint32_t mag16(uint32_t w) { return (w & 0x7FFFFFFFu) >> 16; }
+  static constexpr bool small(uint32_t w) { return (w & 0x7FFFFFFFu) < kNormal; }
 
   static constexpr bool valid() {
     for (int k = 0; k < N; ++k) {
       const uint32_t w = WORDS[k];
       if (w == 0x80000000u || (w & 0x7FFFFFFFu) > 0x7F800000u) return false;  // -0.0 or NaN
-      if (k > 0 && order_key(WORDS[k - 1]) > order_key(w)) return false;  // ascending
+      if (k > 0 && order_key(WORDS[k - 1]) >= order_key(w)) return false;  // strictly ascending
+      if (k > 0 && order_key(WORDS[k - 1]) >> 16 == order_key(w) >> 16) return false;  // one a bucket
     }
     return true;
   }
-  static constexpr int max_rise() {
-    int k = 0, most = 0;
-    for (uint32_t b = 0; b < kBuckets; ++b) {  // thresholds whose key falls in bucket b
-      int in = 0;
-      for (; k < N && (order_key(WORDS[k]) >> kShift) == b; ++k) ++in;
-      most = in > most ? in : most;
-    }
-    return most;
+  static_assert(valid(), "bucket search: the thresholds must ascend, one a bucket, with no -0.0 and no NaN");
+
+  // the stored magnitudes of each side (0: positive, 1: negative): [lo, hi], hi one past the largest
+  static constexpr uint32_t lo(int side) {
+    uint32_t m = 0xFFFFu;
+    for (int k = 0; k < N; ++k)
+      if (!small(WORDS[k]) && int(WORDS[k] >> 31) == side && mag16(WORDS[k]) < m) m = mag16(WORDS[k]);
+    return m == 0xFFFFu ? mag16(kNormal) : m;
   }
-  static_assert(valid(), "bucket search: the thresholds must ascend, with no -0.0 and no NaN");
-  static constexpr int K = max_rise();
+  static constexpr uint32_t hi(int side) {
+    uint32_t m = lo(side);
+    for (int k = 0; k < N; ++k)
+      if (!small(WORDS[k]) && int(WORDS[k] >> 31) == side && mag16(WORDS[k]) + 1 > m) m = mag16(WORDS[k]) + 1;
+    return m;
+  }
+  static constexpr uint32_t kLo[2] = {lo(0), lo(1)}, kHi[2] = {hi(0), hi(1)};
+  static constexpr uint32_t kOffset[2] = {0u, kHi[0] - kLo[0] + 1};  // where each side's entries start
+  static constexpr uint32_t kEntries = kOffset[1] + kHi[1] - kLo[1] + 1;
+
+  static constexpr int count_small() {
+    int c = 0;
+    for (int k = 0; k < N; ++k) c += small(WORDS[k]) ? 1 : 0;
+    return c;
+  }
+  static constexpr int kSmall = count_small();
+  static_assert(kSmall <= 4, "bucket search: at most 4 subnormal or zero thresholds");
 
   struct Tables {
-    uint8_t base[kBuckets + 3];  // +3: a 4-byte gather at the last bucket stays inside
-    uint32_t padded[N + K];  // T, then K +infs
+    uint32_t entry[kEntries];
+    uint32_t small[kSmall > 0 ? kSmall : 1];  // the subnormal and zero thresholds, ascending
+    uint32_t below_small;  // #{normal negative thresholds}: all below a value of magnitude < lo
   };
   static constexpr Tables make() {
     Tables t{};
-    int k = 0;
-    for (uint32_t b = 0; b < kBuckets; ++b) {  // base[b] = #{k : key(T[k]) < b << kShift}, in one pass
-      while (k < N && order_key(WORDS[k]) < (b << kShift)) ++k;
-      t.base[b] = uint8_t(k);
+    for (int side = 0; side < 2; ++side) {
+      for (uint32_t m = kLo[side]; m <= kHi[side]; ++m) {
+        const uint32_t top = order_key((uint32_t(side) << 31) | (m << 16)) >> 16;  // the bucket's key bits
+        uint32_t base = 0;  // #{k : key(T[k]) >> 16 < top}, by bisection (the keys ascend)
+        for (uint32_t hi_ = N; base < hi_;) {
+          const uint32_t mid = (base + hi_) / 2;
+          if (order_key(WORDS[mid]) >> 16 < top) base = mid + 1;
+          else hi_ = mid;
+        }
+        const uint32_t low = base < uint32_t(N) && order_key(WORDS[base]) >> 16 == top ? order_key(WORDS[base]) & 0xFFFFu
+                                                                                         : 0xFFFFu;
+        t.entry[kOffset[side] + m - kLo[side]] = base | (low << 8);
+      }
     }
-    for (int j = 0; j < N + K; ++j) t.padded[j] = j < N ? WORDS[j] : 0x7F800000u;
+    int j = 0;
+    for (int k = 0; k < N; ++k) {
+      if (small(WORDS[k])) t.small[j++] = WORDS[k];
+      else t.below_small += WORDS[k] >> 31;
+    }
     return t;
   }
   static constexpr Tables kTables = make();
 
   // the count for one value (NaN: 0)
   static inline uint32_t count(float x) {
-    const uint32_t bits = as_bits(x);
-    const uint32_t key = x != x ? 0u : order_key(bits);
-    const uint32_t base = kTables.base[key >> kShift];
-    uint32_t c = base;
-    for (int j = 0; j < K; ++j) c += uint32_t(x > as_float(kTables.padded[base + j]));
-    return c;
+    const uint32_t bits = as_bits(x), side = bits >> 31, m = (bits & 0x7FFFFFFFu) >> 16;
+    const uint32_t key = order_key(bits);
+    uint32_t small_count = kTables.below_small;
+    for (int j = 0; j < kSmall; ++j) small_count += uint32_t(x > as_float(kTables.small[j]));
+    const uint32_t clamped = m < kLo[side] ? kLo[side] : (m > kHi[side] ? kHi[side] : m);
+    const uint32_t e = kTables.entry[kOffset[side] + clamped - kLo[side]];
+    const uint32_t table_count = (e & 0xFFu) + uint32_t((key & 0xFFFFu) > (e >> 8));
+    const uint32_t c = m < kLo[side] ? small_count : table_count;
+    return x != x ? 0u : c;
   }
 
 #if defined(__AVX2__)
   // the counts for 8 values, lane by lane the same as count()
   static inline __m256i count8(__m256 x) {
     const __m256i bits = _mm256_castps_si256(x);
-    const __m256i sign = _mm256_srai_epi32(bits, 31);  // all ones where negative
-    const __m256i flip = _mm256_or_si256(sign, _mm256_set1_epi32(int(0x80000000u)));
-    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
-    const __m256i key = _mm256_andnot_si256(nan, _mm256_xor_si256(bits, flip));
-    const __m256i idx = _mm256_srli_epi32(key, kShift);
-    const __m256i base = _mm256_and_si256(
-        _mm256_i32gather_epi32(reinterpret_cast<const int*>(kTables.base), idx, 1), _mm256_set1_epi32(0xFF));
-    __m256i c = base;
-    for (int j = 0; j < K; ++j) {
-      const __m256 t = _mm256_i32gather_ps(reinterpret_cast<const float*>(kTables.padded + j), base, 4);
-      c = _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps(x, t, _CMP_GT_OQ)));  // true is -1
-    }
-    return c;
+    const __m256i neg = _mm256_srai_epi32(bits, 31);  // all ones where the sign is set
+    const __m256i m = _mm256_srli_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(0x7FFFFFFF)), 16);
+    const __m256i key = _mm256_xor_si256(bits, _mm256_or_si256(neg, _mm256_set1_epi32(int(0x80000000u))));
+    const __m256i lo = _mm256_blendv_epi8(_mm256_set1_epi32(int(kLo[0])), _mm256_set1_epi32(int(kLo[1])), neg);
+    const __m256i hi = _mm256_blendv_epi8(_mm256_set1_epi32(int(kHi[0])), _mm256_set1_epi32(int(kHi[1])), neg);
+    const __m256i off = _mm256_and_si256(neg, _mm256_set1_epi32(int(kOffset[1])));
+    const __m256i clamped = _mm256_min_epi32(_mm256_max_epi32(m, lo), hi);
+    const __m256i idx = _mm256_add_epi32(_mm256_sub_epi32(clamped, lo), off);
+    const __m256i e = _mm256_i32gather_epi32(reinterpret_cast<const int*>(kTables.entry), idx, 4);
+    const __m256i above = _mm256_cmpgt_epi32(_mm256_and_si256(key, _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(e, 8));
+    const __m256i table_count = _mm256_sub_epi32(_mm256_and_si256(e, _mm256_set1_epi32(0xFF)), above);  // true is -1
+    __m256i small_count = _mm256_set1_epi32(int(kTables.below_small));
+    for (int j = 0; j < kSmall; ++j)
+      small_count = _mm256_sub_epi32(
+          small_count, _mm256_castps_si256(_mm256_cmp_ps(x, _mm256_set1_ps(as_float(kTables.small[j])), _CMP_GT_OQ)));
+    const __m256i is_small = _mm256_cmpgt_epi32(lo, m);
+    const __m256i c = _mm256_blendv_epi8(table_count, small_count, is_small);
+    return _mm256_andnot_si256(_mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)), c);
   }
 #endif
+
 };
 
 }  // namespace adamw_tau
