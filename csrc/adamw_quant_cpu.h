@@ -111,6 +111,23 @@ inline float block_max_abs(const float* x, int n) {
   return m;
 }
 
+// C::zero_rule over a block: m's code from v's (the one the next step divides by). A codec with
+// fewer codes than a block has elements (4-bit: 16 against 128) gets its rule once per code and
+// block: rule[c] is the zero code, or kKeep where m keeps its own (C::zero_rule never returns
+// kKeep, which is no code); the 4-bit rule decodes v, a table load and a multiply an element.
+template <class C>
+inline void zero_rule_block(uint8_t* cm, const uint8_t* cv, int n, float v_scale) {
+  if constexpr (C::kCodes < C::kBlock) {
+    constexpr uint32_t kKeep = 0xFFu;
+    static_assert(C::kCodes <= 255, "kKeep must be no code");
+    uint8_t rule[C::kCodes];
+    for (int c = 0; c < C::kCodes; ++c) rule[c] = uint8_t(C::zero_rule(kKeep, uint32_t(c), v_scale));
+    for (int k = 0; k < n; ++k) cm[k] = rule[cv[k]] == kKeep ? cm[k] : rule[cv[k]];
+  } else {
+    for (int k = 0; k < n; ++k) cm[k] = uint8_t(C::zero_rule(cm[k], cv[k], v_scale));
+  }
+}
+
 // A block's codes, one a byte: the 8-bit codes are the bytes themselves; others unpacked.
 template <class C>
 inline const uint8_t* codes_of(const uint8_t* src, int64_t first, int n, uint8_t* tmp) {
@@ -166,7 +183,7 @@ __attribute__((noinline)) void step_range_quant(const TensorArgs t, int64_t begi
     if constexpr (AMSGRAD) encode_block<C, false>(vmb, n, max_vm, cvm, C::lowest_positive(max_vm));
     const uint8_t* divides_by = AMSGRAD ? cvm : cv;  // the second moment the next step divides by
     const float divides_scale = AMSGRAD ? max_vm : max_v;
-    for (int k = 0; k < n; ++k) cm[k] = uint8_t(C::zero_rule(cm[k], divides_by[k], divides_scale));
+    zero_rule_block<C>(cm, divides_by, n, divides_scale);
     store_codes<C>(m, qb, cm, n);
     store_codes<C>(v, qb, cv, n);
     if constexpr (AMSGRAD) store_codes<C>(vmax, qb, cvm, n);
