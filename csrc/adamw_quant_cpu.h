@@ -7,9 +7,11 @@
 // block that runs 8 lanes at once: decode (a gather from the 256- or 16-entry map, one
 // multiply), the update (adamw_math.h: update, the loop the fp32 step runs), the block max,
 // encode (bucket_search.h: the threshold count without a dependent search), the zero rule, the
-// store. The element-at-a-time loop this replaced took 247 ms for a 16M-element fp32 8-bit step
-// against 24 ms for fp32 (2-core CPU machine, 2026-12-03): GCC 12 (tuned for znver3 by
-// -march=native) vectorised none of it, and q8_encode's 8 dependent table loads dominated.
+// store. The element-at-a-time loop this replaced took 146 ms for a 16M-element fp32 8-bit step
+// against 11 ms for fp32 (2-core CPU machine, 2026-12-03): GCC 12 (tuned for znver3 by
+// -march=native) vectorised none of it, and q8_encode's 8 dependent table loads dominated. In
+// phases: 39 ms. What is left is the table loads: a gather a lane each to decode m and v and to
+// encode them (2-3 cycles a lane on that CPU), README "The CPU quantized step".
 // The gathers are AVX2 intrinsics (GCC's cost model for this CPU never emits a gather); without
 // AVX2 each phase runs the same rule one element at a time (the per-element functions the CUDA
 // kernel uses, and BucketSearch::count). Every phase keeps the rule of the per-element code, so
