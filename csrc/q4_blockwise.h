@@ -59,6 +59,7 @@ template <bool SIGNED> ADAMW_HD float q4_threshold(uint32_t k) {
 struct Q4Codec {
   static constexpr int kBlock = kQ4Block;
   static constexpr int kCodesPerByte = 2;
+  static constexpr int kCodes = 16;  // the map's entries
   ADAMW_HD static uint32_t code_at(const uint8_t* c, int64_t i) { return (uint32_t(c[i >> 1]) >> ((i & 1) * 4)) & 15u; }
   template <bool SIGNED> ADAMW_HD static float decode(uint32_t code, float scale) { return mul(q4_map<SIGNED>(code), scale); }
   // #{k < 15 : map[k] * scale == 0} by a 4-step binary search (the products ascend)

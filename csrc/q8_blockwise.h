@@ -212,25 +212,6 @@ template <bool SIGNED> ADAMW_HD uint8_t q8_encode(float x, float scale, uint32_t
   return uint8_t(code < floor ? floor : code);
 }
 
-// q8_encode of N elements at once, each the same ops as q8_encode: N independent searches
-// interleaved step by step keep the CPU's loads in flight (12.4 ns an element one by one,
-// 6.7 by 16, measured on the 2-core CPU machine).
-template <bool SIGNED, int N> inline void q8_encode_n(const float* x, float scale, uint8_t* out, uint32_t lowest = 0) {
-  float xhat[N];
-  uint32_t code[N];
-  const float d = scale == 0.0f ? 1.0f : scale;
-  for (int j = 0; j < N; ++j) {
-    xhat[j] = div(x[j], d);
-    code[j] = 0;
-  }
-  for (uint32_t bit = 128; bit != 0; bit >>= 1)
-    for (int j = 0; j < N; ++j) code[j] += uint32_t(xhat[j] > q8_threshold<SIGNED>(code[j] + bit - 1)) * bit;
-  for (int j = 0; j < N; ++j) {
-    const uint32_t floor = x[j] > 0.0f ? lowest : 0u;
-    out[j] = uint8_t(code[j] < floor ? floor : code[j]);
-  }
-}
-
 // The zero rule that ties m to v: exp_avg's code is the zero code wherever the second moment
 // the next step divides by (exp_avg_sq, or max_exp_avg_sq with amsgrad) has code 0.
 ADAMW_HD uint8_t q8_zero_rule(uint8_t m_code, uint8_t v_code) { return v_code == 0 ? uint8_t(127) : m_code; }
@@ -243,6 +224,7 @@ ADAMW_HD uint8_t q8_zero_rule(uint8_t m_code, uint8_t v_code) { return v_code ==
 struct Q8Codec {
   static constexpr int kBlock = kQ8Block;
   static constexpr int kCodesPerByte = 1;
+  static constexpr int kCodes = 256;  // the map's entries
   template <class T> ADAMW_HD static void store(uint8_t* dst, int64_t i, const T* codes, int64_t) {
     dst[i] = uint8_t(codes[0]);
   }

@@ -45,10 +45,10 @@ def test_bytes_per_element_matches_the_issue():
     assert workloads.bytes_per_element(PATHS["bf16_master"]) == 28
     assert workloads.bytes_per_element(PATHS["bf16_states"]) == 14
     assert workloads.bytes_per_element(PATHS["bf16_remainder"]) == 26
-    # the 8-bit paths run by default on a GPU, and on the CPU only when asked for (--path)
+    # the quantized paths run by default on a GPU, and on the CPU only when asked for (--path)
     assert workloads.default_paths("cuda") == workloads.BENCH_PATHS
-    assert set(workloads.BENCH_PATHS) - set(workloads.default_paths("cpu")) == {
-        "fp32_8bit", "bf16_master_8bit", "bf16_remainder_8bit", "fp32_4bit", "bf16_master_4bit"}  # param 2+2, grad 2, remainder 2+2, states 16
+    assert set(workloads.BENCH_PATHS) - set(workloads.default_paths("cpu")) == set(workloads.CPU_OPT_IN_PATHS)  # param 2+2, grad 2, remainder 2+2, states 16
+    assert all(PATHS[p].quantized for p in workloads.CPU_OPT_IN_PATHS)
     # 8-bit states: codes and a scale per 256 of them, read and written, for m and v
     assert workloads.bytes_per_element(PATHS["fp32_8bit"]) == 12 + 4 * (1 + 4 / 256)
     assert workloads.bytes_per_element(PATHS["bf16_master_8bit"]) == 2 + 2 + 8 + 4 * (1 + 4 / 256)

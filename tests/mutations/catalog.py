@@ -32,6 +32,8 @@ TESTS = {
     "q8_reference": ["tests/formats/test_q8_blockwise.py", "tests/optim/test_8bit_states.py", "-k",
                      "not cpu and not triton and not host_body and not gpu"],
     "q8_cpu": ["tests/optim/test_8bit_states.py", "-k", "cpu"],
+    # the CPU op's threshold search against the formats' binary search, over fp32 bit patterns
+    "cpu_search": ["tests/formats/test_bucket_search.py"],
     "q8_triton": ["tests/optim/test_8bit_states.py", "-k", "triton"],
     "q8_host_body": ["tests/optim/test_8bit_states.py", "tests/launch/test_cuda_body_on_host.py", "-k",
                      "host_body or 8bit"],
@@ -62,6 +64,7 @@ Q8_CPU = "csrc/adamw_quant_cpu.h"        # and CPU loop
 Q8_TRITON = "triton_kernels/blockwise.py"
 Q4 = "adamw_tau/formats/q4_blockwise.py"
 Q4_H = "csrc/q4_blockwise.h"
+BUCKETS = "csrc/bucket_search.h"  # the CPU op's threshold search
 
 MUTATIONS = [
     # --- three bugs found by users -----------------------------------------------------------
@@ -234,9 +237,15 @@ MUTATIONS = [
     dict(id="q8-reference-ties-up", rule="8-bit ties go to the lower code", file=Q8,
          edits=[("code = torch.bucketize(xhat.to(_F64), thr, right=False)",
                  "code = torch.bucketize(xhat.to(_F64), thr, right=True)")], tests="q8_reference"),
-    dict(id="q8-cpp-ties-up", rule="8-bit ties go to the lower code", file=Q8_H,
-         edits=[("code[j] += uint32_t(xhat[j] > q8_threshold<SIGNED>(code[j] + bit - 1)) * bit;",
-                 "code[j] += uint32_t(xhat[j] >= q8_threshold<SIGNED>(code[j] + bit - 1)) * bit;")], tests="q8_cpu"),
+    dict(id="q8-cpp-ties-up", rule="8-bit ties go to the lower code", file=BUCKETS,
+         edits=[("const uint32_t table_count = (e & 0xFFu) + uint32_t((key & 0xFFFFu) > (e >> 8));",
+                 "const uint32_t table_count = (e & 0xFFu) + uint32_t((key & 0xFFFFu) >= (e >> 8));"),
+                ("_mm256_cmpgt_epi32(_mm256_and_si256(key, _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(e, 8));",
+                 "_mm256_cmpgt_epi32(_mm256_and_si256(key, _mm256_set1_epi32(0xFFFF)), "
+                 "_mm256_sub_epi32(_mm256_srli_epi32(e, 8), _mm256_set1_epi32(1)));")], tests="cpu_search"),
+    dict(id="cpu-bucket-base-off-by-one", rule="the CPU threshold search counts the thresholds below a bucket",
+         file=BUCKETS, edits=[("if (order_key(WORDS[mid]) >> 16 < top) base = mid + 1;",
+                               "if (order_key(WORDS[mid]) >> 16 <= top) base = mid + 1;")], tests="cpu_search"),
     dict(id="q8-triton-ties-up", rule="8-bit ties go to the lower code", file=Q8_TRITON,
          edits=[("code += tl.where(xhat > tl.load(thr_ptr + code", "code += tl.where(xhat >= tl.load(thr_ptr + code")],
          tests="q8_triton"),
