@@ -195,6 +195,15 @@ template <Kind K> ADAMW_HD uint16_t stochastic_round(float w, uint32_t bits) {
   return narrow<K>(as_float(finite ? (is_tiny ? tiny : rounded) : u));
 }
 
+// [note: select on the bits] `clipped ? mul(g, coef) : g` stopped GCC 12 from vectorising the
+// CPU loop for 16-bit grads: it folds the select into the integer domain (g arrives as
+// bf16 bits << 16, and leaves through the maximize xor) as `clipped ? u1 : u2` on uint32 with a
+// loop-invariant bool, which its vectoriser has no pattern for ("relevant stmt not supported",
+// -fopt-info-vec-missed), so the whole step ran scalar. An and/or with an all-ones or zero mask
+// picks the same bits and vectorises. Measured on 16M bf16 params with bf16 states, 2 threads,
+// load ~2.5-3: 87 -> 24 ms without stochastic rounding, 155 -> 37 ms with it (torch's fused
+// bf16 AdamW: 24 ms); fp32 grads were never affected.
+
 // One element of the update, in the contract's order. w is the fp32 weight (master or
 // widened param); m, v, vmax are fp32 and updated in place. Returns nothing: the caller
 // narrows and stores.
@@ -202,7 +211,9 @@ template <bool AMSGRAD>
 ADAMW_HD void update(float& w, float g, float& m, float& v, float& vmax, const Scalars& s, float grad_scale,
                      bool maximize, bool scaled = true, float grad_coef = 1.0f, bool clipped = false) {
   if (scaled) g = div(g, grad_scale);  // unscaled == divided by 1: the same bits
-  g = clipped ? mul(g, grad_coef) : g;  // clipping after unscaling (a select: the CPU loop still vectorises)
+  // clipping after unscaling, as a select on the bits with a mask (see [note: select on the bits])
+  const uint32_t clip_mask = clipped ? 0xFFFFFFFFu : 0u;
+  g = as_float((as_bits(mul(g, grad_coef)) & clip_mask) | (as_bits(g) & ~clip_mask));
   g = as_float(as_bits(g) ^ (maximize ? 0x80000000u : 0u));  // -g, without a branch
   w = mul(w, s.decay);
   m = add(mul(s.beta1, m), mul(s.one_minus_beta1, g));
