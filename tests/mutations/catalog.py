@@ -305,7 +305,7 @@ MUTATIONS = [
                  "return extension.unavailable_reason(cuda=True)")], tests="backends"),
     # --- gradient clipping (docs/numerics.md, "Gradient clipping") ------------------------------
     dict(id="math-clip-coefficient-ignored", rule="clipping: every unscaled gradient times the coefficient",
-         file=MATH, edits=[("g = clipped ? mul(g, grad_coef) : g;", "g = g;")], tests="clipping"),
+         file=MATH, edits=[("const uint32_t clip_mask = clipped ? 0xFFFFFFFFu : 0u;", "const uint32_t clip_mask = 0u;")], tests="clipping"),
     dict(id="triton-clip-coefficient-ignored", rule="clipping: every unscaled gradient times the coefficient",
          file=TRITON, edits=[("if HAS_COEF else g", "if HAS_COEF and False else g")], tests="clipping"),
     dict(id="reference-clip-product-unrounded", rule="rounding: g * clip_coef is one correctly rounded fp32 op",
