@@ -28,6 +28,7 @@
 
 #include "adamw_args.h"
 #include "bucket_search.h"
+#include "octave_search.h"
 #include "permute_search.h"
 #include "state_formats.h"
 
@@ -44,6 +45,9 @@ template <> struct CpuTables<Q8Codec> {
                                     BucketSearch<kQ8UnsignedThresholds, 255>>;
   template <bool SIGNED>  // with AVX-512: the same bucket search on 16 lanes (permute_search.h: why)
   using Search16 = Search<SIGNED>;
+  template <bool SIGNED>  // with AVX-512 VBMI: every table in registers, 64 lanes (octave_search.h)
+  using Search64 = std::conditional_t<SIGNED, OctaveSearch<kQ8SignedThresholds, 255>,
+                                      OctaveSearch<kQ8UnsignedThresholds, 255>>;
   template <bool SIGNED> static const uint32_t* map() { return SIGNED ? kQ8SignedMap : kQ8UnsignedMap; }
   template <bool SIGNED> static constexpr const uint32_t* kMap = SIGNED ? kQ8SignedMap : kQ8UnsignedMap;
 };
@@ -160,6 +164,28 @@ inline void encode_block(const float* x, int n, float scale, uint8_t* out, uint3
   using S = typename CpuTables<C>::template Search<SIGNED>;
   const float d = scale == 0.0f ? 1.0f : scale;
   int k = 0;
+#if defined(__AVX512VBMI__)
+  if constexpr (C::kCodes == 256) {
+    using O = typename CpuTables<C>::template Search64<SIGNED>;
+    const __m512 d64 = _mm512_set1_ps(d);
+    const __m512i floor64 = _mm512_set1_epi8(char(uint8_t(lowest)));
+    for (; k + 64 <= n; k += 64) {
+      __m512 xv[4], xhat[4];
+      for (int q = 0; q < 4; ++q) {
+        xv[q] = _mm512_loadu_ps(x + k + 16 * q);
+        xhat[q] = _mm512_div_ps(xv[q], d64);
+      }
+      __m512i c = O::count64(xhat);
+      if (lowest != 0) {  // a positive x takes at least `lowest`
+        __mmask16 pos[4];
+        for (int q = 0; q < 4; ++q) pos[q] = _mm512_cmp_ps_mask(xv[q], _mm512_setzero_ps(), _CMP_GT_OQ);
+        const __mmask64 positive = _mm512_kunpackd(_mm512_kunpackw(pos[3], pos[2]), _mm512_kunpackw(pos[1], pos[0]));
+        c = _mm512_max_epu8(c, _mm512_maskz_mov_epi8(positive, floor64));
+      }
+      _mm512_storeu_si512(out + k, c);
+    }
+  }
+#endif
 #if defined(__AVX512F__)
   const __m512 dz = _mm512_set1_ps(d);
   const __m512i lowest16 = _mm512_set1_epi32(int(lowest));

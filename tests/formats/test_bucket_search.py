@@ -1,9 +1,14 @@
-"""The CPU op's threshold search is the formats' rule: csrc/adamw_quant_cpu.h's encode_block
-(the bucket search of csrc/bucket_search.h, [note: bucket search]) gives the code each codec's
-per-element encode gives (the binary search the CUDA kernel runs), for every fp32 bit pattern
-of x̂ (the full tier: all 2^32, for each table, in the AVX2 build and the scalar one), and in
-the fast tier for a strided sample plus every pattern within 2^12 ulps of each threshold, of
-±0, ±inf and the NaN boundaries; at other scales and zero-rule floors on a sample."""
+"""The CPU op's block phases are the formats' rules, in every instruction set this machine runs
+(encode_check.VARIANTS: AVX-512 VBMI, AVX-512, AVX2, scalar; each a build of its own):
+- encode_block (the threshold searches: csrc/octave_search.h with VBMI, csrc/permute_search.h
+  for 4-bit with AVX-512, csrc/bucket_search.h otherwise) gives the code each codec's
+  per-element encode gives (the binary search the CUDA kernel runs), for every fp32 bit pattern
+  of x̂ (the full tier: all 2^32, for each table and build), and in the fast tier for a strided
+  sample plus every pattern within 2^12 ulps of each threshold, of ±0, ±inf and the NaN
+  boundaries; at other scales and zero-rule floors on a sample;
+- decode_block gives the codec's decode bits for every code, at normal, subnormal, zero, inf
+  and NaN scales, at block lengths that end in each lane width's tail;
+- the 4-bit nibble unpack and pack and both zero rules give the per-element results."""
 import struct
 
 import pytest
@@ -35,14 +40,38 @@ def _boundaries(bits: int, signed: bool) -> list[int]:
     return sorted(set(_thresholds(bits, signed) + specials))
 
 
-def test_the_native_build_runs_the_vector_lanes_and_the_other_does_not(check):
+def test_each_build_runs_the_lanes_it_was_built_for(check):
     variant, c = check
-    if variant == "scalar":
-        assert not c.vectorised
-    else:
-        with open("/proc/cpuinfo") as f:
-            has_avx2 = " avx2" in f.read()
-        assert c.vectorised == has_avx2
+    assert c.lanes == encode_check.VARIANTS[variant][1]
+
+
+def test_the_machine_has_the_variants_its_flags_say():
+    # the variants come from /proc/cpuinfo: a machine with AVX2 must check the AVX2 build
+    flags = encode_check.cpu_flags()
+    assert "scalar" in VARIANTS
+    assert ("avx2" in VARIANTS) == set(encode_check.ALL_VARIANTS["avx2"][1]).issubset(flags)
+    assert ("vbmi" in VARIANTS) == set(encode_check.ALL_VARIANTS["vbmi"][1]).issubset(flags)
+
+
+SCALES = [1.0, 0.0, 3e-3, 1e-40, 1e-45, float("inf"), float("nan"), 0.7, 3.4e38, -0.5]
+
+
+@pytest.mark.parametrize("bits,signed", TABLES)
+@pytest.mark.parametrize("n", [256, 255, 200, 64, 63, 17, 16, 9, 8, 1, 0])
+def test_decode_gives_the_codec_bits_for_every_code(check, bits, signed, n):
+    _, c = check
+    for scale in SCALES:
+        got, bad = c.decode_mismatches(bits, signed, scale, n)
+        assert got == 0, f"{got} of {n} codes decode to other bits at scale {scale}, first code {bad}"
+
+
+@pytest.mark.parametrize("first,n", [(0, 128), (128, 128), (0, 127), (2, 64), (0, 63), (4, 1), (0, 0), (256, 129)])
+def test_nibbles_and_the_zero_rule(check, first, n):
+    _, c = check
+    g = torch.Generator().manual_seed(first * 1000 + n)
+    packed = bytes(torch.randint(0, 256, (300,), generator=g, dtype=torch.uint8).tolist())
+    for v_scale in (1.0, 1e-40, 1e-45, 0.0, float("nan")):
+        assert c.block_phase_mismatches(packed, first, n, v_scale) == 0, (first, n, v_scale)
 
 
 @pytest.mark.parametrize("bits,signed", TABLES)
