@@ -4,18 +4,22 @@
 // kQuantChunkMultiple elements (the launcher refuses others), so a block never spans two tasks.
 //
 // [note: phases] One block of C::kBlock elements at a time, in phases, each a loop over the
-// block that runs 8 lanes at once: decode (a gather from the 256- or 16-entry map, one
-// multiply), the update (adamw_math.h: update, the loop the fp32 step runs), the block max,
-// encode (bucket_search.h: the threshold count without a dependent search), the zero rule, the
-// store. The element-at-a-time loop this replaced took 146 ms for a 16M-element fp32 8-bit step
-// against 11 ms for fp32 (2-core CPU machine, 2026-12-03): GCC 12 (tuned for znver3 by
-// -march=native) vectorised none of it, and q8_encode's 8 dependent table loads dominated. In
-// phases: 39 ms. What is left is the table loads: a gather a lane each to decode m and v and to
-// encode them (2-3 cycles a lane on that CPU), README "The CPU quantized step".
-// The gathers are AVX2 intrinsics (GCC's cost model for this CPU never emits a gather); without
-// AVX2 each phase runs the same rule one element at a time (the per-element functions the CUDA
-// kernel uses, and BucketSearch::count). Every phase keeps the rule of the per-element code, so
-// the bits are the reference's (tests/formats/test_bucket_search.py, the parity tests).
+// block that runs many lanes at once: decode (a map lookup, one multiply), the update
+// (adamw_math.h: update, the loop the fp32 step runs), the block max, encode (a threshold
+// count without a dependent search), the zero rule, the store. The element-at-a-time loop
+// this replaced took 146 ms for a 16M-element fp32 8-bit step against 11 ms for fp32 (2-core
+// Zen 4 CPU machine, 2026-12-03): GCC vectorised none of it, and q8_encode's 8 dependent
+// table loads dominated. In phases with AVX2 gathers: 39 ms. With AVX-512 VBMI every 8-bit
+// table lives in registers: the decode by byte permutes ([note: byte planes]), the encode by
+// octave_search.h; the 4-bit encode is its own binary search in registers (permute_search.h).
+// Per element, one thread, a block in L1 (the phases timed alone): 8-bit decode 0.52 -> 0.11
+// ns, encode 1.05 (gathers) -> 0.80 (table loads) -> 0.44 ns; 4-bit encode 0.77 -> 0.30 ns.
+// README "The CPU quantized step" has the steps' times. Without AVX-512 the AVX2 phases run
+// (gathers for the decode, bucket_search.h's table loads for the encode), without AVX2 each
+// phase runs the same rule one element at a time (the per-element functions the CUDA kernel
+// uses, and BucketSearch::count). Every phase keeps the rule of the per-element code, so the
+// bits are the reference's (tests/formats/test_bucket_search.py checks each phase in a build
+// per instruction set; the parity tests the op).
 #pragma once
 
 #include <algorithm>

@@ -153,6 +153,23 @@ ADAMW_HD void lane_store(T* dst, const T (&src)[N], bool whole, int count) {
   }
 }
 
+// [note: staged search tables] A codec whose encode counts from tables (Q8Codec: [note: the
+// kernel's search] in q8_blockwise.h) has them copied from global memory into shared memory
+// once per thread block, by all its threads, before any warp encodes: 3584 bytes for 8-bit.
+// The host build reads the codec's constexpr tables in place.
+#if defined(__CUDACC__)
+template <class C>
+__device__ void stage_search_tables(typename C::SearchTables& staged) {
+  if constexpr (sizeof(typename C::SearchTables) >= 4) {
+    static_assert(sizeof(typename C::SearchTables) % 4 == 0, "the tables move as words");
+    const uint32_t* src = reinterpret_cast<const uint32_t*>(C::search_tables_device());
+    uint32_t* dst = reinterpret_cast<uint32_t*>(&staged);
+    for (int i = int(threadIdx.x); i < int(sizeof(staged) / 4); i += kQ8Threads) dst[i] = __ldg(src + i);
+    __syncthreads();
+  }
+}
+#endif
+
 // Whether a block's whole lanes may move in whole accesses: every address the launch reads or
 // writes is 16-byte aligned (tables.py's VEC_BYTES, the test of its aligned split), and the
 // block starts on a quantization block. Then each lane's run starts at a multiple of its own
@@ -178,7 +195,14 @@ __global__ void __launch_bounds__(kQ8Threads, kQ8MinBlocks) adamw_quant_kernel(c
   constexpr int kPerLane = B / kWarpSize;
   constexpr int kLaneBytes = kPerLane / C::kCodesPerByte;  // a lane's codes of one state
   constexpr bool kMaster = W == Write::Master, kRem = W == Write::Remainder;
-  if (found_inf != nullptr && *found_inf != 0.0f) return;
+  if (found_inf != nullptr && *found_inf != 0.0f) return;  // every thread of the block returns
+#if defined(__CUDA_ARCH__)
+  __shared__ typename C::SearchTables staged;
+  stage_search_tables<C>(staged);
+  const typename C::SearchTables& search = staged;
+#else
+  const typename C::SearchTables& search = C::kSearchTables;
+#endif
   const TensorArgs t = tensors[blocks[2 * blockIdx.x]];
   const int64_t start = blocks[2 * blockIdx.x + 1];
   const int64_t end = start + chunk < t.numel ? start + chunk : t.numel;
@@ -269,9 +293,9 @@ __global__ void __launch_bounds__(kQ8Threads, kQ8MinBlocks) adamw_quant_kernel(c
       uint32_t cm[kMaxPerLane], cv[kMaxPerLane], cvm[kMaxPerLane];
 #pragma unroll
       for (int j = 0; j < kPerLane; ++j) {
-        cv[j] = C::template encode<false>(L.v[j], new_v, low_v);
-        cvm[j] = AMSGRAD ? C::template encode<false>(L.vm[j], new_vm, low_vm) : 0u;
-        cm[j] = C::zero_rule(C::template encode<true>(L.m[j], new_m), AMSGRAD ? cvm[j] : cv[j],
+        cv[j] = C::template encode_with<false>(L.v[j], new_v, low_v, search);
+        cvm[j] = AMSGRAD ? C::template encode_with<false>(L.vm[j], new_vm, low_vm, search) : 0u;
+        cm[j] = C::zero_rule(C::template encode_with<true>(L.m[j], new_m, 0u, search), AMSGRAD ? cvm[j] : cv[j],
                              AMSGRAD ? new_vm : new_v);
       }
       uint8_t ml[kLaneBytes], vl[kLaneBytes], xl[kLaneBytes];

@@ -34,7 +34,33 @@ int64_t mismatches(uint64_t first, uint64_t count, uint64_t stride, float scale,
   return n_bad;
 }
 
+// the CUDA kernel's encode (C::encode_with over the host's copy of its search tables) against
+// C::encode, value by value
+template <class C, bool SIGNED>
+int64_t kernel_mismatches(uint64_t first, uint64_t count, uint64_t stride, float scale, uint32_t lowest, uint32_t* bad) {
+  int64_t n_bad = 0;
+  for (uint64_t i = 0; i < count; ++i) {
+    const float x = as_float(uint32_t(first + i * stride));
+    if (C::template encode_with<SIGNED>(x, scale, lowest, C::kSearchTables) != C::template encode<SIGNED>(x, scale, lowest)) {
+      if (n_bad == 0 && bad) *bad = as_bits(x);
+      ++n_bad;
+    }
+  }
+  return n_bad;
+}
+
 }  // namespace
+
+// As adamw_tau_encode_mismatches, for the CUDA kernel's encode (q8_blockwise.h: [note: the
+// kernel's search]) instead of the CPU op's.
+extern "C" int64_t adamw_tau_kernel_encode_mismatches(int bits, int is_signed, uint64_t first, uint64_t count,
+                                                      uint64_t stride, float scale, uint32_t lowest, uint32_t* bad) {
+  if (bits == 8) return is_signed ? kernel_mismatches<Q8Codec, true>(first, count, stride, scale, lowest, bad)
+                                  : kernel_mismatches<Q8Codec, false>(first, count, stride, scale, lowest, bad);
+  if (bits == 4) return is_signed ? kernel_mismatches<Q4Codec, true>(first, count, stride, scale, lowest, bad)
+                                  : kernel_mismatches<Q4Codec, false>(first, count, stride, scale, lowest, bad);
+  return -1;
+}
 
 // The number of values first + i * stride (mod 2^32, i < count), as fp32 bits, whose code from
 // encode_block differs from the codec's encode at this scale and `lowest`; the first such

@@ -78,6 +78,13 @@ struct Q4Codec {
     const uint32_t floor = x > 0.0f ? lowest : 0u;
     return code < floor ? floor : code;
   }
+  // the kernel's search is encode's own (four loads from a 15-entry table): no tables to stage
+  struct SearchTables {};
+  static constexpr SearchTables kSearchTables{};
+  template <bool SIGNED>
+  ADAMW_HD static uint32_t encode_with(float x, float scale, uint32_t lowest, const SearchTables&) {
+    return encode<SIGNED>(x, scale, lowest);
+  }
   // codes[0] and codes[1] of elements i (even) and i + 1 into byte i / 2; past `end`, a 0 nibble
   template <class T> ADAMW_HD static void store(uint8_t* dst, int64_t i, const T* codes, int64_t end) {
     dst[i >> 1] = uint8_t(uint32_t(codes[0]) | (i + 1 < end ? uint32_t(codes[1]) << 4 : 0u));

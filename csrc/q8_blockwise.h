@@ -5,8 +5,10 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "adamw_math.h"
+#include "octave_search.h"
 
 namespace adamw_tau {
 
@@ -203,14 +205,35 @@ ADAMW_HD uint32_t q8_lowest_positive(float scale) {
 // chosen by `?:`: g++ made that a branch, mispredicted on half the steps (70 ns an element on
 // the 2-core CPU machine against 18). ``lowest``: the unsigned map's zero rule, a positive x
 // takes at least that code (q8_lowest_positive of the scale; 0 for the signed map).
-template <bool SIGNED> ADAMW_HD uint8_t q8_encode(float x, float scale, uint32_t lowest = 0) {
-  const float xhat = div(x, scale == 0.0f ? 1.0f : scale);
-  uint32_t code = 0;
-#pragma unroll
-  for (uint32_t bit = 128; bit != 0; bit >>= 1) code += uint32_t(xhat > q8_threshold<SIGNED>(code + bit - 1)) * bit;
+ADAMW_HD float q8_xhat(float x, float scale) { return div(x, scale == 0.0f ? 1.0f : scale); }
+ADAMW_HD uint8_t q8_floored(uint32_t code, float x, uint32_t lowest) {
   const uint32_t floor = x > 0.0f ? lowest : 0u;
   return uint8_t(code < floor ? floor : code);
 }
+template <bool SIGNED> ADAMW_HD uint8_t q8_encode(float x, float scale, uint32_t lowest = 0) {
+  const float xhat = q8_xhat(x, scale);
+  uint32_t code = 0;
+#pragma unroll
+  for (uint32_t bit = 128; bit != 0; bit >>= 1) code += uint32_t(xhat > q8_threshold<SIGNED>(code + bit - 1)) * bit;
+  return q8_floored(code, x, lowest);
+}
+
+// [note: the kernel's search] The CUDA kernel counts thresholds by the octave search
+// (octave_search.h: OctaveSearch::count, three dependent loads from 1792 bytes of tables a map
+// instead of the binary search's eight from the threshold table), the tables staged in shared
+// memory once per thread block (adamw_quant_kernel.h: stage_search_tables). The same count as
+// q8_encode's search for every fp32 pattern: tests/formats/test_bucket_search.py checks
+// OctaveSearch::count against it over all 2^32 (full tier), and the host build of the kernel
+// runs this very function. NOT MEASURED ON A GPU against the binary search.
+using Q8SignedSearch = OctaveSearch<kQ8SignedThresholds, 255>;
+using Q8UnsignedSearch = OctaveSearch<kQ8UnsignedThresholds, 255>;
+struct Q8SearchTables {
+  OctaveTables map[2];  // [0] the signed map's, [1] the unsigned's
+};
+inline constexpr Q8SearchTables kQ8SearchTables = {{Q8SignedSearch::kTables.core, Q8UnsignedSearch::kTables.core}};
+#if defined(__CUDACC__)
+__device__ const Q8SearchTables kQ8SearchTablesDevice = kQ8SearchTables;
+#endif
 
 // The zero rule that ties m to v: exp_avg's code is the zero code wherever the second moment
 // the next step divides by (exp_avg_sq, or max_exp_avg_sq with amsgrad) has code 0.
@@ -233,6 +256,19 @@ struct Q8Codec {
   ADAMW_HD static uint32_t lowest_positive(float scale) { return q8_lowest_positive(scale); }
   template <bool SIGNED> ADAMW_HD static uint32_t encode(float x, float scale, uint32_t lowest = 0) {
     return q8_encode<SIGNED>(x, scale, lowest);
+  }
+  // encode's code, counted by the kernel's search over tables laid out as kSearchTables (the
+  // host's, or the CUDA kernel's shared-memory copy of kSearchTablesDevice): [note: the
+  // kernel's search]
+  using SearchTables = Q8SearchTables;
+  static constexpr const SearchTables& kSearchTables = kQ8SearchTables;
+#if defined(__CUDACC__)
+  __device__ static const SearchTables* search_tables_device() { return &kQ8SearchTablesDevice; }
+#endif
+  template <bool SIGNED>
+  ADAMW_HD static uint32_t encode_with(float x, float scale, uint32_t lowest, const SearchTables& t) {
+    using S = std::conditional_t<SIGNED, Q8SignedSearch, Q8UnsignedSearch>;
+    return q8_floored(S::count(q8_xhat(x, scale), t.map[SIGNED ? 0 : 1]), x, lowest);
   }
   // exp_avg's code given the second moment's: the zero code where its code is 0
   ADAMW_HD static uint32_t zero_rule(uint32_t m_code, uint32_t v_code, float) {

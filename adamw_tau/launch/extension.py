@@ -36,10 +36,29 @@ if not (CSRC / "ops.cpp").is_file():  # a plain checkout: csrc/ sits beside the 
     CSRC = _PACKAGE.parent / "csrc"
 
 # -march=native: the JIT build is compiled on, and cached for, the machine that runs it (AOT builds omit it)
+def preferred_vector_width(cpuinfo: str | None = None) -> int:
+    """The vector width GCC may auto-vectorise with on this machine: 512 on an AMD CPU with
+    AVX-512 (Zen 4 runs zmm at full clock; GCC 12 tunes it as znver3 and keeps to 256), else 256
+    (Intel's AVX-512 parts may lower the clock for zmm code, and GCC's own tuning picks 256).
+    Measured on the 2-core Zen 4 machine, 16M elements, 2 threads, 256 then 512, twice
+    (2026-12-03): fp32 step 12.1/10.8 -> 8.8/10.2 ms, bf16 states 10.0/12.9 -> 6.9/8.0, fp32 with
+    8-bit states 22.7/22.4 -> 21.0/21.4; the same bits (no fused or reordered op either way)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read(1 << 16)
+        except OSError:
+            return 256
+    amd = "AuthenticAMD" in cpuinfo
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return 512 if amd and "avx512f" in flags else 256
+
+
+
 CXX_FLAGS = ["-O3", "-std=c++20", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"]
 # -fopenmp: at::parallel_for is header-only OpenMP; without it the loop runs on one thread.
 # No -fno-fast-math after -fno-math-errno: it turns errno back on and sqrt stops vectorising (3x slower).
-JIT_CXX_FLAGS = CXX_FLAGS + ["-march=native", "-mprefer-vector-width=256"]
+JIT_CXX_FLAGS = CXX_FLAGS + ["-march=native", f"-mprefer-vector-width={preferred_vector_width()}"]
 # No -gencode here: cuda_arch_flags() adds the archs (the note above).
 NVCC_FLAGS = ["-O3", "-std=c++20", "-fmad=false", "-ftz=false", "-prec-div=true", "-prec-sqrt=true",
               "--expt-relaxed-constexpr"]

@@ -65,6 +65,8 @@ class EncodeCheck:
             ctypes.c_int, ctypes.c_int, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_float,
             ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint32)]
         self.lib.adamw_tau_encode_vectorised.restype = ctypes.c_int
+        self.lib.adamw_tau_kernel_encode_mismatches.restype = ctypes.c_int64
+        self.lib.adamw_tau_kernel_encode_mismatches.argtypes = self.lib.adamw_tau_encode_mismatches.argtypes
 
         self.lib.adamw_tau_decode_mismatches.restype = ctypes.c_int64
         self.lib.adamw_tau_decode_mismatches.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_int,
@@ -94,12 +96,13 @@ class EncodeCheck:
         return int(got)
 
     def mismatches(self, bits: int, signed: bool, first: int, count: int, stride: int = 1, scale: float = 1.0,
-                   lowest: int = 0) -> tuple[int, int | None]:
+                   lowest: int = 0, kernel: bool = False) -> tuple[int, int | None]:
         """(how many of the patterns first + i * stride mod 2^32, i < count, encode differently;
-        the first such pattern's bits, or None)."""
+        the first such pattern's bits, or None). ``kernel``: the CUDA kernel's encode (its
+        search over the host's copy of its tables) instead of the CPU op's encode_block."""
         bad = ctypes.c_uint32(0)
-        n = self.lib.adamw_tau_encode_mismatches(bits, int(signed), first, count, stride, scale, lowest,
-                                                 ctypes.byref(bad))
+        fn = self.lib.adamw_tau_kernel_encode_mismatches if kernel else self.lib.adamw_tau_encode_mismatches
+        n = fn(bits, int(signed), first, count, stride, scale, lowest, ctypes.byref(bad))
         if n < 0:
             raise ValueError(f"no {bits}-bit codec")
         return n, (bad.value if n else None)

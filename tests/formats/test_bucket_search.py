@@ -8,7 +8,11 @@
   boundaries; at other scales and zero-rule floors on a sample;
 - decode_block gives the codec's decode bits for every code, at normal, subnormal, zero, inf
   and NaN scales, at block lengths that end in each lane width's tail;
-- the 4-bit nibble unpack and pack and both zero rules give the per-element results."""
+- the 4-bit nibble unpack and pack and both zero rules give the per-element results;
+- the CUDA kernel's encode (the octave search over its staged tables, q8_blockwise.h: [note:
+  the kernel's search]) gives the binary search's code: near every threshold, on a sample, at
+  other scales, and (full tier) for all 2^32 patterns; in the scalar build only (it is scalar
+  code the kernel runs one value a lane)."""
 import struct
 
 import pytest
@@ -109,3 +113,28 @@ def test_every_fp32_pattern(check, bits, signed):
     _, c = check
     n, bad = c.mismatches(bits, signed, 0, 1 << 32)
     assert n == 0, f"{n} codes differ, first at x̂ bits {bad:#010x}"
+
+
+@pytest.fixture(scope="module")
+def scalar_check(tmp_path_factory):
+    return encode_check.EncodeCheck(encode_check.build(tmp_path_factory.mktemp("encode_check_kernel"), "scalar"))
+
+
+@pytest.mark.parametrize("bits,signed", TABLES)
+def test_the_kernels_search_near_every_threshold_and_on_a_sample(scalar_check, bits, signed):
+    for b in _boundaries(bits, signed):
+        n, bad = scalar_check.mismatches(bits, signed, (b - NEAR) & 0xFFFFFFFF, 2 * NEAR + 1, kernel=True)
+        assert n == 0, f"{n} kernel codes differ near {b:#010x}, first at x̂ bits {bad:#010x}"
+    n, bad = scalar_check.mismatches(bits, signed, 0, (1 << 32) // 4093 + 1, 4093, kernel=True)
+    assert n == 0, f"{n} kernel codes differ, first at x̂ bits {bad:#010x}"
+    for scale, lowest in [(0.0, 0), (_f32(3e-3), 1), (1e-40, 9), (float("inf"), 0), (float("nan"), 0)]:
+        lowest = lowest if not signed else 0
+        n, bad = scalar_check.mismatches(bits, signed, 12345, (1 << 32) // 65521 + 1, 65521, scale=scale,
+                                         lowest=lowest, kernel=True)
+        assert n == 0, f"{n} kernel codes differ at scale {scale}, first at x bits {bad:#010x}"
+
+
+@pytest.mark.parametrize("bits,signed", tiered(TABLES, fast=[]))
+def test_the_kernels_search_over_every_fp32_pattern(scalar_check, bits, signed):
+    n, bad = scalar_check.mismatches(bits, signed, 0, 1 << 32, kernel=True)
+    assert n == 0, f"{n} kernel codes differ, first at x̂ bits {bad:#010x}"

@@ -125,8 +125,28 @@ def expected_accesses(key) -> collections.Counter:
     return out
 
 
+def search_reads(ptx: str) -> dict:
+    """{(codec, ...): (shared loads, the staged tables read, the threshold table read)} per kernel."""
+    out = {}
+    for entry in re.finditer(r"\.entry (\S+)\((.*?)\n\}\n", ptx, re.S):
+        found = _KERNEL.search(entry.group(1))
+        if found:
+            body = entry.group(0)
+            out[(found.group(1), *map(int, found.groups()[1:]))] = (
+                len(re.findall(r"\bld\.shared\.", body)), "kQ8SearchTablesDevice" in body,
+                bool(re.search(r"kQ8(Signed|Unsigned)ThresholdsDevice", body)))
+    return out
+
+
 def _check(ptx_path: Path, keys) -> None:
     ptx = ptx_path.read_text()
+    # [note: the kernel's search]: the 8-bit kernels stage the octave tables and count from
+    # shared memory, never reading the threshold table; the 4-bit ones keep their own search
+    for key, (shared_loads, staged, thresholds) in search_reads(ptx).items():
+        if key[0] == "Q8":
+            assert staged and shared_loads > 0 and not thresholds, (key, shared_loads, staged, thresholds)
+        else:
+            assert not staged and shared_loads == 0, (key, shared_loads, staged)
     got = lane_accesses(ptx)
     assert set(keys) <= set(got), f"no PTX for {sorted(set(keys) - set(got))}: mangled names changed?"
     wrong = {k: (dict(got[k]), dict(expected_accesses(k))) for k in keys if got[k] != expected_accesses(k)}

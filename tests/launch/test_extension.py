@@ -194,3 +194,14 @@ def test_cuda_vector_path_is_16_bytes(cuda_object):
 def test_cuda_tensor_over_2_31_elements():
     from adamw_tau.testing.parity import check_past_2_31
     assert check_past_2_31("cuda") == 0
+
+
+def test_the_vector_width_is_512_only_on_amd_with_avx512():
+    from adamw_tau.launch.extension import preferred_vector_width
+    zen4 = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512f avx512bw\n"
+    zen3 = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2\n"
+    icelake = "vendor_id\t: GenuineIntel\nflags\t\t: fpu avx2 avx512f avx512bw\n"
+    assert preferred_vector_width(zen4) == 512
+    assert preferred_vector_width(zen3) == 256
+    assert preferred_vector_width(icelake) == 256
+    assert preferred_vector_width("") == 256
