@@ -186,3 +186,11 @@ def test_the_peak_holds_every_gradient_with_the_ordinary_step_and_fewer_inside_b
     assert plain.peak_total - inside.peak_total == 4 * N - 4 * 64 * 64
     table = memory.format_table(memory.MemoryReport("w", 3, N, "cpu", "t", rows=[plain, inside]))
     assert "| peak |" in table and f"**{inside.peak_total / N:.2f}**" in table
+
+
+def test_a_step_inside_backward_has_no_step_time_but_its_bytes():
+    report = memory.run(quick=True, configs=[config("ours, fp32, step in backward")], progress=False)
+    row = report.rows[0]
+    assert row.error is None and row.total > 0 and row.peak
+    assert row.step_ms is None  # its step() is a no-op: no 0.0 ms in the table
+    assert "| - |" in memory.format_table(report)

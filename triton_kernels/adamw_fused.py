@@ -113,8 +113,13 @@ def adamw_fused_kernel(
         m_scale_ptr = tl.load(meta + COL_M_SCALE).to(tl.pointer_type(tl.float32))
         v_scale_ptr = tl.load(meta + COL_V_SCALE).to(tl.pointer_type(tl.float32))
         vmax_scale_ptr = tl.load(meta + COL_VMAX_SCALE).to(tl.pointer_type(tl.float32))
-        m = q_load(m_ptr, m_scale_ptr, idx, mask, smap_ptr, QBITS, QBLOCK)
-        v = q_load(v_ptr, v_scale_ptr, idx, mask, umap_ptr, QBITS, QBLOCK)
+        byte_start = start // (8 // QBITS)  # the program's first code byte (a program starts a byte)
+        n_bytes = (numel + (8 // QBITS) - 1) // (8 // QBITS)  # the tensor's code bytes
+        if ALIGNED:  # numel a multiple of 8: n_bytes of 4 (blockwise.py: [note: whole bytes])
+            byte_start = tl.multiple_of(byte_start, BLOCK // (8 // QBITS))
+            n_bytes = tl.multiple_of(n_bytes, 4)
+        m = q_load(m_ptr, m_scale_ptr, idx, mask, byte_start, n_bytes, start, numel, smap_ptr, BLOCK, QBITS, QBLOCK)
+        v = q_load(v_ptr, v_scale_ptr, idx, mask, byte_start, n_bytes, start, numel, umap_ptr, BLOCK, QBITS, QBLOCK)
     else:
         m = widen(tl.load(m_ptr + idx, mask=mask, other=0.0))
         v = widen(tl.load(v_ptr + idx, mask=mask, other=0.0))
@@ -137,11 +142,11 @@ def adamw_fused_kernel(
     v = beta2 * v + omb2 * (g * g)
     if AMSGRAD:
         if QBITS:
-            vmax = tl.maximum(q_load(vmax_ptr, vmax_scale_ptr, idx, mask, umap_ptr, QBITS, QBLOCK), v,
-                              propagate_nan=tl.PropagateNan.ALL)
+            vmax = tl.maximum(q_load(vmax_ptr, vmax_scale_ptr, idx, mask, byte_start, n_bytes, start, numel, umap_ptr, BLOCK,
+                                     QBITS, QBLOCK), v, propagate_nan=tl.PropagateNan.ALL)
             divides_by, divides_scale = q_encode(vmax, mask, uthr_ptr, umap_ptr, True, BLOCK, QBITS, QBLOCK)
-            q_store(divides_by, divides_scale, vmax_ptr, vmax_scale_ptr, idx, mask, start, numel, BLOCK, QBITS,
-                    QBLOCK)
+            q_store(divides_by, divides_scale, vmax_ptr, vmax_scale_ptr, idx, mask, byte_start, n_bytes, start, numel, BLOCK,
+                    QBITS, QBLOCK)
         else:
             vmax = tl.maximum(widen(tl.load(vmax_ptr + idx, mask=mask, other=0.0)), v,
                               propagate_nan=tl.PropagateNan.ALL)
@@ -159,8 +164,8 @@ def adamw_fused_kernel(
             divides_scale = v_scale
         m_code, m_scale = q_encode(m, mask, sthr_ptr, smap_ptr, False, BLOCK, QBITS, QBLOCK)
         m_code = q_zero_rule(m_code, divides_by, divides_scale, umap_ptr, BLOCK, QBLOCK, ZERO_CODE, ZERO_BY_DECODE)
-        q_store(m_code, m_scale, m_ptr, m_scale_ptr, idx, mask, start, numel, BLOCK, QBITS, QBLOCK)
-        q_store(v_code, v_scale, v_ptr, v_scale_ptr, idx, mask, start, numel, BLOCK, QBITS, QBLOCK)
+        q_store(m_code, m_scale, m_ptr, m_scale_ptr, idx, mask, byte_start, n_bytes, start, numel, BLOCK, QBITS, QBLOCK)
+        q_store(v_code, v_scale, v_ptr, v_scale_ptr, idx, mask, byte_start, n_bytes, start, numel, BLOCK, QBITS, QBLOCK)
     else:
         tl.store(m_ptr + idx, round_to(m, S_DTYPE), mask=mask)
         tl.store(v_ptr + idx, round_to(v, S_DTYPE), mask=mask)

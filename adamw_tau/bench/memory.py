@@ -157,8 +157,10 @@ def measure(config: Config, shapes, device: str = "cpu") -> MemoryRow:
         check_needs(config, ledger, opt, params)
         row.bytes = ledger.bytes
         # the step's time beside its bytes (the 8-bit anchors' first steps compile or build
-        # tables, so one warm-up step); counted first, so later steps change no count
-        row.step_ms = time_ms(opt.step, device, reps=3, warmup=1)
+        # tables, so one warm-up step); counted first, so later steps change no count. A step
+        # inside backward has no step() to time (it is a no-op there: it printed 0.0 ms): "-"
+        if not config.options.get("step_in_backward"):
+            row.step_ms = time_ms(opt.step, device, reps=3, warmup=1)
         if config.impl in ANCHORS:
             top = ANCHORS[config.impl][0].split(".")[0]
             row.note = f"{top} {importlib.import_module(top).__version__}"

@@ -300,6 +300,19 @@ if __name__ == "__main__":  # the subprocess: compile every variant the tests re
     print(json.dumps({name: _compile(args) for name, args in {**VARIANTS, **Q8_VARIANTS}.items()}))
 
 
+@pytest.mark.parametrize("name", [n for n in Q8_VARIANTS if n.endswith("-aligned")])
+def test_aligned_quantized_variants_move_codes_in_words_and_scales_once(name, all_ptx):
+    """blockwise.py's [note: whole bytes]: in an aligned launch the codes (8-bit and 4-bit) move in
+    accesses of at least 4 bytes, never a byte at a time (4-bit: 24 byte loads and 12 byte stores a
+    thread before), and the block scales are read once a block, not once an element (8-bit: 38
+    scalar word loads of data a thread before, 17 after)."""
+    acc = _accesses(all_ptx[name])
+    narrow = [(k, v, bits) for k, b, v, bits in acc if b == "data" and bits == 8]
+    assert not narrow, f"byte-wide code accesses in an aligned variant: {collections.Counter(narrow)}"
+    scalar_words = sum(1 for k, b, v, bits in acc if k == "ld" and b == "data" and v == "scalar" and bits == 32)
+    assert scalar_words <= 24, f"{scalar_words} scalar word loads of data: the scales read per element again?"
+
+
 @pytest.mark.parametrize("name", list(Q8_VARIANTS))
 def test_8bit_variants_compile_without_fma_approximation_or_flushed_subnormals(name, all_ptx):
     ptx = all_ptx[name]
