@@ -1,5 +1,6 @@
 """The CPU op's block phases are the formats' rules, in every instruction set this machine runs
-(encode_check.VARIANTS: AVX-512 VBMI, AVX-512, AVX2, scalar; each a build of its own):
+(encode_check.VARIANTS: AVX-512 VBMI, AVX-512, AVX2, scalar; each a build of its own; the fast
+tier builds the widest and the scalar one, the full tier all):
 - encode_block (the threshold searches: csrc/octave_search.h with VBMI, csrc/permute_search.h
   for 4-bit with AVX-512, csrc/bucket_search.h otherwise) gives the code each codec's
   per-element encode gives (the binary search the CUDA kernel runs), for every fp32 bit pattern
@@ -27,7 +28,12 @@ VARIANTS = list(encode_check.VARIANTS)
 NEAR = 1 << 12  # patterns either side of each boundary
 
 
-@pytest.fixture(scope="module", params=VARIANTS)
+# the fast tier builds the widest variant the machine runs (the op's own paths: -march=native
+# picks them) and the scalar one; the full tier (CI runs it) every variant between
+FAST_VARIANTS = [VARIANTS[0], "scalar"]
+
+
+@pytest.fixture(scope="module", params=tiered([(v,) for v in VARIANTS], fast=[(v,) for v in FAST_VARIANTS]))
 def check(request, tmp_path_factory):
     lib = encode_check.build(tmp_path_factory.mktemp(f"encode_check_{request.param}"), request.param)
     return request.param, encode_check.EncodeCheck(lib)
