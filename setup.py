@@ -13,7 +13,7 @@ if os.environ.get("ADAMW_TAU_BUILD_EXT") == "1":
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     here = os.path.dirname(os.path.abspath(__file__))
-    srcs = [os.path.join("csrc", f) for f in ("ops.cpp", "adamw_cpu.cpp", "stream_cpu.cpp")]
+    srcs = [os.path.join("csrc", f) for f in ("ops.cpp", "adamw_cpu.cpp", "stream_cpu.cpp", "grad_norm_cpu.cpp")]
     import sys
     sys.path.insert(0, here)
     from adamw_tau.launch.extension import CXX_FLAGS as cxx, NVCC_FLAGS, toolkit_problem  # noqa: E402

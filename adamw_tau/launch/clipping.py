@@ -25,10 +25,23 @@ from ..core import grad_norm
 from .sharded_scales import is_dtensor, local
 
 _F64 = torch.float64
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what csrc/grad_norm_cpu.cpp reads
+
+
+def _cpu_kernel() -> bool:
+    """Whether the C++ chunk sums can run: the CPU extension is loaded (the cpu backend loads
+    it) and no torch.compile is tracing (the graph keeps the torch ops: the same bits)."""
+    if torch.compiler.is_compiling():  # first: Dynamo cannot trace the dispatcher query
+        return False
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("adamw_tau::chunk_sums", "CPU")
+    except RuntimeError:  # the op is not declared: the extension is not loaded
+        return False
 
 
 def _device_sums(grads: list[torch.Tensor], grad_scale: torch.Tensor | None) -> list[torch.Tensor]:
-    """Each gradient's chunk sums (float64, on its device), by one buffer per device."""
+    """Each gradient's chunk sums (float64, on its device), by one buffer per device, or on the
+    CPU by the extension's one pass (csrc/grad_norm_cpu.cpp: the same bits, without the buffer)."""
     by_device: dict[torch.device, list[int]] = {}
     for i, g in enumerate(grads):
         by_device.setdefault(g.device, []).append(i)
@@ -40,6 +53,11 @@ def _device_sums(grads: list[torch.Tensor], grad_scale: torch.Tensor | None) -> 
             padded = grad_norm.padded_numel(n)
             sizes += [n, padded - n]
             n_chunks.append(padded // grad_norm.CHUNK)
+        if device.type == "cpu" and _cpu_kernel() and all(grads[i].dtype in _KERNEL_DTYPES for i in idx):
+            sums = torch.ops.adamw_tau.chunk_sums([grads[i] for i in idx], grad_scale)
+            for i, s in zip(idx, sums.split(n_chunks)):
+                out[i] = s
+            continue
         buf = torch.zeros(sum(sizes), dtype=_F64, device=device)
         torch._foreach_copy_(list(buf.split(sizes)[0::2]), [grads[i].reshape(-1) for i in idx])
         sums = grad_norm.chunk_sums(grad_norm.squares(buf, grad_scale))

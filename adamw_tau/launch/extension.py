@@ -116,7 +116,7 @@ def build_pending(build_dir: str, name: str) -> bool:
 
 def sources(cuda: bool) -> list[str]:
     """The CPU library declares the op and implements it for CPU; the CUDA one adds the CUDA kernel."""
-    return [str(CSRC / n) for n in (["adamw_cuda.cu"] if cuda else ["ops.cpp", "adamw_cpu.cpp", "stream_cpu.cpp"])]
+    return [str(CSRC / n) for n in (["adamw_cuda.cu"] if cuda else ["ops.cpp", "adamw_cpu.cpp", "stream_cpu.cpp", "grad_norm_cpu.cpp"])]
 
 
 def _registered(key: str) -> bool:

@@ -32,6 +32,8 @@ TESTS = {
     "q8_reference": ["tests/formats/test_q8_blockwise.py", "tests/optim/test_8bit_states.py", "-k",
                      "not cpu and not triton and not host_body and not gpu"],
     "q8_cpu": ["tests/optim/test_8bit_states.py", "-k", "cpu"],
+    # the CPU chunk sums of the gradient norm against the torch ops
+    "clip_cpu": ["tests/launch/test_grad_norm_cpu.py"],
     # the CPU op's threshold search against the formats' binary search, over fp32 bit patterns
     "cpu_search": ["tests/formats/test_bucket_search.py"],
     "q8_triton": ["tests/optim/test_8bit_states.py", "-k", "triton"],
@@ -64,7 +66,9 @@ Q8_CPU = "csrc/adamw_quant_cpu.h"        # and CPU loop
 Q8_TRITON = "triton_kernels/blockwise.py"
 Q4 = "adamw_tau/formats/q4_blockwise.py"
 Q4_H = "csrc/q4_blockwise.h"
-BUCKETS = "csrc/bucket_search.h"  # the CPU op's threshold search
+BUCKETS = "csrc/bucket_search.h"  # the CPU op's threshold search (without VBMI)
+OCTAVE = "csrc/octave_search.h"    # with VBMI (8-bit), and the CUDA kernel's
+PERMUTE = "csrc/permute_search.h"  # with AVX-512 (4-bit)
 
 MUTATIONS = [
     # --- three bugs found by users -----------------------------------------------------------
@@ -227,8 +231,7 @@ MUTATIONS = [
          edits=[("return v_code == 0 ? uint8_t(127) : m_code;", "return v_code == 0 ? m_code : m_code;")],
          tests="q8_cpu"),
     dict(id="q8-cuda-body-m-rule-on-v-with-amsgrad", rule="8-bit zero rule: with amsgrad, m follows max_exp_avg_sq",
-         file=Q8_KERNEL, edits=[("cm[j] = C::zero_rule(C::template encode<true>(L.m[j], new_m), AMSGRAD ? cvm[j] : cv[j],",
-                                 "cm[j] = C::zero_rule(C::template encode<true>(L.m[j], new_m), cv[j],")],
+         file=Q8_KERNEL, edits=[("new_m, 0u, search), AMSGRAD ? cvm[j] : cv[j],", "new_m, 0u, search), cv[j],")],
          tests="q8_host_body"),
     dict(id="q8-triton-m-kept-where-v-is-0", rule="8-bit zero rule: m's zero code where v's code is 0", file=TRITON,
          edits=[("        m_code = q_zero_rule(m_code, divides_by, divides_scale, umap_ptr, BLOCK, QBLOCK, ZERO_CODE, ZERO_BY_DECODE)\n", "")],
@@ -246,6 +249,30 @@ MUTATIONS = [
     dict(id="cpu-bucket-base-off-by-one", rule="the CPU threshold search counts the thresholds below a bucket",
          file=BUCKETS, edits=[("if (order_key(WORDS[mid]) >> 16 < top) base = mid + 1;",
                                "if (order_key(WORDS[mid]) >> 16 <= top) base = mid + 1;")], tests="cpu_search"),
+    dict(id="cpu-chunk-sums-unscaled-in-float64", rule="clipping: an unscaled gradient is rounded to fp32 first",
+         file="csrc/grad_norm_cpu.cpp", edits=[("if (unscale) x = static_cast<double>(static_cast<float>(x / scale));",
+                                               "if (unscale) x = x / scale;")], tests="clip_cpu"),
+    dict(id="cpu-octave-ties-up", rule="8-bit ties go to the lower code (the CPU's octave search)", file=OCTAVE,
+         edits=[("greater[q] = _mm512_cmp_ps_mask(x[q], _mm512_castsi512_ps(t[q]), _CMP_GT_OQ);",
+                 "greater[q] = _mm512_cmp_ps_mask(x[q], _mm512_castsi512_ps(t[q]), _CMP_GE_OQ);")],
+         tests="cpu_search"),
+    dict(id="cuda-octave-ties-up", rule="8-bit ties go to the lower code (the CUDA kernel's octave search)",
+         file=OCTAVE, edits=[("const uint32_t c = base + uint32_t(x > as_float(t.words[base]));",
+                              "const uint32_t c = base + uint32_t(x >= as_float(t.words[base]));")],
+         tests="cpu_search"),
+    dict(id="cpu-octave-slot-of-zero", rule="the octave search: zero and subnormals have their own slot",
+         file=OCTAVE, edits=[("_mm512_maskz_sub_epi32(_mm512_test_epi32_mask(e, e), clamped,",
+                              "_mm512_maskz_sub_epi32(_mm512_test_epi32_mask(clamped, clamped), clamped,")],
+         tests="cpu_search"),
+    dict(id="cpu-permute-ties-up", rule="4-bit ties go to the lower code (the CPU's register search)", file=PERMUTE,
+         edits=[("code = _mm512_mask_add_epi32(code, _mm512_cmp_ps_mask(x, t, _CMP_GT_OQ), code, _mm512_set1_epi32(bit));",
+                 "code = _mm512_mask_add_epi32(code, _mm512_cmp_ps_mask(x, t, _CMP_GE_OQ), code, _mm512_set1_epi32(bit));")],
+         tests="cpu_search"),
+    dict(id="cpu-decode-byte-planes-out-of-order", rule="decode: map[code] * scale for each element's own code",
+         file=Q8_CPU, edits=[("o.b[pos] = uint8_t(16 * ((pos % 16) / 4) + 4 * (pos / 16) + pos % 4);",
+                              "o.b[pos] = uint8_t(pos);")], tests="cpu_search"),
+    dict(id="q4-triton-nibbles-swapped", rule="4-bit: element i's code is byte i // 2's low nibble when i is even",
+         file=Q8_TRITON, edits=[("tl.join(byte & 15, byte >> 4)", "tl.join(byte >> 4, byte & 15)")], tests="q4"),
     dict(id="q8-triton-ties-up", rule="8-bit ties go to the lower code", file=Q8_TRITON,
          edits=[("code += tl.where(xhat > tl.load(thr_ptr + code", "code += tl.where(xhat >= tl.load(thr_ptr + code")],
          tests="q8_triton"),
