@@ -10,7 +10,7 @@
 // this replaced took 146 ms for a 16M-element fp32 8-bit step against 11 ms for fp32 (2-core
 // Zen 4 CPU machine, 2026-12-03): GCC vectorised none of it, and q8_encode's 8 dependent
 // table loads dominated. In phases with AVX2 gathers: 39 ms. With AVX-512 VBMI every 8-bit
-// table lives in registers: the decode by byte permutes ([note: byte planes]), the encode by
+// table lives in registers: the decode by byte permutes (byte_planes.h), the encode by
 // octave_search.h; the 4-bit encode is its own binary search in registers (permute_search.h).
 // Per element, one thread, a block in L1 (the phases timed alone): 8-bit decode 0.52 -> 0.11
 // ns, encode 1.05 (gathers) -> 0.80 (table loads) -> 0.44 ns; 4-bit encode 0.77 -> 0.30 ns.
@@ -32,6 +32,7 @@
 
 #include "adamw_args.h"
 #include "bucket_search.h"
+#include "byte_planes.h"
 #include "octave_search.h"
 #include "permute_search.h"
 #include "state_formats.h"
@@ -66,57 +67,13 @@ template <> struct CpuTables<Q4Codec> {
 };
 
 #if defined(__AVX512VBMI__)
-// [note: byte planes] The 8-bit decode looks up 64 codes at once with AVX-512 VBMI byte
-// permutes instead of gathers: the 256-entry map is held as four planes of 256 bytes (byte j of
-// every word), each in four zmm registers; vpermt2b picks a byte from 128 of them by the code's
-// low 7 bits, so two picks and a blend on bit 7 give a plane, and byte unpacks put the four
-// planes back together as words. The unpacks interleave within 128-bit lanes, so the codes are
-// first permuted (kUnpackOrder) so that the words come out in element order. A 64-element
-// decode is 26 register ops against 8 gathers; measured on the 2-core CPU machine (Zen 4, one
-// thread, a block in L1): 0.42-0.55 ns an element with gathers, README "The CPU quantized step".
-template <const uint32_t* MAP>
-struct BytePlanes {
-  struct Bytes {
-    uint8_t b[4][256];
-  };
-  static constexpr Bytes make() {
-    Bytes t{};
-    for (int j = 0; j < 4; ++j)
-      for (int i = 0; i < 256; ++i) t.b[j][i] = uint8_t(MAP[i] >> (8 * j));
-    return t;
-  }
-  alignas(64) static constexpr Bytes kBytes = make();
-};
-
-// Input byte 16L + 4q + i holds the code of element 16q + 4L + i: after unpacking bytes to
-// words to dwords within each 128-bit lane L, dword register q holds elements 16q .. 16q + 15.
-struct UnpackOrder {
-  uint8_t b[64];
-  static constexpr UnpackOrder make() {
-    UnpackOrder o{};
-    for (int pos = 0; pos < 64; ++pos) o.b[pos] = uint8_t(16 * ((pos % 16) / 4) + 4 * (pos / 16) + pos % 4);
-    return o;
-  }
-};
-alignas(64) inline constexpr UnpackOrder kUnpackOrder = UnpackOrder::make();
-
-// map[codes[k]] * scale for 64 codes, the bits of C::decode (one correctly rounded multiply).
+// map[codes[k]] * scale for 64 codes, the bits of C::decode (one correctly rounded multiply),
+// the map looked up in registers (byte_planes.h: [note: byte planes])
 template <const uint32_t* MAP>
 inline void decode64(const uint8_t* codes, __m512 scale, float* out) {
-  const auto& planes = BytePlanes<MAP>::kBytes.b;
-  const __m512i c = _mm512_permutexvar_epi8(_mm512_load_si512(kUnpackOrder.b), _mm512_loadu_si512(codes));
-  const __mmask64 high = _mm512_movepi8_mask(c);  // bit 7: the upper 128 entries
-  __m512i b[4];
-  for (int j = 0; j < 4; ++j) {
-    const __m512i* p = reinterpret_cast<const __m512i*>(planes[j]);
-    const __m512i low = _mm512_permutex2var_epi8(_mm512_load_si512(p), c, _mm512_load_si512(p + 1));
-    const __m512i up = _mm512_permutex2var_epi8(_mm512_load_si512(p + 2), c, _mm512_load_si512(p + 3));
-    b[j] = _mm512_mask_blend_epi8(high, low, up);
-  }
-  const __m512i w01l = _mm512_unpacklo_epi8(b[0], b[1]), w01h = _mm512_unpackhi_epi8(b[0], b[1]);
-  const __m512i w23l = _mm512_unpacklo_epi8(b[2], b[3]), w23h = _mm512_unpackhi_epi8(b[2], b[3]);
-  const __m512i d[4] = {_mm512_unpacklo_epi16(w01l, w23l), _mm512_unpackhi_epi16(w01l, w23l),
-                        _mm512_unpacklo_epi16(w01h, w23h), _mm512_unpackhi_epi16(w01h, w23h)};
+  static constexpr BytePlanes kPlanes = byte_planes(MAP, 256);
+  __m512i d[4];
+  lookup64(kPlanes, _mm512_loadu_si512(codes), d);
   for (int q = 0; q < 4; ++q) _mm512_storeu_ps(out + 16 * q, _mm512_mul_ps(_mm512_castsi512_ps(d[q]), scale));
 }
 #endif

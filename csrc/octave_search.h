@@ -11,8 +11,8 @@
 //      how many mantissa bits split it (as few as leave at most one threshold in a bucket);
 //   2. the bucket: first + (mantissa >> (23 - bits)), under 512; a byte table of the buckets
 //      (four 128-byte segments, vpermt2b) gives base = #{k : T[k] lies below the bucket};
-//   3. T[base], from the thresholds held as four 256-byte planes (adamw_quant_cpu.h: [note:
-//      byte planes]), T[255] = +inf;
+//   3. T[base], from the thresholds held as four 256-byte planes (byte_planes.h: [note: byte
+//      planes]), T[255] = +inf;
 // and the code is base + (x̂ > T[base]): the bucket holds T[base] or no threshold at all (then
 // T[base] lies above every value of the bucket and the comparison is false). The comparison is
 // the binary search's own (a float `>`), so -0.0, +0.0 and the subnormal thresholds need no
@@ -31,6 +31,7 @@
 
 #include "adamw_math.h"
 #include "bucket_search.h"  // order_key
+#include "byte_planes.h"
 
 namespace adamw_tau {
 
@@ -87,8 +88,8 @@ struct OctaveSearch {
   }
 
   struct Tables {
-    OctaveTables core;                   // what the scalar count reads (the CUDA kernel's copy)
-    alignas(64) uint8_t planes[4][256];  // byte j of T[k] (T[255] = +inf), for count64
+    OctaveTables core;   // what the scalar count reads (the CUDA kernel's copy)
+    BytePlanes planes;   // T (T[255] = +inf) for count64
     int buckets;
     bool valid;
   };
@@ -126,8 +127,7 @@ struct OctaveSearch {
     }
     t.buckets = next;
     for (int k = 0; k < 256; ++k) t.core.words[k] = k < N ? WORDS[k] : 0x7F800000u;
-    for (int j = 0; j < 4; ++j)
-      for (int k = 0; k < 256; ++k) t.planes[j][k] = uint8_t(t.core.words[k] >> (8 * j));
+    t.planes = byte_planes(WORDS, N, 0x7F800000u);
     return t;
   }
   static constexpr Tables kTables = make();
@@ -182,19 +182,9 @@ struct OctaveSearch {
     const __m512i seg23 = _mm512_mask_blend_epi8(bit7, _mm512_permutex2var_epi8(_mm512_loadu_si512(l2 + 4), low, _mm512_loadu_si512(l2 + 5)),
                                                  _mm512_permutex2var_epi8(_mm512_loadu_si512(l2 + 6), low, _mm512_loadu_si512(l2 + 7)));
     const __m512i base = _mm512_mask_blend_epi8(bit8, seg01, seg23);
-    // T[base] as four dword registers in element order (the byte planes, as decode64 does)
-    const __m512i order = _mm512_permutexvar_epi8(_mm512_load_si512(kUnpackOrderBytes.b), base);
-    const __mmask64 upper = _mm512_movepi8_mask(order);
-    __m512i p[4];
-    for (int j = 0; j < 4; ++j) {
-      const __m512i* plane = reinterpret_cast<const __m512i*>(kTables.planes[j]);
-      p[j] = _mm512_mask_blend_epi8(upper, _mm512_permutex2var_epi8(_mm512_load_si512(plane), order, _mm512_load_si512(plane + 1)),
-                                    _mm512_permutex2var_epi8(_mm512_load_si512(plane + 2), order, _mm512_load_si512(plane + 3)));
-    }
-    const __m512i w01l = _mm512_unpacklo_epi8(p[0], p[1]), w01h = _mm512_unpackhi_epi8(p[0], p[1]);
-    const __m512i w23l = _mm512_unpacklo_epi8(p[2], p[3]), w23h = _mm512_unpackhi_epi8(p[2], p[3]);
-    const __m512i t[4] = {_mm512_unpacklo_epi16(w01l, w23l), _mm512_unpackhi_epi16(w01l, w23l),
-                          _mm512_unpacklo_epi16(w01h, w23h), _mm512_unpackhi_epi16(w01h, w23h)};
+    // T[base] as four dword registers in element order (byte_planes.h)
+    __m512i t[4];
+    lookup64(kTables.planes, base, t);
     for (int q = 0; q < 4; ++q) greater[q] = _mm512_cmp_ps_mask(x[q], _mm512_castsi512_ps(t[q]), _CMP_GT_OQ);
     const __mmask64 gt = _mm512_kunpackd(_mm512_kunpackw(greater[3], greater[2]), _mm512_kunpackw(greater[1], greater[0]));
     const __mmask64 ord = _mm512_kunpackd(_mm512_kunpackw(ordered[3], ordered[2]), _mm512_kunpackw(ordered[1], ordered[0]));
@@ -213,16 +203,6 @@ struct OctaveSearch {
     }
   };
   static constexpr Picks kPick = Picks::make();
-  // as adamw_quant_cpu.h's kUnpackOrder (kept here so this header stands alone)
-  struct UnpackOrderBytes {
-    alignas(64) uint8_t b[64];
-    static constexpr UnpackOrderBytes make() {
-      UnpackOrderBytes o{};
-      for (int pos = 0; pos < 64; ++pos) o.b[pos] = uint8_t(16 * ((pos % 16) / 4) + 4 * (pos / 16) + pos % 4);
-      return o;
-    }
-  };
-  static constexpr UnpackOrderBytes kUnpackOrderBytes = UnpackOrderBytes::make();
 #endif
 };
 

@@ -269,7 +269,7 @@ MUTATIONS = [
                  "code = _mm512_mask_add_epi32(code, _mm512_cmp_ps_mask(x, t, _CMP_GE_OQ), code, _mm512_set1_epi32(bit));")],
          tests="cpu_search"),
     dict(id="cpu-decode-byte-planes-out-of-order", rule="decode: map[code] * scale for each element's own code",
-         file=Q8_CPU, edits=[("o.b[pos] = uint8_t(16 * ((pos % 16) / 4) + 4 * (pos / 16) + pos % 4);",
+         file="csrc/byte_planes.h", edits=[("o.b[pos] = uint8_t(16 * ((pos % 16) / 4) + 4 * (pos / 16) + pos % 4);",
                               "o.b[pos] = uint8_t(pos);")], tests="cpu_search"),
     dict(id="q4-triton-nibbles-swapped", rule="4-bit: element i's code is byte i // 2's low nibble when i is even",
          file=Q8_TRITON, edits=[("tl.join(byte & 15, byte >> 4)", "tl.join(byte >> 4, byte & 15)")], tests="q4"),
