@@ -95,15 +95,20 @@ def compile_ptx(folder: Path, variants=None) -> Path:
     return ptx
 
 
-def lane_accesses(ptx: str) -> dict:
-    """{(codec, P, G, AMSGRAD, W): Counter of the lane accesses' PTX ("ld v2.u32": n, ...)}."""
-    out = {}
+def kernel_bodies(ptx: str):
+    """(codec, P, G, AMSGRAD, W), PTX text of each quantized kernel's entry."""
     for entry in re.finditer(r"\.entry (\S+)\((.*?)\n\}\n", ptx, re.S):
         found = _KERNEL.search(entry.group(1))
         if found:
-            key = (found.group(1), *map(int, found.groups()[1:]))
-            ops = re.findall(r"\b(ld\.global\.ca|st\.global\.wb)\.([.\w]+)", entry.group(0))
-            out[key] = collections.Counter(f"{op[:2]} {width}" for op, width in ops)
+            yield (found.group(1), *map(int, found.groups()[1:])), entry.group(0)
+
+
+def lane_accesses(ptx: str) -> dict:
+    """{(codec, P, G, AMSGRAD, W): Counter of the lane accesses' PTX ("ld v2.u32": n, ...)}."""
+    out = {}
+    for key, body in kernel_bodies(ptx):
+        ops = re.findall(r"\b(ld\.global\.ca|st\.global\.wb)\.([.\w]+)", body)
+        out[key] = collections.Counter(f"{op[:2]} {width}" for op, width in ops)
     return out
 
 
@@ -127,15 +132,9 @@ def expected_accesses(key) -> collections.Counter:
 
 def search_reads(ptx: str) -> dict:
     """{(codec, ...): (shared loads, the staged tables read, the threshold table read)} per kernel."""
-    out = {}
-    for entry in re.finditer(r"\.entry (\S+)\((.*?)\n\}\n", ptx, re.S):
-        found = _KERNEL.search(entry.group(1))
-        if found:
-            body = entry.group(0)
-            out[(found.group(1), *map(int, found.groups()[1:]))] = (
-                len(re.findall(r"\bld\.shared\.", body)), "kQ8SearchTablesDevice" in body,
-                bool(re.search(r"kQ8(Signed|Unsigned)ThresholdsDevice", body)))
-    return out
+    return {key: (len(re.findall(r"\bld\.shared\.", body)), "kQ8SearchTablesDevice" in body,
+                  bool(re.search(r"kQ8(Signed|Unsigned)ThresholdsDevice", body)))
+            for key, body in kernel_bodies(ptx)}
 
 
 def _check(ptx_path: Path, keys) -> None:
